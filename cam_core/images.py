@@ -1,0 +1,141 @@
+"""Read whatever image a user has into an 8-bit RGB array, or say clearly why not.
+
+Every conversion that changes what the user sees (16-bit scaling, alpha flattening, grey to RGB,
+first frame of a stack, EXIF rotation) is reported as a note, so the UI can show it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+# 64 megapixels: a 8000×8000 region. Larger regions should be exported as tiles; the limit is
+# checked from the header, before any pixel is decoded, so a decompression bomb costs nothing.
+MAX_PIXELS = 64_000_000
+MAX_BYTES = 200 * 1024 * 1024
+SUPPORTED = "PNG, JPEG, TIFF (8/16-bit, multi-page: first page), BMP, WebP, GIF (first frame)"
+
+
+@dataclass
+class LoadedImage:
+    """An RGB uint8 image plus what was done to get it."""
+
+    array: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    source_mode: str = "RGB"
+
+
+def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
+        if mode.startswith("I;16") and arr.max() <= 4095:
+            hi = 4095.0  # 12-bit data stored in 16-bit containers
+        arr = np.clip((arr - lo) / max(hi - lo, 1e-12), 0, 1) * 255
+        notes.append(f"{mode} greyscale scaled to 8-bit and copied to RGB")
+        grey = (arr + 0.5).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append("transparency flattened onto white (slide background)")
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode in ("L", "1"):
+        notes.append("greyscale image copied to RGB: H&E models expect colour, results may be poor")
+    elif mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    elif mode == "P":
+        notes.append("palette image converted to RGB")
+    elif mode != "RGB":
+        notes.append(f"{mode} converted to RGB")
+    return np.asarray(img.convert("RGB"))
+
+
+def _rgb48(arr: np.ndarray, notes: list[str]) -> np.ndarray:
+    scale = 4095.0 if arr.max() <= 4095 else 65535.0
+    notes.append(f"16-bit RGB scaled to 8-bit (full scale {int(scale)})")
+    return (np.clip(arr / scale, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedImage:
+    """Decode an image file or bytes to RGB uint8.
+
+    Args:
+        source: a path or the raw bytes of an upload.
+        name: a display name for messages (the upload's file name).
+
+    Raises:
+        InputError: empty, not an image, truncated, too large, or an unsupported layout.
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"image {label!r} not found; give the path of a {SUPPORTED} file")
+        if path.stat().st_size > MAX_BYTES:
+            raise InputError(f"{label!r} is larger than {MAX_BYTES // 2**20} MB; export a smaller region")
+        data = path.read_bytes()
+    else:
+        data = source
+    if not data:
+        raise InputError(f"{label!r} is empty (0 bytes); choose a {SUPPORTED} file")
+    if len(data) > MAX_BYTES:
+        raise InputError(f"{label!r} is larger than {MAX_BYTES // 2**20} MB; export a smaller region")
+    notes: list[str] = []
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        head = data[:64].lstrip().lower()
+        kind = ""
+        if head.startswith((b"<!doctype html", b"<html")):
+            kind = " (it looks like an HTML page)"
+        elif head.startswith(b"%pdf"):
+            kind = " (it looks like a PDF)"
+        elif head.startswith(b"pk\x03\x04"):
+            kind = " (it looks like a ZIP archive)"
+        elif b"<svg" in data[:512].lower():
+            kind = " (SVG vector images are not supported)"
+        raise InputError(f"{label!r} is not a readable image{kind}; choose a {SUPPORTED} file") from None
+    except Exception as exc:  # PIL raises several types for malformed headers
+        raise InputError(f"{label!r} could not be opened ({exc}); choose a {SUPPORTED} file") from None
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise InputError(
+            f"{label!r} is {w}×{h} = {w * h / 1e6:.0f} megapixels, above the {MAX_PIXELS / 1e6:.0f} MP limit; "
+            "export a smaller region or tiles"
+        )
+    if w < 8 or h < 8:
+        raise InputError(f"{label!r} is only {w}×{h} pixels; give an image at least 8×8 (ideally ≥256×256)")
+    n_frames = getattr(img, "n_frames", 1)
+    if n_frames > 1:
+        notes.append(f"{n_frames} frames/pages: the first is used")
+        img.seek(0)
+    try:
+        img.load()
+    except Exception as exc:
+        raise InputError(f"{label!r} is truncated or corrupt ({exc}); re-export the image") from None
+    transposed = ImageOps.exif_transpose(img)
+    if transposed is not None and transposed is not img and transposed.size != img.size:
+        notes.append("rotated according to its EXIF orientation")
+    if transposed is not None:
+        img = transposed
+    try:
+        arr = np.asarray(img)
+        if arr.ndim == 3 and arr.dtype == np.uint16 and arr.shape[2] >= 3:
+            rgb = _rgb48(arr[:, :, :3].astype(np.float64), notes)
+        else:
+            rgb = _to_rgb8(img, notes)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"{label!r} has an unsupported pixel layout ({img.mode}: {exc}); save it as 8-bit RGB"
+        ) from None
+    return LoadedImage(np.ascontiguousarray(rgb, dtype=np.uint8), notes, img.mode)

@@ -1,0 +1,314 @@
+"""Load segmentation models: built-in names, a models folder, or a path, never via pickle.
+
+A model folder is what ``segmentation_models_pytorch``'s ``model.save_pretrained(dir)`` writes
+(``config.json`` + ``model.safetensors``) plus an optional ``segcam.json``::
+
+    {
+      "classes": ["background", "nucleus"],          # one name per output channel
+      "colors": ["#000000", "#e69f00"],              # optional, hex, one per class
+      "preprocessing": {"mean": [...], "std": [...]},# optional, on RGB scaled to [0, 1]
+      "default_layer": "decoder.blocks.2",           # optional
+      "decision_rule": {"type": "argmax"}            # or {"type": "background_below", "threshold": 0.9}
+    }
+
+Without ``preprocessing`` an image is scaled to [0, 1] and normalised with the ImageNet
+mean/std (smp's convention for its encoders). A model with one output channel is a binary
+sigmoid model and gets the classes ``[background, foreground]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ModelLoadError, unknown
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS_ROOT = REPO_ROOT / "models"
+REGISTRY_FILE = MODELS_ROOT / "registry.json"
+DEFAULT_MODELS_DIR = MODELS_ROOT / "user"
+MODELS_DIR_ENV = "SEGCAM_MODELS_DIR"
+SPEC_FILE = "segcam.json"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Okabe–Ito: distinguishable with the common colour-vision deficiencies.
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+
+
+@dataclass
+class ModelSpec:
+    """What the explorer needs to know about a model beyond its weights."""
+
+    classes: list[str]
+    colors: list[str]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    default_layer: str | None = None
+    decision_rule: dict = field(default_factory=lambda: {"type": "argmax"})
+    binary: bool = False
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference on one device, with the lock every caller must hold."""
+
+    name: str
+    path: Path
+    model: torch.nn.Module
+    spec: ModelSpec
+    device: torch.device
+    multiple: int
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.spec.classes)
+
+
+@dataclass
+class ModelEntry:
+    """A model that can be offered to the user, or the reason it cannot."""
+
+    name: str
+    path: Path
+    source: str  # "built-in" or "models folder"
+    classes: list[str] = field(default_factory=list)
+    description: str = ""
+    error: str | None = None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def models_dir(override: str | Path | None = None) -> Path:
+    """The user models folder: explicit override, then ``$SEGCAM_MODELS_DIR``, then ``models/user``."""
+    if override:
+        return Path(override)
+    env = os.environ.get(MODELS_DIR_ENV)
+    return Path(env) if env else DEFAULT_MODELS_DIR
+
+
+def builtin_registry() -> dict[str, dict]:
+    """Built-in models, keyed by name (the first one is the default)."""
+    data = json.loads(REGISTRY_FILE.read_text())
+    return {name: {**info, "path": MODELS_ROOT / info["path"]} for name, info in data["models"].items()}
+
+
+def default_model_name() -> str:
+    return next(iter(builtin_registry()))
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(
+            f"{what} {path} is not valid JSON ({exc.msg}, line {exc.lineno}); fix or remove it"
+        ) from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def read_spec(folder: Path, out_channels: int) -> ModelSpec:
+    """Read ``segcam.json`` (optional) and check it against the model's output channels."""
+    binary = out_channels == 1
+    n_classes = 2 if binary else out_channels
+    data = _read_json(folder / SPEC_FILE, "class file") if (folder / SPEC_FILE).is_file() else {}
+    classes = data.get("classes") or (
+        ["background", "foreground"] if binary else [f"class {i}" for i in range(out_channels)]
+    )
+    if not isinstance(classes, list) or len(classes) != n_classes:
+        raise ModelLoadError(
+            f"{folder.name}: {SPEC_FILE} names {len(classes) if isinstance(classes, list) else '?'} classes "
+            f"but the model has {out_channels} output channel(s); give {n_classes} class names"
+            + (" (a 1-channel sigmoid model has [background, foreground])" if binary else "")
+        )
+    colors = data.get("colors") or (OKABE_ITO * (n_classes // len(OKABE_ITO) + 1))[:n_classes]
+    if len(colors) != n_classes:
+        raise ModelLoadError(f"{folder.name}: {SPEC_FILE} has {len(colors)} colours for {n_classes} classes")
+    prep = data.get("preprocessing", {})
+    mean, std = tuple(prep.get("mean", IMAGENET_MEAN)), tuple(prep.get("std", IMAGENET_STD))
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ModelLoadError(f"{folder.name}: preprocessing needs 3 means and 3 positive stds, got {mean}, {std}")
+    rule = data.get("decision_rule", {"type": "argmax"})
+    if rule.get("type") not in ("argmax", "background_below"):
+        raise ModelLoadError(f"{folder.name}: decision_rule type must be 'argmax' or 'background_below'")
+    return ModelSpec(
+        classes=[str(c) for c in classes],
+        colors=[str(c) for c in colors],
+        mean=mean,
+        std=std,
+        default_layer=data.get("default_layer"),
+        decision_rule=rule,
+        binary=binary,
+        description=str(data.get("description", "")),
+        extra={k: v for k, v in data.items() if k not in {"classes", "colors", "preprocessing", "decision_rule"}},
+    )
+
+
+def _build_architecture(folder: Path) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(
+            f"{folder.name}: no config.json; a model folder is what smp's model.save_pretrained(dir) writes "
+            "(config.json + model.safetensors)"
+        )
+    config = _read_json(config_path, "model config")
+    arch = str(config.pop("_model_class", ""))
+    archs = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+    if arch not in archs:
+        raise ModelLoadError(
+            f"{folder.name}: config.json _model_class {arch!r} is not an smp architecture ({', '.join(archs)})"
+        )
+    config["encoder_weights"] = None  # never download; the weights come from the folder
+    try:
+        return archs[arch](**config)
+    except Exception as exc:
+        raise ModelLoadError(f"{folder.name}: config.json does not build a {arch} ({exc})") from None
+
+
+def _load_weights(folder: Path, model: torch.nn.Module) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        hint = (
+            f" Found {', '.join(pickles)}: pickle-based files are never loaded because unpickling can run code;"
+            " convert them where you trust them with model.save_pretrained(dir) or safetensors.torch.save_file."
+            if pickles
+            else ""
+        )
+        raise ModelLoadError(f"{folder.name}: no model.safetensors.{hint}")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    bad = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or extra or bad:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+        if bad:
+            k = sorted(bad)[0]
+            parts.append(f"{len(bad)} of wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise ModelLoadError(f"{folder.name}: weights do not match config.json: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def _out_channels(model: torch.nn.Module) -> int:
+    head = getattr(model, "segmentation_head", None)
+    convs = [m for m in (head.modules() if head is not None else model.modules()) if isinstance(m, torch.nn.Conv2d)]
+    if not convs:
+        raise ModelLoadError("cannot find the model's output convolution to count its classes")
+    return int(convs[-1].out_channels)
+
+
+def load_folder(folder: str | Path, name: str | None = None, device: torch.device | None = None) -> LoadedModel:
+    """Load a ``save_pretrained`` folder (plus optional ``segcam.json``) onto a device.
+
+    Raises:
+        ModelLoadError: a file is missing or broken; the message says which and what would work.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
+    model = _build_architecture(folder)
+    _load_weights(folder, model)
+    spec = read_spec(folder, _out_channels(model))
+    model.eval()
+    device = device or default_device()
+    model.to(device)
+    encoder = getattr(model, "encoder", None)
+    multiple = int(getattr(encoder, "output_stride", 32) or 32)
+    return LoadedModel(name or folder.name, folder, model, spec, device, multiple)
+
+
+def discover(models_folder: str | Path | None = None) -> list[ModelEntry]:
+    """Built-in models, then every sub-folder of the models folder; broken ones carry ``error``."""
+    entries = []
+    for name, info in builtin_registry().items():
+        entries.append(_entry(name, Path(info["path"]), "built-in", info.get("description", "")))
+    root = models_dir(models_folder)
+    if root.is_dir():
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            entries.append(_entry(sub.name, sub, "models folder", ""))
+    return entries
+
+
+def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
+    entry = ModelEntry(name, path, source, description=description)
+    try:
+        model = _build_architecture(path)
+        _load_weights(path, model)
+        spec = read_spec(path, _out_channels(model))
+        entry.classes = spec.classes
+        entry.description = entry.description or spec.description
+    except ModelLoadError as exc:
+        entry.error = str(exc)
+    return entry
+
+
+def resolve(name_or_path: str | None, models_folder: str | Path | None = None) -> tuple[str, Path]:
+    """Map a model argument (built-in name, models-folder name or path) to (name, folder)."""
+    if not name_or_path:
+        name_or_path = default_model_name()
+    builtin = builtin_registry()
+    if name_or_path in builtin:
+        return name_or_path, Path(builtin[name_or_path]["path"])
+    user = models_dir(models_folder) / name_or_path
+    if user.is_dir():
+        return name_or_path, user
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path.name, path
+    valid = list(builtin)
+    root = models_dir(models_folder)
+    if root.is_dir():
+        valid += sorted(p.name for p in root.iterdir() if p.is_dir())
+    raise unknown("model", name_or_path, valid, " (or the path of a save_pretrained folder)")
+
+
+def load(
+    name_or_path: str | None = None, models_folder: str | Path | None = None, device: torch.device | None = None
+) -> LoadedModel:
+    """Load a model by built-in name, models-folder name or folder path."""
+    name, folder = resolve(name_or_path, models_folder)
+    return load_folder(folder, name=name, device=device)
+
+
+def preprocess(image: np.ndarray, spec: ModelSpec) -> torch.Tensor:
+    """RGB uint8 H×W×3 → normalised 1×3×H×W float tensor (on the CPU)."""
+    x = image.astype(np.float32) / 255.0
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad the bottom/right to a multiple of the encoder stride; return the original size."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)

@@ -1,0 +1,116 @@
+"""Pictures and image decoding."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cam_core import render
+from cam_core.errors import InputError, UnknownNameError
+from cam_core.images import load_image
+
+
+def ramp(h=64, w=64):
+    return np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1))
+
+
+def test_heatmap_uses_colormap_ends():
+    from matplotlib import colormaps
+
+    heat = render.heatmap(ramp(), "viridis")
+    lo = (np.array(colormaps["viridis"](0.0)[:3]) * 255).round()
+    hi = (np.array(colormaps["viridis"](1.0)[:3]) * 255).round()
+    assert np.abs(heat[0, 0] - lo).max() <= 1
+    assert np.abs(heat[0, -1] - hi).max() <= 1
+    with pytest.raises(UnknownNameError, match="valid colormaps: viridis"):
+        render.heatmap(ramp(), "rainbowish")
+
+
+def test_overlay_opacity_extremes():
+    img = np.full((64, 64, 3), 200, np.uint8)
+    cam = ramp()
+    assert np.array_equal(render.overlay(img, cam, 0.0), img)
+    assert np.array_equal(render.overlay(img, cam, 1.0), render.heatmap(cam))
+    half = render.overlay(img, cam, 0.5).astype(int)
+    expect = (img.astype(int) + render.heatmap(cam).astype(int)) / 2
+    assert np.abs(half - expect).max() <= 1
+    with pytest.raises(InputError, match="opacity"):
+        render.overlay(img, cam, 1.5)
+
+
+def test_threshold_modes():
+    cam = ramp()
+    assert render.threshold_level(cam, "none") is None
+    assert render.threshold_level(cam, "absolute", 0.3) == 0.3
+    assert abs(render.threshold_level(cam, "percentile", 90) - 0.9) < 0.02
+    bimodal = np.concatenate([np.full(1000, 0.2), np.full(1000, 0.8)]).astype(np.float32)
+    assert 0.2 < render.otsu(bimodal) <= 0.8
+    masked = render.overlay(np.zeros((64, 64, 3), np.uint8), cam, 1.0, level=0.5, show="mask")
+    assert masked[:, :30].max() == 0  # below the level: tissue only
+    assert masked[:, 40:].max() > 0
+    contoured = render.overlay(np.zeros((64, 64, 3), np.uint8), cam, 0.0, level=0.5, show="contour")
+    assert (contoured == 255).all(axis=2).sum() == 64  # one-pixel vertical line
+
+
+def test_mask_colors_and_legend():
+    mask = np.array([[0, 1], [2, 1]], np.uint8)
+    rgb = render.colorize_mask(mask, ["#000000", "#FF0000", "#00FF00"])
+    assert rgb[0, 1].tolist() == [255, 0, 0]
+    assert rgb[1, 0].tolist() == [0, 255, 0]
+    leg = render.legend(["a", "b"], ["#000000", "#FF0000"])
+    assert leg.ndim == 3
+    assert (leg == [255, 0, 0]).all(axis=2).any()
+    assert render.colorbar().shape[0] > 200
+
+
+def _png(arr, mode=None):
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_images_conversions(tmp_path):
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0] = 255
+    out = load_image(_png(rgba))
+    assert out.array[0, 0].tolist() == [255, 255, 255]  # transparent → white
+    assert any("transparency" in n for n in out.notes)
+    grey16 = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 256).astype(np.uint16)
+    p = tmp_path / "g16.tif"
+    Image.fromarray(grey16).save(p)
+    out = load_image(p)
+    assert out.array.shape == (16, 16, 3)
+    assert out.array.max() == 254  # 65280 / 65535 of full scale
+    assert any("16" in n for n in out.notes)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"", "empty"),
+        (b"<!DOCTYPE html><html></html>", "HTML"),
+        (b"%PDF-1.4 ...", "PDF"),
+        (b"PK\x03\x04....", "ZIP"),
+        (b'<?xml version="1.0"?><svg xmlns="x"></svg>', "SVG"),
+    ],
+)
+def test_bad_images_named(data, needle):
+    with pytest.raises(InputError, match=needle):
+        load_image(data, name="x")
+
+
+def test_truncated_png_named():
+    data = _png(np.zeros((64, 64, 3), np.uint8) + 7)
+    with pytest.raises(InputError, match=r"truncated or corrupt|not a readable"):
+        load_image(data[: len(data) // 2], name="half.png")
+
+
+def test_decompression_bomb_refused_before_decoding(monkeypatch):
+    from cam_core import images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    with pytest.raises(InputError, match="megapixels, above"):
+        load_image(_png(np.zeros((20, 20, 3), np.uint8)))

@@ -17,6 +17,7 @@ is the same either way, so the result is too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import platform
 import time
@@ -38,6 +39,7 @@ from .models import LoadedModel, pad_to_multiple, preprocess
 from .state import preserved_state
 
 Progress = Callable[[float, str], None]
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -201,6 +203,8 @@ def predict(loaded: LoadedModel, image: np.ndarray, rule: dict | None = None) ->
     with loaded.lock, preserved_state(loaded.model), torch.no_grad():
         loaded.model.eval()
         logits = _forward(loaded.model, x)
+        loaded.passes["forward"] += 1
+        log.info("model pass: forward (predict) %s %s", loaded.name, tuple(x.shape))
     _check_finite(logits, "logits")
     probs = _probabilities(logits, loaded.spec.binary)[0, :, :h, :w].float().cpu().numpy()
     return Prediction(probs, decide(probs, rule or loaded.spec.decision_rule))
@@ -229,6 +233,7 @@ def capture(
         # user's model has frozen parameters; autograd.grad leaves parameters' .grad alone.
         x = x.detach().requires_grad_(True)
         logits = _forward(model, x)
+        loaded.passes["forward"] += 1
         _check_finite(logits, "logits")
         t_forward = time.perf_counter() - t0
         probs = _probabilities(logits.detach(), loaded.spec.binary)[0].float().cpu().numpy()
@@ -242,6 +247,8 @@ def capture(
         score = score_fn(logits[0])
         t1 = time.perf_counter()
         grads = torch.autograd.grad(score, [outs[n] for n in names], allow_unused=True)
+        loaded.passes["backward"] += 1
+        log.info("model pass: forward+backward (capture) %s %s layers=%d", loaded.name, tuple(x.shape), len(names))
         t_backward = time.perf_counter() - t1
         activations, gradients = {}, {}
         for n, g in zip(names, grads):
@@ -471,6 +478,8 @@ def run_method(
     notes: list[str] = []
     model = loaded.model
     with loaded.lock, preserved_state(model), _progress_hook(model, expected, progress, info.name):
+        loaded.passes["method_runs"] += 1
+        log.info("model pass: %s through grad-cam (~%d forwards) %s", info.name, expected, loaded.name)
         try:
             if info.name == "AblationCAM":
                 cam_obj = info.cls(model, [modules[layer_name]], batch_size=bs, ablation_layer=_AblationLayer())

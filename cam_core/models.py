@@ -69,6 +69,8 @@ class LoadedModel:
     device: torch.device
     multiple: int
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Model passes made through the engine: lets tests prove a slider move costs none.
+    passes: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0, "method_runs": 0})
 
     @property
     def num_classes(self) -> int:

@@ -161,18 +161,18 @@ def legend(classes: list[str], colors: list[str], extra: list[str] | None = None
     return np.asarray(img)
 
 
-def colorbar(colormap: str = DEFAULT_COLORMAP, height: int = 256, width: int = 18) -> np.ndarray:
-    """A vertical colour bar with 0 / 0.5 / 1 ticks, top = 1."""
-    lut = _lut(colormap)[::-1]
-    bar = np.repeat(lut[np.linspace(0, 255, height).astype(int)][:, None, :], width, axis=1)
+def colorbar(colormap: str = DEFAULT_COLORMAP, width: int = 256, height: int = 14) -> np.ndarray:
+    """A horizontal colour bar, 0 (left) to 1 (right), with ticks at 0, 0.5 and 1."""
+    lut = _lut(colormap)
+    bar = np.repeat(lut[np.linspace(0, 255, width).astype(int)][None, :, :], height, axis=0)
     font = _font(11)
-    canvas = Image.new("RGB", (width + 44, height + 20), "white")
-    canvas.paste(Image.fromarray(bar), (2, 10))
+    canvas = Image.new("RGB", (width + 24, height + 20), "white")
+    canvas.paste(Image.fromarray(bar), (12, 2))
     draw = ImageDraw.Draw(canvas)
-    for frac, text in ((0.0, "1.0"), (0.5, "0.5"), (1.0, "0.0")):
-        y = 10 + int(frac * (height - 1))
-        draw.line([(width + 2, y), (width + 6, y)], fill=(0, 0, 0))
-        draw.text((width + 8, y - 6), text, fill=(0, 0, 0), font=font)
+    for frac, text in ((0.0, "0"), (0.5, "0.5"), (1.0, "1")):
+        x = 12 + int(frac * (width - 1))
+        draw.line([(x, height + 2), (x, height + 5)], fill=(0, 0, 0))
+        draw.text((x - int(font.getlength(text)) // 2, height + 6), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
 
 

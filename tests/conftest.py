@@ -63,3 +63,11 @@ def tiny_folder(tmp_path):
 
 def load_tiny_folder(folder):
     return load_folder(folder, device=torch.device("cpu"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the item, so fixtures can keep screenshots of failures."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)

@@ -1,0 +1,92 @@
+"""Compare: a grid of CAMs (methods × layers) for the current image and class, from one pass."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st
+
+from cam_core import layers, methods, render
+from cam_core.errors import SegCamError
+from ui import common
+
+
+def default_layers(loaded) -> list[str]:
+    """The deepest encoder stage, the default layer and the last layer before the head."""
+    curated = layers.curated_layers(loaded)
+    enc = [n for n in curated if n.startswith("encoder")]
+    picks = [enc[-1] if enc else curated[0], layers.default_layer(loaded), curated[-1]]
+    return list(dict.fromkeys(picks))
+
+
+def main() -> None:
+    common.page_setup("Compare")
+    st.title("Compare methods and layers")
+    ch = common.sidebar()
+    if ch is None:
+        st.info("Pick a sample tile or upload an image in the sidebar.")
+        return
+    loaded = ch.loaded
+    fast = [m.name for m in methods.METHODS.values() if m.from_cache and not m.slow]
+    slow = [m.name for m in methods.METHODS.values() if not (m.from_cache and not m.slow)]
+    st.session_state.setdefault("cmp_methods", fast)
+    st.session_state.setdefault("cmp_layers", default_layers(loaded))
+    every_layer = list(layers.spatial_layers(loaded))
+    if not set(st.session_state["cmp_layers"]) <= set(every_layer):
+        st.session_state["cmp_layers"] = default_layers(loaded)
+    c1, c2, c3 = st.columns([2, 2, 1])
+    with c1:
+        chosen_methods = common.bound(st.multiselect, "Methods (one model pass)", "cmp_methods", options=fast)
+    with c2:
+        chosen_layers = common.bound(st.multiselect, "Layers", "cmp_layers", options=every_layer)
+    with c3:
+        cmap = common.bound(st.selectbox, "Colormap", "cmap", options=list(render.COLORMAPS))
+    with st.expander("Slow methods (opt-in: they run the model many times)"):
+        st.session_state.setdefault("cmp_slow", [])
+        chosen_slow = common.bound(st.multiselect, "Add slow methods", "cmp_slow", options=slow)
+        run_slow = st.button("Run the selected slow methods", disabled=not chosen_slow)
+    if (not chosen_methods and not chosen_slow) or not chosen_layers:
+        st.info("Choose at least one method and one layer.")
+        return
+    try:
+        cap = common.get_capture(ch, list(dict.fromkeys([*chosen_layers, ch.layer])))
+    except SegCamError as exc:
+        common.show_error(exc)
+        return
+    classes = loaded.spec.classes
+    st.markdown(
+        f"Class **{classes[cap.target.class_index]}** · {cap.target.describe(classes)} · model `{loaded.name}` · "
+        f"{cap.device} · one pass {cap.seconds['total']:.2f} s · every cell min-max normalised to 0–1, same colour scale"
+    )
+    st.image(render.colorbar(cmap), alt="colour bar")
+    grid = [methods.METHODS[n.lower()] for n in chosen_methods + chosen_slow]
+    image = ch.image.image.array
+    cells = 0
+    for layer in chosen_layers:
+        st.markdown(f"#### `{layer}`")
+        cols = st.columns(min(len(grid), 6))
+        for i, info in enumerate(grid):
+            with cols[i % len(cols)]:
+                try:
+                    res = common.cam_for(ch, info, layer, cap)
+                    if res is None and run_slow:
+                        res = common.run_slow(ch, info, layer, cap)
+                except SegCamError as exc:
+                    st.caption(f"{info.name}: {exc}")
+                    continue
+                if res is None:
+                    st.caption(f"{info.name}: not run yet")
+                    continue
+                over = render.overlay(image, res.cam, 0.6, cmap)
+                cost = f"{res.seconds * 1000:.0f} ms" if res.from_cache else f"{res.seconds:.1f} s"
+                st.image(
+                    over, caption=f"{info.name} @ {layer} · {cost}", width="stretch", alt=f"cam {info.name} {layer}"
+                )
+                cells += 1
+    st.session_state["compare_cells"] = cells
+
+
+main()

@@ -1,0 +1,73 @@
+"""Model: the model card, classes, candidate layers, and how to add your own model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st
+
+from cam_core import layers, models, render
+from ui import common
+
+
+def main() -> None:
+    common.page_setup("Model")
+    ch = common.sidebar()
+    loaded = ch.loaded if ch else None
+    st.title("Model")
+    if loaded is None:
+        st.info("No model loaded; see the list below.")
+    else:
+        spec = loaded.spec
+        st.subheader(loaded.name)
+        st.caption(f"{loaded.path} · on {loaded.device} · decision rule: {common.describe_rule(spec.decision_rule)}")
+        if spec.description:
+            st.write(spec.description)
+        c1, c2 = st.columns([1, 2])
+        with c1:
+            st.markdown("**Classes**")
+            st.image(render.legend(spec.classes, spec.colors, size=16), alt="classes")
+        with c2:
+            st.markdown("**Candidate layers** (curated; the app's layer list)")
+            info = layers.spatial_layers(loaded)
+            default = layers.default_layer(loaded)
+            rows = [
+                {
+                    "layer": n,
+                    "channels": info[n].channels,
+                    "resolution": f"1/{info[n].stride}",
+                    "part": info[n].kind,
+                    "default": "✓" if n == default else "",
+                }
+                for n in layers.curated_layers(loaded)
+            ]
+            st.dataframe(rows, hide_index=True, width="stretch")
+            st.caption(f"{len(info)} spatial layers in all (sidebar → All layers).")
+        card = loaded.path / "MODEL_CARD.md"
+        if card.is_file():
+            st.markdown("---")
+            st.markdown(card.read_text())
+    st.markdown("---")
+    st.subheader("Models available")
+    for e in common.model_entries():
+        status = ", ".join(e["classes"]) if not e["error"] else f":red[cannot load: {e['error']}]"
+        st.markdown(f"- **{e['name']}** ({e['source']}): {status}")
+    st.subheader("Add your own model")
+    st.markdown(
+        f"""
+1. In Python: `model.save_pretrained("my_model")` on any segmentation-models-pytorch model
+   (writes `config.json` + `model.safetensors`).
+2. Optionally add `my_model/segcam.json` with `classes`, `colors`, `preprocessing` (`mean`, `std` on RGB
+   in [0, 1]), `default_layer` and `decision_rule`. Without it: ImageNet mean/std, generic class names.
+3. Copy the folder into the models folder: `{models.models_dir()}` (set `{models.MODELS_DIR_ENV}` to use
+   another; with Docker, mount it with `-v`). It appears here within 30 s.
+
+Pickle files (`.pt`, `.pth`) are never loaded: unpickling can run code.
+"""
+    )
+
+
+main()

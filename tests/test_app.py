@@ -1,0 +1,173 @@
+"""The Streamlit app through AppTest: every control, uploads, pages, and pass counting."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from conftest import REPO
+from streamlit.testing.v1 import AppTest
+
+TIMEOUT = 120
+
+
+def passes():
+    from ui import common
+
+    return dict(common.get_model(common.models.default_model_name()).passes)
+
+
+@pytest.fixture
+def at():
+    from ui import common
+
+    common.capture_cache().clear()
+    common.result_cache().clear()
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def run(app):
+    app.run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    return app
+
+
+def provenance(app) -> str:
+    return next(m.value for m in app.markdown if m.value.startswith("**") and " on `" in m.value)
+
+
+def test_first_load_explains_a_sample_without_any_click(at):
+    assert not at.error
+    line = provenance(at)
+    assert "GradCAM" in line
+    assert "decoder.blocks.2" in line
+    assert "consep-unet-regnetx004" in line
+    assert "cpu" in line
+    assert "last_render" in at.session_state
+    assert [m.value for m in at.markdown if m.value.startswith("**Predicted mask")]
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["mask.png", "heatmap.png", "overlay.png", "results.zip"]
+
+
+def test_switch_class_layer_method_target(at):
+    at.selectbox(key="w_sel_class").set_value(3)
+    assert "class **epithelial**" in provenance(run(at))
+    at.selectbox(key="w_sel_layer").set_value("encoder.model.s3")
+    assert "`encoder.model.s3`" in provenance(run(at))
+    at.selectbox(key="w_sel_method").set_value("HiResCAM")
+    assert "**HiResCAM**" in provenance(run(at))
+    at.radio(key="w_sel_target").set_value("class")
+    assert "over the whole image" in provenance(run(at))
+    at.radio(key="w_sel_target").set_value("rectangle")
+    run(at)
+    at.slider(key="w_rect_x").set_value((0.1, 0.5))
+    assert "over the user region" in provenance(run(at))
+    at.selectbox(key="w_sel_layer_all").set_value("encoder.model.stem")
+    assert "`encoder.model.stem`" in provenance(run(at))
+
+
+def test_sliders_and_colormap_never_run_the_model(at):
+    before = passes()
+    renders = []
+    at.slider(key="w_opacity").set_value(0.9)
+    renders.append(run(at).session_state["last_render"])
+    at.radio(key="w_thr_mode").set_value("absolute")
+    run(at)
+    at.slider(key="w_thr_abs").set_value(0.7)
+    renders.append(run(at).session_state["last_render"])
+    at.radio(key="w_thr_mode").set_value("percentile")
+    run(at)
+    at.slider(key="w_thr_pct").set_value(95.0)
+    renders.append(run(at).session_state["last_render"])
+    at.radio(key="w_thr_mode").set_value("otsu")
+    renders.append(run(at).session_state["last_render"])
+    at.selectbox(key="w_show").set_value("contour")
+    run(at)
+    at.selectbox(key="w_cmap").set_value("cividis")
+    renders.append(run(at).session_state["last_render"])
+    assert passes() == before  # no forward, no backward, no method run
+    assert renders[0]["opacity"] == 0.9
+    assert renders[1]["level"] == 0.7
+    assert renders[3]["level"] is not None
+    assert renders[4]["cmap"] == "cividis"
+    assert len({r["overlay_sum"] for r in renders}) == len(renders)  # every change changed the picture
+
+
+def test_method_and_layer_switch_reuse_the_pass(at):
+    before = passes()
+    at.selectbox(key="w_sel_method").set_value("LayerCAM")
+    run(at)
+    at.selectbox(key="w_sel_layer").set_value("decoder.blocks.0")
+    run(at)
+    assert passes() == before
+
+
+def test_mask_confidence_and_eigen_smooth(at):
+    at.selectbox(key="w_sel_rule").set_value("P(background) < 0.5")
+    run(at)
+    at.checkbox(key="w_sel_eigen_smooth").check()
+    assert "GradCAM" in provenance(run(at))
+
+
+def test_slow_method_needs_a_click_then_runs(at):
+    at.selectbox(key="w_sel_layer").set_value("decoder.blocks.3")
+    run(at)
+    at.selectbox(key="w_sel_method").set_value("ScoreCAM")
+    run(at)
+    assert any("runs the model many times" in w.value for w in at.warning)
+    at.button[0].click()
+    assert "**ScoreCAM**" in provenance(run(at))
+
+
+def _png(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_uploads_png_16bit_tiff_corrupt_then_valid(at):
+    at.radio(key="w_sel_source").set_value("Upload")
+    run(at)
+    tile = np.asarray(Image.open(REPO / "samples/images/test_13_008.png"))
+    at.file_uploader(key="upload").set_value(("tile.png", _png(tile), "image/png"))
+    assert "GradCAM" in provenance(run(at))
+
+    buf = io.BytesIO()
+    Image.fromarray(tile[..., 0].astype(np.uint16) * 257).save(buf, format="TIFF")
+    at.file_uploader(key="upload").set_value(("grey16.tif", buf.getvalue(), "image/tiff"))
+    at.run()
+    assert not at.exception
+    assert any("16" in i.value for i in at.info)
+
+    at.file_uploader(key="upload").set_value(("broken.png", b"\x89PNG\r\n\x1a\n garbage", "image/png"))
+    at.run()
+    assert not at.exception
+    assert any("broken.png" in e.value for e in at.error)
+
+    at.file_uploader(key="upload").set_value(("again.png", _png(tile[:200, :180]), "image/png"))
+    assert "GradCAM" in provenance(run(at))
+
+
+@pytest.mark.parametrize("page", ["pages/1_Compare.py", "pages/2_Model.py", "pages/3_About.py"])
+def test_every_page(at, page):
+    at.switch_page(page)
+    run(at)
+    if "Compare" in page:
+        assert at.session_state["compare_cells"] >= 3 * 6
+    if "Model" in page:
+        assert any("Add your own model" in s.value for s in at.subheader)
+    if "About" in page:
+        assert any("Reading a Class Activation Map" in t.value for t in at.title)
+    # Shared choices survive the page switch.
+    at.selectbox(key="w_sel_class").set_value(2)
+    run(at)
+    at.switch_page("app.py")
+    assert "class **inflammatory**" in provenance(run(at))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import engine, layers, methods, models, render
+from . import engine, layers, methods, models, render, tiling
 from . import targets as tg
 from .errors import SegCamError
 from .images import load_image
@@ -60,9 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--out", default="out", help="output folder")
 
+    from . import bench
     from . import evaluate as ev
 
     ev.add_parser(sub)
+    bench.add_parser(sub)
     return ap
 
 
@@ -156,23 +158,52 @@ def _explain(args) -> int:
     def progress(frac, msg):
         print(f"\r[{frac * 100:5.1f}%] {msg:60s}", end="", file=sys.stderr, flush=True)
 
-    cap, results = engine.explain(
-        loaded,
-        image.array,
-        target,
-        layer_names,
-        method_list,
-        eigen_smooth=args.eigen_smooth,
-        aug_smooth=args.aug_smooth,
-        progress=progress,
-        on_error=on_error if len(layer_names) * len(method_list) > 1 else None,
-    )
+    multi = len(layer_names) * len(method_list) > 1
+    h, w = image.array.shape[:2]
+    cap = None
+    if h * w > tiling.TILE_ABOVE_PIXELS:
+        print(f"note: {w}×{h} is above {tiling.TILE_ABOVE_PIXELS / 1e6:.1f} MP: tiled inference", file=sys.stderr)
+        results, pred = [], None
+        for layer in layer_names:
+            usable = [m for m in method_list if m.from_cache and m.family != "eigen"]
+            for m in method_list:
+                if m not in usable:
+                    exc = SegCamError(f"{m.name} cannot run on a tiled image; use a gradient method")
+                    if not multi:
+                        raise exc
+                    on_error(m, layer, exc)
+            if usable:
+                pred, res = tiling.explain_tiled(
+                    loaded,
+                    image.array,
+                    target,
+                    layer,
+                    usable,
+                    tile=tiling.DEFAULT_TILE,
+                    overlap=tiling.DEFAULT_OVERLAP,
+                    eigen_smooth=args.eigen_smooth,
+                    progress=progress,
+                )
+                results += res
+    else:
+        cap, results = engine.explain(
+            loaded,
+            image.array,
+            target,
+            layer_names,
+            method_list,
+            eigen_smooth=args.eigen_smooth,
+            aug_smooth=args.aug_smooth,
+            progress=progress,
+            on_error=on_error if multi else None,
+        )
+        pred = None
     print(file=sys.stderr)
-    pred = cap.prediction if cap else engine.predict(loaded, image.array)
+    if pred is None:
+        pred = cap.prediction if cap else engine.predict(loaded, image.array)
     cls = results[0].class_index if results else tg.resolve_auto(target, pred.mask, loaded.num_classes).class_index
     target = tg.TargetSpec(target.kind, cls, target.mask)
     out = Path(args.out)
-    multi = len(layer_names) * len(method_list) > 1
     extra = {
         "image": str(args.image),
         "image_size": list(image.array.shape[:2]),
@@ -187,13 +218,12 @@ def _explain(args) -> int:
     for res in results:
         folder = out / res.layer / res.method if multi else out
         write_result(folder, image.array, pred, res, loaded.spec, args, extra)
-    if not multi:
-        Image.fromarray(render.colorize_mask(pred.mask, loaded.spec.colors)).save(out / "mask.png")
     summary = {
         "out": str(out),
         "results": len(results),
         "skipped": failures,
-        "forward_passes_for_one_pass_methods": 1 if cap else 0,
+        "forward_passes_for_one_pass_methods": 1 if cap else None,
+        "tiled": cap is None and bool(results) and "tiled" in " ".join(results[0].notes),
         "total_seconds": round(time.perf_counter() - t_start, 3),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -216,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             return _print_methods()
         if args.command == "explain":
             return _explain(args)
+        if args.command == "bench":
+            from . import bench
+
+            return bench.run(args)
         if args.command == "evaluate":
             from . import evaluate as ev
 

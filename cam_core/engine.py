@@ -17,6 +17,7 @@ is the same either way, so the result is too.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import platform
@@ -39,6 +40,7 @@ from .models import LoadedModel, pad_to_multiple, preprocess
 from .state import preserved_state
 
 Progress = Callable[[float, str], None]
+_CAPTURE_IDS = itertools.count(1)
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +89,7 @@ class Capture:
     device: str
     seconds: dict[str, float]
     input_tensor: torch.Tensor = field(repr=False)
+    uid: int = field(default_factory=lambda: next(_CAPTURE_IDS))
 
 
 @dataclass
@@ -210,14 +213,29 @@ def predict(loaded: LoadedModel, image: np.ndarray, rule: dict | None = None) ->
     return Prediction(probs, decide(probs, rule or loaded.spec.decision_rule))
 
 
+@dataclass
+class _RetainedGraph:
+    """The autograd graph of a model's latest capture, kept so another class costs one backward."""
+
+    capture_id: int
+    logits: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+
+
 def capture(
     loaded: LoadedModel,
     image: np.ndarray,
     target: tg.TargetSpec,
     layers: list[str] | str | None = None,
     rule: dict | None = None,
+    keep_graph: bool = False,
 ) -> Capture:
     """One forward and one backward with hooks on every requested layer.
+
+    Args:
+        keep_graph: keep the autograd graph (one per model, replacing the previous one) so
+            :func:`recapture` can explain another class or region with one backward and no
+            forward. Costs the graph's memory (the saved activations) until replaced.
 
     Raises:
         EmptyTargetError: the target region is empty (e.g. the class is predicted nowhere).
@@ -246,7 +264,8 @@ def capture(
         score_fn = tg.build(target, padded, loaded.spec.binary, loaded.num_classes)
         score = score_fn(logits[0])
         t1 = time.perf_counter()
-        grads = torch.autograd.grad(score, [outs[n] for n in names], allow_unused=True)
+        loaded.retained = None  # free the previous graph before building up another
+        grads = torch.autograd.grad(score, [outs[n] for n in names], allow_unused=True, retain_graph=keep_graph)
         loaded.passes["backward"] += 1
         log.info("model pass: forward+backward (capture) %s %s layers=%d", loaded.name, tuple(x.shape), len(names))
         t_backward = time.perf_counter() - t1
@@ -255,7 +274,7 @@ def capture(
             act = outs[n].detach().float().cpu().numpy()
             activations[n] = act
             gradients[n] = np.zeros_like(act) if g is None else g.detach().float().cpu().numpy()
-    return Capture(
+    cap = Capture(
         model_name=loaded.name,
         target=target,
         layers=names,
@@ -268,6 +287,57 @@ def capture(
         seconds={"forward": t_forward, "backward": t_backward, "total": time.perf_counter() - t0},
         input_tensor=x.detach().cpu(),
     )
+    if keep_graph:
+        loaded.retained = _RetainedGraph(cap.uid, logits, {n: outs[n] for n in names})
+    return cap
+
+
+def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: np.ndarray | None = None) -> Capture:
+    """Gradients for another target on the same image: one backward through the kept graph.
+
+    Falls back to a full :func:`capture` (needs ``image``) when the model's kept graph belongs
+    to another capture (another user or image came in between).
+    """
+    with loaded.lock:
+        graph = loaded.retained
+        if graph is None or graph.capture_id != cap.uid:
+            graph = None
+        else:
+            t0 = time.perf_counter()
+            h, w = cap.image_shape
+            target = tg.resolve_auto(target, cap.prediction.mask, loaded.num_classes)
+            reg = tg.region(target, cap.prediction.mask, loaded.spec.classes)
+            padded = np.zeros(cap.padded_shape, dtype=np.float32)
+            padded[:h, :w] = reg
+            score = tg.build(target, padded, loaded.spec.binary, loaded.num_classes)(graph.logits[0])
+            with torch.enable_grad():
+                grads = torch.autograd.grad(
+                    score, [graph.outputs[n] for n in cap.layers], allow_unused=True, retain_graph=True
+                )
+            loaded.passes["backward"] += 1
+            log.info("model pass: backward only (recapture) %s", loaded.name)
+            gradients = {
+                n: np.zeros_like(cap.activations[n]) if g is None else g.detach().float().cpu().numpy()
+                for n, g in zip(cap.layers, grads)
+            }
+            new = Capture(
+                model_name=cap.model_name,
+                target=target,
+                layers=cap.layers,
+                padded_shape=cap.padded_shape,
+                image_shape=cap.image_shape,
+                activations=cap.activations,
+                gradients=gradients,
+                prediction=cap.prediction,
+                device=cap.device,
+                seconds={"forward": 0.0, "backward": time.perf_counter() - t0, "total": time.perf_counter() - t0},
+                input_tensor=cap.input_tensor,
+            )
+            graph.capture_id = new.uid  # the graph now serves the newest capture of this image
+            return new
+    if image is None:
+        raise InputError("the kept graph was replaced by another capture; pass the image to capture again")
+    return capture(loaded, image, target, cap.layers, keep_graph=True)
 
 
 def first_component(batch: np.ndarray, sign_correction: bool = False) -> np.ndarray:

@@ -103,6 +103,11 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedIma
         elif b"<svg" in data[:512].lower():
             kind = " (SVG vector images are not supported)"
         raise InputError(f"{label!r} is not a readable image{kind}; choose a {SUPPORTED} file") from None
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{label!r} has more than {MAX_PIXELS / 1e6:.0f} megapixels (a decompression bomb or a whole slide); "
+            "export a smaller region or tiles"
+        ) from None
     except Exception as exc:  # PIL raises several types for malformed headers
         raise InputError(f"{label!r} could not be opened ({exc}); choose a {SUPPORTED} file") from None
     w, h = img.size
@@ -113,6 +118,10 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedIma
         )
     if w < 8 or h < 8:
         raise InputError(f"{label!r} is only {w}×{h} pixels; give an image at least 8×8 (ideally ≥256×256)")
+    rawmodes = [str(t[3]) for t in (img.tile or []) if len(t) > 3]
+    if img.mode == "RGB" and any(";16" in r for r in rawmodes):
+        # Pillow decodes 16-bit RGB by keeping the high byte: right for full-range data.
+        notes.append("16-bit RGB reduced to 8-bit (high byte)")
     n_frames = getattr(img, "n_frames", 1)
     if n_frames > 1:
         notes.append(f"{n_frames} frames/pages: the first is used")

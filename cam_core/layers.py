@@ -125,6 +125,13 @@ def default_layer(loaded: LoadedModel) -> str:
     return (decoder or curated)[-1]
 
 
+def compare_layers(loaded: LoadedModel) -> list[str]:
+    """The Compare grid's default rows: deepest encoder stage, the default layer, the pre-head layer."""
+    curated = curated_layers(loaded)
+    encoder = [n for n in curated if n.startswith("encoder")]
+    return list(dict.fromkeys([encoder[-1] if encoder else curated[0], default_layer(loaded), curated[-1]]))
+
+
 def resolve_layers(loaded: LoadedModel, spec: str | list[str] | None) -> list[str]:
     """Turn a layer argument (name, comma list, ``all`` = curated list, None = default) into names.
 

@@ -71,6 +71,8 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Model passes made through the engine: lets tests prove a slider move costs none.
     passes: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0, "method_runs": 0})
+    # The autograd graph of the latest capture kept for engine.recapture (at most one per model).
+    retained: object | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:

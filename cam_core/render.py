@@ -6,6 +6,7 @@ threaded server. Everything here is fast enough to run on every slider move.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
@@ -48,9 +49,9 @@ def colorize_mask(mask: np.ndarray, colors: list[str]) -> np.ndarray:
 
 
 def heatmap(cam: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """H×W values in [0, 1] → H×W×3 uint8 through a lookup table (fast at 2048²)."""
-    idx = np.clip(cam * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return _lut(colormap)[idx]
+    """H×W values in [0, 1] → H×W×3 uint8 through a 256-entry lookup table (OpenCV's LUT: ~10× numpy)."""
+    idx = cv2.convertScaleAbs(np.asarray(cam, dtype=np.float32), alpha=255.0)  # round + saturate to uint8
+    return cv2.LUT(cv2.merge([idx, idx, idx]), _lut(colormap).reshape(256, 1, 3))
 
 
 def threshold_level(cam: np.ndarray, mode: str, value: float = 0.5) -> float | None:
@@ -72,26 +73,31 @@ def threshold_level(cam: np.ndarray, mode: str, value: float = 0.5) -> float | N
     return otsu(cam)
 
 
-def otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold on values in [0, 1]: maximises the between-class variance."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2
+def otsu(values: np.ndarray) -> float:
+    """Otsu's threshold on values in [0, 1]: maximises the between-class variance.
+
+    Values are quantised to 256 levels with OpenCV (a 2048² map in ~3 ms instead of ~20 ms); the
+    level returned lies halfway between the last bin of the low class and the next one.
+    """
+    idx = cv2.convertScaleAbs(np.asarray(values, dtype=np.float32), alpha=255.0)
+    hist = cv2.calcHist([idx], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    centres = np.arange(256) / 255.0
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
     m0 = np.cumsum(hist * centres)
     mu0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
     mu1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
     between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
+    return float((int(np.argmax(between)) + 0.5) / 255.0)
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 def contour(region: np.ndarray) -> np.ndarray:
-    """One-pixel boundary of a boolean region (pixels inside with a neighbour outside)."""
-    r = np.pad(region, 1, mode="edge")
-    inner = r[1:-1, 1:-1]
-    edge = (inner != r[:-2, 1:-1]) | (inner != r[2:, 1:-1]) | (inner != r[1:-1, :-2]) | (inner != r[1:-1, 2:])
-    return edge & inner
+    """One-pixel inner boundary of a boolean region (inside, with a 4-neighbour outside)."""
+    r = region.view(np.uint8) if region.dtype == bool else (region > 0).astype(np.uint8)
+    return (r - cv2.erode(r, _CROSS, borderType=cv2.BORDER_REPLICATE)).astype(bool)
 
 
 def overlay(
@@ -117,18 +123,18 @@ def overlay(
         raise InputError(f"opacity {opacity} must be in [0, 1]")
     if image.shape[:2] != cam.shape:
         raise InputError(f"image {image.shape[:2]} and CAM {cam.shape} differ in size")
-    heat = heatmap(cam, colormap).astype(np.float32)
-    base = image.astype(np.float32)
-    alpha = np.full(cam.shape, opacity, dtype=np.float32)
+    heat = heatmap(cam, colormap)
+    blended = cv2.addWeighted(image, 1.0 - opacity, heat, opacity, 0.0)
     region = None
     if level is not None:
         region = cam >= level
-        if "mask" in show:
-            alpha = np.where(region, alpha, 0.0).astype(np.float32)
-    out = base * (1 - alpha[..., None]) + heat * alpha[..., None]
-    out = (out + 0.5).astype(np.uint8)
+    if region is not None and "mask" in show:
+        out = image.copy()
+        cv2.copyTo(blended, region.view(np.uint8), out)  # heatmap only where the CAM reaches the level
+    else:
+        out = blended
     if region is not None and "contour" in show:
-        out[contour(region)] = hex_to_rgb(contour_color)
+        out[contour(region)] = hex_to_rgb(contour_color)  # a thin line: few pixels to write
     return out
 
 

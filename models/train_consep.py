@@ -12,7 +12,7 @@ the best mean of the two. The test split is never looked at here.
 
 Usage (from the repository root)::
 
-    python models/train_consep.py --epochs 70 --out models/consep_unet_regnetx004
+    python models/train_consep.py --epochs 60 --out models/consep_unet_regnetx004
     python models/train_consep.py --resume ...          # continue from the last checkpoint
     python models/train_consep.py --smoke --out /tmp/x  # two steps on four tiles (CI)
 """

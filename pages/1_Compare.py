@@ -14,14 +14,6 @@ from cam_core.errors import SegCamError
 from ui import common
 
 
-def default_layers(loaded) -> list[str]:
-    """The deepest encoder stage, the default layer and the last layer before the head."""
-    curated = layers.curated_layers(loaded)
-    enc = [n for n in curated if n.startswith("encoder")]
-    picks = [enc[-1] if enc else curated[0], layers.default_layer(loaded), curated[-1]]
-    return list(dict.fromkeys(picks))
-
-
 def main() -> None:
     common.page_setup("Compare")
     st.title("Compare methods and layers")
@@ -33,10 +25,10 @@ def main() -> None:
     fast = [m.name for m in methods.METHODS.values() if m.from_cache and not m.slow]
     slow = [m.name for m in methods.METHODS.values() if not (m.from_cache and not m.slow)]
     st.session_state.setdefault("cmp_methods", fast)
-    st.session_state.setdefault("cmp_layers", default_layers(loaded))
+    st.session_state.setdefault("cmp_layers", layers.compare_layers(loaded))
     every_layer = list(layers.spatial_layers(loaded))
     if not set(st.session_state["cmp_layers"]) <= set(every_layer):
-        st.session_state["cmp_layers"] = default_layers(loaded)
+        st.session_state["cmp_layers"] = layers.compare_layers(loaded)
     c1, c2, c3 = st.columns([2, 2, 1])
     with c1:
         chosen_methods = common.bound(st.multiselect, "Methods (one model pass)", "cmp_methods", options=fast)

@@ -102,3 +102,23 @@ def test_capture_gradients_equal_backward(setup):
         h.remove()
         model.zero_grad(set_to_none=True)
     np.testing.assert_allclose(cap.gradients["decoder.blocks.3"], saved["out"].grad.numpy(), atol=1e-6)
+
+
+def test_recapture_equals_full_capture_with_one_backward(tiny, image64):
+    layers = ["encoder.layer2", "decoder.blocks.3"]
+    first = engine.capture(tiny, image64, TargetSpec("class", 1), layers, keep_graph=True)
+    before = dict(tiny.passes)
+    again = engine.recapture(tiny, first, TargetSpec("class", 2), image64)
+    assert tiny.passes["forward"] == before["forward"]  # no new forward
+    assert tiny.passes["backward"] == before["backward"] + 1
+    full = engine.capture(tiny, image64, TargetSpec("class", 2), layers)
+    for n in layers:
+        np.testing.assert_allclose(again.gradients[n], full.gradients[n], atol=1e-6)
+        np.testing.assert_array_equal(again.activations[n], full.activations[n])
+    assert tiny.retained is None  # the plain capture replaced (freed) the kept graph
+    # The kept graph is gone: recapture falls back to a full capture, with the same numbers.
+    fallback = engine.recapture(tiny, again, TargetSpec("class", 1), image64)
+    np.testing.assert_allclose(fallback.gradients["decoder.blocks.3"], first.gradients["decoder.blocks.3"], atol=1e-6)
+    from cam_core.state import hook_count
+
+    assert hook_count(tiny.model) == 0

@@ -359,9 +359,26 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None) -> engine.C
     cap = cache.get(key)
     if cap is not None and all(name in cap.activations for name in wanted):
         return cap
-    with st.spinner("Running the model (one forward + one backward)…"):
-        cap = engine.capture(ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule)
+    rule_key = json.dumps(ch.rule, sort_keys=True)
+    base_key = ("base", ch.loaded.name, ch.image.sha, rule_key)
+    base = cache.get(base_key)
+    if base is not None and all(name in base.activations for name in wanted):
+        # Same image, another class or region: one backward through the kept graph.
+        with st.spinner("Computing gradients for the new target (one backward)…"):
+            cap = engine.recapture(ch.loaded, base, ch.target, ch.image.image.array)
+    else:
+        h, w = ch.image.image.array.shape[:2]
+        with st.spinner("Running the model (one forward + one backward)…"):
+            cap = engine.capture(
+                ch.loaded,
+                ch.image.image.array,
+                ch.target,
+                wanted,
+                rule=ch.rule,
+                keep_graph=h * w <= ALL_LAYERS_MAX_PIXELS,
+            )
     cache.put(key, cap)
+    cache.put(base_key, cap)
     if ch.target.class_index is None:  # remember the automatic class under its resolved key too
         resolved = tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask)
         cache.put(("cap", ch.loaded.name, ch.image.sha, resolved.key(), json.dumps(ch.rule, sort_keys=True)), cap)

@@ -1,0 +1,41 @@
+# SegCAM Explorer: the Streamlit app with the built-in model and sample tiles.
+#   CPU (default):  docker build -t segcam .
+#   CUDA:           docker build -t segcam:cuda --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
+#   Run:            docker run -p 8501:8501 -v "$PWD/my_models:/models" segcam
+# torch/torchvision come from PyTorch's CPU index by default (~1 GB less than PyPI's CUDA build);
+# PyPI's torch==2.14.1 is the CUDA build. The versions are the exact pins of requirements.txt.
+FROM python:3.11-slim-bookworm
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SEGCAM_MODELS_DIR=/models
+
+RUN useradd --create-home --uid 10001 segcam
+WORKDIR /app
+
+COPY requirements.txt ./
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
+        "torch==$(sed -n 's/^torch==//p' requirements.txt)" \
+        "torchvision==$(sed -n 's/^torchvision==//p' requirements.txt)" \
+    && pip install --no-cache-dir -r requirements.txt
+
+COPY --chown=segcam:segcam cam_core/ cam_core/
+COPY --chown=segcam:segcam ui/ ui/
+COPY --chown=segcam:segcam pages/ pages/
+COPY --chown=segcam:segcam assets/ assets/
+COPY --chown=segcam:segcam samples/ samples/
+COPY --chown=segcam:segcam models/ models/
+COPY --chown=segcam:segcam .streamlit/ .streamlit/
+COPY --chown=segcam:segcam app.py ./
+
+RUN mkdir -p /models && chown segcam:segcam /models
+VOLUME ["/models"]
+USER 10001
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).read() != b'ok')"]
+CMD ["python", "-m", "streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0"]

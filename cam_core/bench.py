@@ -37,6 +37,11 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", action="store_true")
     p.add_argument("--baseline-encoder", default="resnet34", help="also time a Unet with this encoder ('' to skip)")
+    p.add_argument(
+        "--scorecam", action="store_true", help="only: ScoreCAM-TopK against exact ScoreCAM on the sample tiles"
+    )
+    p.add_argument("--layer", default=None, help="layer for --scorecam (default: the deepest encoder stage)")
+    p.add_argument("--large", action="store_true", help="only: tiled explain at 2048² and 4096² with peak RSS")
 
 
 def _median(fn: Callable[[], object], repeats: int) -> float:
@@ -74,7 +79,99 @@ def fwd_bwd_seconds(model: torch.nn.Module, size: int, device: torch.device, rep
     return t
 
 
+def run_scorecam(args: argparse.Namespace) -> int:
+    """Rank agreement and speed of ScoreCAM-TopK against exact ScoreCAM, tile by tile."""
+    from scipy.stats import spearmanr
+
+    loaded = models.load(args.model, args.models_dir)
+    layer = args.layer or [n for n in layers.curated_layers(loaded) if n.startswith("encoder")][-1]
+    channels = layers.spatial_layers(loaded)[layer].channels
+    rows = []
+    for path in sorted((REPO / "samples/images").glob("*.png")):
+        image = load_image(path).array
+        target = tg.TargetSpec("class", None)
+        t0 = time.perf_counter()
+        exact = engine.run_method(loaded, image, target, methods.METHODS["scorecam"], layer)
+        t1 = time.perf_counter()
+        fast = engine.run_method(loaded, image, target, methods.METHODS["scorecam-topk"], layer)
+        t2 = time.perf_counter()
+        rho = float(spearmanr(exact.cam.ravel(), fast.cam.ravel()).statistic)
+        rows.append(
+            {
+                "tile": path.stem,
+                "spearman": round(rho, 4),
+                "exact_s": round(t1 - t0, 2),
+                "topk_s": round(t2 - t1, 2),
+                "speedup": round((t1 - t0) / (t2 - t1), 1),
+            }
+        )
+    summary = {
+        "model": loaded.name,
+        "layer": layer,
+        "channels": channels,
+        "k": engine.FAST_SCORECAM_K,
+        "device": str(loaded.device),
+        "median_spearman": float(np.median([r["spearman"] for r in rows])),
+        "min_spearman": min(r["spearman"] for r in rows),
+        "median_speedup": float(np.median([r["speedup"] for r in rows])),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(
+        f"ScoreCAM-TopK (k={summary['k']}) vs exact ScoreCAM on {layer} ({channels} channels), {loaded.name}, {summary['device']}"
+    )
+    print("| tile | Spearman ρ | exact | top-k | speed-up |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['tile']} | {r['spearman']:.3f} | {r['exact_s']:.1f} s | {r['topk_s']:.1f} s | {r['speedup']}× |")
+    print(
+        f"median ρ {summary['median_spearman']:.3f} (min {summary['min_spearman']:.3f}), median speed-up {summary['median_speedup']:.1f}×"
+    )
+    return 0
+
+
+def run_large(args: argparse.Namespace) -> int:
+    """Tiled explain of 2048² and 4096² mirror-tiled tissue, each in a fresh process for a clean peak RSS."""
+    import subprocess
+    import sys
+    import tempfile
+
+    results = []
+    for size in (2048, 4096):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"tissue_{size}.png"
+            Image.fromarray(_tile_to(load_image(args.image).array, size)).save(path)
+            code = (
+                "import resource, sys, time; from cam_core import cli; t = time.perf_counter(); "
+                f"rc = cli.main(['explain', {str(path)!r}, '--out', {str(Path(tmp) / 'out')!r}, '--layer', 'default', "
+                "'--method', 'GradCAM'] + sys.argv[1:]); "
+                "print('RESULT', rc, round(time.perf_counter() - t, 1), "
+                "round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
+            )
+            extra = ["--model", args.model] if args.model else []
+            proc = subprocess.run(
+                [sys.executable, "-c", code, *extra], capture_output=True, text=True, cwd=REPO, check=False
+            )
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+            if line is None:
+                raise RuntimeError(proc.stderr[-2000:])
+            _, rc, seconds, rss = line.split()
+            results.append({"size": f"{size}²", "exit": int(rc), "seconds": float(seconds), "peak_rss_mb": int(rss)})
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print("| image | tiled explain (GradCAM) | peak RSS |\n|---|---|---|")
+        for r in results:
+            print(f"| {r['size']} | {r['seconds']:.1f} s | {r['peak_rss_mb']} MB |")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.scorecam:
+        return run_scorecam(args)
+    if args.large:
+        return run_large(args)
     loaded = models.load(args.model, args.models_dir)
     device = loaded.device
     image = _tile_to(load_image(args.image).array, args.size)

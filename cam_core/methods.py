@@ -31,10 +31,11 @@ class MethodInfo:
     aug_smooth: bool  # grad-cam's test-time augmentation applies
     summary: str
     baseline: bool = False
+    approximate: bool = False  # our faster approximation of a grad-cam method (not grad-cam's output)
     max_layer_pixels: int | None = None  # refuse larger layers (method needs O((H·W)²) memory)
 
 
-def _m(cls, family: str, summary: str, **flags) -> MethodInfo:
+def _m(cls, family: str, summary: str, name: str | None = None, **flags) -> MethodInfo:
     """A registry entry; flags default to a one-pass gradient method that supports both smoothings."""
     defaults = {
         "needs_gradients": True,
@@ -44,7 +45,7 @@ def _m(cls, family: str, summary: str, **flags) -> MethodInfo:
         "eigen_smooth": True,
         "aug_smooth": True,
     }
-    return MethodInfo(cls.__name__, cls, family, summary=summary, **{**defaults, **flags})
+    return MethodInfo(name or cls.__name__, cls, family, summary=summary, **{**defaults, **flags})
 
 
 _NO_GRAD_EIGEN = {"needs_gradients": False, "eigen_smooth": False}
@@ -81,6 +82,16 @@ _ALL = [
         needs_gradients=False,
         extra_passes=True,
         slow=True,
+        **_OWN_PASSES,
+    ),
+    _m(
+        gc.ScoreCAM,
+        "perturbation",
+        "APPROXIMATION of ScoreCAM: only the top-k channels by activation energy (k=32)",
+        needs_gradients=False,
+        extra_passes=True,
+        approximate=True,
+        name="ScoreCAM-TopK",
         **_OWN_PASSES,
     ),
     _m(

@@ -122,3 +122,15 @@ def test_recapture_equals_full_capture_with_one_backward(tiny, image64):
     from cam_core.state import hook_count
 
     assert hook_count(tiny.model) == 0
+
+
+def test_scorecam_topk_equals_scorecam_when_k_covers_all_channels(setup):
+    """With k ≥ channels the approximation must be exactly grad-cam's ScoreCAM."""
+    loaded, _, x, region = setup
+    layer = "decoder.blocks.4"  # 8 channels < k = 32
+    assert dict(loaded.model.named_modules())[layer].conv2[0].out_channels <= engine.FAST_SCORECAM_K
+    ref = gradcam_reference(loaded.model, METHODS["scorecam"], layer, x, 1, region)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    ours = engine.run_method(loaded, image, TargetSpec("mask", 1, region > 0), METHODS["scorecam-topk"], layer).cam
+    assert np.abs(ours - ref).max() <= 1e-5

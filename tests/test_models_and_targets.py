@@ -122,7 +122,7 @@ def test_method_lookup():
     with pytest.raises(UnknownNameError, match="valid methods: GradCAM"):
         get_method("nope")
     assert all(m.from_cache for m in resolve_methods("all"))
-    assert len(resolve_methods("every")) == len(METHODS) == 17
+    assert len(resolve_methods("every")) == len(METHODS) == 18  # 17 grad-cam methods + ScoreCAM-TopK
 
 
 def test_targets(tiny, image64):

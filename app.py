@@ -15,7 +15,6 @@ import numpy as np
 import streamlit as st
 
 from cam_core import render
-from cam_core.errors import SegCamError
 from ui import common
 
 
@@ -74,37 +73,40 @@ def main() -> None:
         return
     for note in ch.image.image.notes:
         st.info(f"Image converted: {note}")
-    try:
-        cap = common.get_capture(ch)
-    except SegCamError as exc:
-        common.show_error(exc)
-        return
     classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
-    res = None
+    res = prediction = None
     try:
-        res = common.cam_for(ch, ch.method, ch.layer, cap)
-        if res is None:
-            est = common.estimate_seconds(ch.method, ch.loaded, ch.layer, cap.seconds["forward"])
-            st.warning(f"{ch.method.name} runs the model many times (about {est:.0f} s here). ")
-            if st.button(f"Run {ch.method.name}", type="primary"):
-                res = common.run_slow(ch, ch.method, ch.layer, cap)
-    except SegCamError as exc:
-        common.show_error(exc)
-    except Exception as exc:  # the app must keep serving; show_error logs the stack
+        if common.is_large(ch.image):
+            h, w = ch.image.image.array.shape[:2]
+            st.info(
+                f"{w}×{h} is a large image: it is explained in overlapping tiles, normalised once over the whole map."
+            )
+            prediction, res = common.tiled_result(ch)
+            pass_seconds = res.seconds
+        else:
+            cap = common.get_capture(ch)
+            prediction, pass_seconds = cap.prediction, cap.seconds["total"]
+            res = common.cam_for(ch, ch.method, ch.layer, cap)
+            if res is None:
+                est = common.estimate_seconds(ch.method, ch.loaded, ch.layer, cap.seconds["forward"])
+                st.warning(f"{ch.method.name} runs the model many times (about {est:.0f} s here). ")
+                if st.button(f"Run {ch.method.name}", type="primary"):
+                    res = common.run_slow(ch, ch.method, ch.layer, cap)
+    except Exception as exc:  # known errors as they are; others logged — the app keeps serving
         common.show_error(exc)
     if res is None:
         return
-    st.markdown(common.provenance_line(res, cap, classes))
+    st.markdown(common.provenance_line(res, pass_seconds, ch.image.name, classes))
     for note in res.notes:
         if not note.startswith("cam_raw equals"):
             st.warning(note)
 
     image = ch.image.image.array
     opacity, level, cmap, show = display_controls(res.cam)
-    mask_rgb = render.colorize_mask(cap.prediction.mask, colors)
+    mask_rgb = render.colorize_mask(prediction.mask, colors)
     heat = render.heatmap(res.cam, cmap)
     over = render.overlay(image, res.cam, opacity, cmap, level, show)
-    area = cap.prediction.area_percent()
+    area = prediction.area_percent()
     col1, col2, col3 = st.columns(3)
     with col1:
         st.markdown("**Predicted mask**")
@@ -136,7 +138,7 @@ def main() -> None:
         "decision_rule": ch.rule,
         "threshold_level": level,
         "predicted_area_percent": {c: round(float(a), 3) for c, a in zip(classes, area)},
-        "capture_seconds": cap.seconds,
+        "pass_seconds": pass_seconds,
     }
     d[3].download_button("results.zip", common.zip_bundle(res, mask_png, extra), "segcam_result.zip", "application/zip")
 

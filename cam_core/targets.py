@@ -50,12 +50,16 @@ class TargetSpec:
         return f"{self.kind}:{self.class_index}:{digest}"
 
     def describe(self, classes: list[str]) -> str:
-        name = classes[self.class_index]
-        return {
-            "predicted": f"'{name}' logit over pixels predicted '{name}'",
-            "class": f"'{name}' logit over the whole image",
-            "mask": f"'{name}' logit over the user region",
-        }[self.kind]
+        return describe(self.kind, classes[self.class_index])
+
+
+def describe(kind: str, class_name: str) -> str:
+    """The target in words, for captions and result files."""
+    return {
+        "predicted": f"'{class_name}' logit over pixels predicted '{class_name}'",
+        "class": f"'{class_name}' logit over the whole image",
+        "mask": f"'{class_name}' logit over the user region",
+    }[kind]
 
 
 def resolve_auto(spec: TargetSpec, predicted: np.ndarray, num_classes: int) -> TargetSpec:

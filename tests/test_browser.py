@@ -187,3 +187,41 @@ def test_compare_grid_and_every_page(server, page):
             )
             wait_idle(page)
         shot(page, name)
+
+
+def overlay_pixels(pg, base_url):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    src = pg.locator('img[alt="overlay"]').get_attribute("src")
+    data = pg.request.get(src if src.startswith("http") else base_url + src).body()
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_parallel_sessions_match_serial(server, browser):
+    """Four browser sessions at once, each on its own tile (via ?sample=), see their own results."""
+    url, _ = server
+    tiles = ["test_8_001", "test_13_008", "test_11_010", "test_10_013"]
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in tiles]
+    pages = [c.new_page() for c in contexts]
+    try:
+        for pg, tile in zip(pages, tiles):  # all four start before any finishes
+            pg.goto(f"{url}/?sample={tile}", wait_until="commit")
+        parallel = {}
+        for pg, tile in zip(pages, tiles):
+            pg.wait_for_selector('img[alt="overlay"]', timeout=180_000)
+            wait_idle(pg)
+            no_exception(pg)
+            text = pg.locator("p", has_text="· model").first.inner_text()
+            assert f"image {tile}" in text, text  # nobody sees another session's tile
+            parallel[tile] = overlay_pixels(pg, url)
+        for pg, tile in zip(pages, tiles):  # now one at a time, fresh sessions
+            pg.goto(f"{url}/?sample={tile}")
+            pg.wait_for_selector('img[alt="overlay"]', timeout=180_000)
+            wait_idle(pg)
+            assert (overlay_pixels(pg, url) == parallel[tile]).all(), tile
+    finally:
+        for c in contexts:
+            c.close()

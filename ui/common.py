@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from cam_core import engine, layers, methods, models, render
+from cam_core import engine, layers, methods, models, render, tiling
 from cam_core import targets as tg
 from cam_core.cache import LRUCache
 from cam_core.errors import Cancelled, SegCamError
@@ -78,6 +78,12 @@ def page_setup(title: str) -> None:
     )
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    # ?sample=test_8_001 opens that tile (links to share at a lab meeting); read once per session.
+    wanted = st.query_params.get("sample")
+    if wanted and not st.session_state.get("_query_applied"):
+        st.session_state["_query_applied"] = True
+        if wanted in sample_names():
+            st.session_state["sel_source"], st.session_state["sel_sample"] = "Sample", wanted
     st.sidebar.markdown("### SegCAM Explorer")
     for path, label, icon in PAGES:
         st.sidebar.page_link(path, label=label, icon=icon)
@@ -448,13 +454,49 @@ def show_error(exc: BaseException) -> None:
         st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; try another setting.")
 
 
-def provenance_line(res: engine.CamResult, cap: engine.Capture, classes: list[str]) -> str:
+def provenance_line(res: engine.CamResult, seconds: float, image_name: str, classes: list[str]) -> str:
+    """What produced the picture: method, layer, class and target, model, image, device, time."""
     cls = classes[res.class_index]
+    target = tg.describe(res.target, cls)
     cost = f"{res.seconds * 1000:.0f} ms from the cached pass" if res.from_cache else f"{res.seconds:.1f} s"
     return (
-        f"**{res.method}** on `{res.layer}` · class **{cls}** ({cap.target.describe(classes)}) · model "
-        f"`{res.model}` · {res.device} · pass {cap.seconds['total']:.2f} s, CAM {cost}"
+        f"**{res.method}** on `{res.layer}` · class **{cls}** ({target}) · model `{res.model}` · "
+        f"image `{image_name}` · {res.device} · pass {seconds:.2f} s, CAM {cost}"
     )
+
+
+def is_large(image: ImageChoice) -> bool:
+    h, w = image.image.array.shape[:2]
+    return h * w > tiling.TILE_ABOVE_PIXELS
+
+
+def tiled_result(ch: Choices) -> tuple[engine.Prediction, engine.CamResult]:
+    """Large images: the chosen method and layer through overlapping tiles (cached)."""
+    key = (
+        "tiled",
+        ch.loaded.name,
+        ch.image.sha,
+        ch.target.key(),
+        json.dumps(ch.rule, sort_keys=True),
+        ch.method.name,
+        ch.layer,
+    )
+    hit = result_cache().get(key)
+    if hit is not None:
+        return hit
+    bar = st.progress(0.0, text="Large image: tiled inference…")
+    pred, (res,) = tiling.explain_tiled(
+        ch.loaded,
+        ch.image.image.array,
+        ch.target,
+        ch.layer,
+        [ch.method],
+        eigen_smooth=ch.eigen_smooth,
+        progress=lambda f, m: bar.progress(f, text=f"Large image: {m}"),
+    )
+    bar.empty()
+    result_cache().put(key, (pred, res))
+    return pred, res
 
 
 def zip_bundle(res: engine.CamResult, mask_png: bytes, extra: dict) -> bytes:

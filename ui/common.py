@@ -29,7 +29,6 @@ from cam_core.images import MAX_PIXELS, SUPPORTED, LoadedImage, load_image
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "images"
 FAVICON = REPO / "assets" / "favicon.png"
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp", "gif"]
 DEFAULT_SAMPLE = "test_12_002"
 # Capture every curated layer in one pass up to this size; above it only the chosen layer.
 ALL_LAYERS_MAX_PIXELS = 1024 * 1024
@@ -167,8 +166,10 @@ def _image_sidebar() -> ImageChoice | None:
         st.sidebar.image(thumbs, width=52, caption=[n.removeprefix("test_") for n in names])
         array, sha = _sample(name)
         return ImageChoice(name, sha, LoadedImage(array))
+    # No extension filter: a PNG saved as .jpg should work, and anything else gets our message
+    # naming what the file is, rather than the browser silently refusing it.
     upload = st.sidebar.file_uploader(
-        "Upload an H&E tile", type=UPLOAD_TYPES, key="upload", help=f"{SUPPORTED}; up to {MAX_PIXELS / 1e6:.0f} MP"
+        "Upload an H&E tile", key="upload", help=f"{SUPPORTED}; up to {MAX_PIXELS / 1e6:.0f} MP"
     )
     if upload is None:
         last = st.session_state.get("last_upload")

@@ -242,6 +242,10 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     spec = read_spec(folder, _out_channels(model))
     model.eval()
     device = device or default_device()
+    if device.type == "cuda":
+        # TF32 matmuls/convolutions for the model; the CAM math itself runs in float32 numpy.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model.to(device)
     encoder = getattr(model, "encoder", None)
     multiple = int(getattr(encoder, "output_stride", 32) or 32)

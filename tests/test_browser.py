@@ -117,6 +117,9 @@ def no_exception(pg):
 
 
 def shot(pg, name):
+    """Full-page screenshot once images and the data grid have painted."""
+    pg.wait_for_load_state("networkidle")
+    pg.wait_for_timeout(1500)
     SHOTS.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 

@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--layer", default=None, help="layer for --scorecam (default: the deepest encoder stage)")
     p.add_argument("--large", action="store_true", help="only: tiled explain at 2048² and 4096² with peak RSS")
+    p.add_argument("--latency", action="store_true", help="only: the model's forward+backward against the baseline Unet")
 
 
 def _median(fn: Callable[[], object], repeats: int) -> float:
@@ -205,6 +206,11 @@ def run(args: argparse.Namespace) -> int:
         ref = smp.Unet(args.baseline_encoder, encoder_weights=None, classes=loaded.num_classes).to(device)
         baseline = fwd_bwd_seconds(ref, args.size, device, R)
         del ref
+    if args.latency:
+        print(f"{loaded.name} forward+backward at {args.size}²: {fb:.3f} s (median of {R}) on {device}")
+        if baseline:
+            print(f"Unet-{args.baseline_encoder} (random weights) forward+backward: {baseline:.3f} s; ratio {fb / baseline:.2f}")
+        return 0
 
     pred = engine.predict(loaded, image)
     cls = tg.resolve_auto(tg.TargetSpec("predicted", None), pred.mask, loaded.num_classes).class_index

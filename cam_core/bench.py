@@ -42,7 +42,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--layer", default=None, help="layer for --scorecam (default: the deepest encoder stage)")
     p.add_argument("--large", action="store_true", help="only: tiled explain at 2048² and 4096² with peak RSS")
-    p.add_argument("--latency", action="store_true", help="only: the model's forward+backward against the baseline Unet")
+    p.add_argument(
+        "--latency", action="store_true", help="only: the model's forward+backward against the baseline Unet"
+    )
 
 
 def _median(fn: Callable[[], object], repeats: int) -> float:
@@ -63,21 +65,25 @@ def _tile_to(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(padded[:size, :size])
 
 
-def fwd_bwd_seconds(model: torch.nn.Module, size: int, device: torch.device, repeats: int) -> float:
-    """One plain forward + backward of a model at size×size (no hooks), as in the guide's table."""
+def fwd_bwd_seconds(model: torch.nn.Module, size: int, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Median (forward+backward, backward alone) of a plain model at size×size, no hooks."""
     x = torch.randn(1, 3, size, size, device=device)
+    backward: list[float] = []
 
     def step():
         model.zero_grad(set_to_none=True)
         out = model(x)
         out = out[0] if isinstance(out, (tuple, list)) else out
+        t0 = time.perf_counter()
         out[:, 1].sum().backward()
+        backward.append(time.perf_counter() - t0)
 
     model.eval()
     step()  # warm-up
+    backward.clear()
     t = _median(step, repeats)
     model.zero_grad(set_to_none=True)
-    return t
+    return t, statistics.median(backward)
 
 
 def run_scorecam(args: argparse.Namespace) -> int:
@@ -198,18 +204,20 @@ def run(args: argparse.Namespace) -> int:
             }
         )
 
-    fb = fwd_bwd_seconds(model, args.size, device, R)
+    fb, bwd = fwd_bwd_seconds(model, args.size, device, R)
     baseline = None
     if args.baseline_encoder:
         import segmentation_models_pytorch as smp
 
         ref = smp.Unet(args.baseline_encoder, encoder_weights=None, classes=loaded.num_classes).to(device)
-        baseline = fwd_bwd_seconds(ref, args.size, device, R)
+        baseline = fwd_bwd_seconds(ref, args.size, device, R)[0]
         del ref
     if args.latency:
         print(f"{loaded.name} forward+backward at {args.size}²: {fb:.3f} s (median of {R}) on {device}")
         if baseline:
-            print(f"Unet-{args.baseline_encoder} (random weights) forward+backward: {baseline:.3f} s; ratio {fb / baseline:.2f}")
+            print(
+                f"Unet-{args.baseline_encoder} (random weights) forward+backward: {baseline:.3f} s; ratio {fb / baseline:.2f}"
+            )
         return 0
 
     pred = engine.predict(loaded, image)
@@ -265,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         "switch class",
         _median(lambda: plain_cam(methods.METHODS["gradcam"], default_layer, ones, cls2), R),
         _median(engine_switch_class, R),
-        "engine: one backward through the kept graph, no forward",
+        f"engine: one backward through the kept graph, no forward (the model's own backward: {bwd:.3f} s)",
     )
 
     # Plain grad-cam's full SVD needs (H·W)² floats: its eigen methods cannot run on large layers
@@ -312,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
         "cpu_threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "model_fwd_bwd_s": round(fb, 4),
+        "model_backward_s": round(bwd, 4),
         "baseline": {f"Unet-{args.baseline_encoder}_fwd_bwd_s": round(baseline, 4)} if baseline else None,
         "repeats": R,
         "peak_rss_mb": round(peak_mb, 1),
@@ -331,5 +340,5 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         plain = "—" if r["plain_s"] is None else f"{r['plain_s']:.4f} s"
         ratio = "—" if r["ratio"] is None else f"{r['ratio']}×"
-        print(f"| {r['row']:48s} | {plain:>14s} | {r['engine_s']:.4f} s | {ratio:>6s} |")
+        print(f"| {r['row']:48s} | {plain:>14s} | {r['engine_s']:.4f} s | {ratio:>6s} | {r['note']}")
     return 0

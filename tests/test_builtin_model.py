@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
+from conftest import REPO
 
 from cam_core import cli, engine, layers, models
 from cam_core.methods import METHODS
 from cam_core.targets import TargetSpec
-from conftest import REPO
 
 FOLDER = REPO / "models" / "consep_unet_regnetx004"
-NUCLEI_FLOOR = NUCLEI_FLOOR_VALUE
-MACRO_FLOOR = MACRO_FLOOR_VALUE
+NUCLEI_FLOOR = 0.70  # measured 0.774 on 2026-11-27
+MACRO_FLOOR = 0.50  # measured 0.610
 
 
 def test_weights_are_small_safetensors():
@@ -37,8 +36,9 @@ def test_default_model_and_layer():
 
 
 def test_sample_tiles_quality_floor(capsys):
-    rc = cli.main(["evaluate", "--data", str(REPO / "samples"), "--json",
-                   "--macro-classes", "inflammatory,epithelial,spindle"])
+    rc = cli.main(
+        ["evaluate", "--data", str(REPO / "samples"), "--json", "--macro-classes", "inflammatory,epithelial,spindle"]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["nuclei_dice"] >= NUCLEI_FLOOR, out["nuclei_dice"]

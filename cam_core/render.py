@@ -138,13 +138,6 @@ def overlay(
     return out
 
 
-def mask_overlay(image: np.ndarray, mask: np.ndarray, colors: list[str], opacity: float = 0.45) -> np.ndarray:
-    """The class mask blended on the tissue, background left untouched."""
-    col = colorize_mask(mask, colors).astype(np.float32)
-    a = np.where(mask > 0, opacity, 0.0)[..., None]
-    return (image.astype(np.float32) * (1 - a) + col * a + 0.5).astype(np.uint8)
-
-
 def _font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)

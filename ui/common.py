@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +207,6 @@ class Choices:
     target: tg.TargetSpec
     rule: dict
     eigen_smooth: bool
-    notes: list[str] = field(default_factory=list)
 
 
 def rule_options(loaded: models.LoadedModel) -> dict[str, dict]:

@@ -267,7 +267,7 @@ def sidebar() -> Choices | None:
 
     def class_label(c):
         if c == "auto":
-            return "auto (most predicted nucleus class)"
+            return "auto: most predicted"
         return f"{spec.classes[c]}" + (f" — {area[c]:.1f} % predicted" if area is not None else "")
 
     choice = bound(st.sidebar.selectbox, "Class", "sel_class", options=class_opts, format_func=class_label)

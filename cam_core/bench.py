@@ -264,7 +264,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def engine_switch_class():
-        holder["cap2"] = engine.recapture(loaded, cap, tg.TargetSpec("class", cls2), image)
+        # Recapture from the newest capture: the kept graph follows it (an older one would
+        # fall back to a full forward + backward, which is not what a class switch costs).
+        latest = holder.get("cap2", cap)
+        holder["cap2"] = engine.recapture(loaded, latest, tg.TargetSpec("class", cls2), image)
+        assert holder["cap2"].seconds["forward"] == 0.0, "recapture fell back to a full pass"
         return engine.cam_from_capture(holder["cap2"], methods.METHODS["gradcam"], default_layer)
 
     ones = np.zeros_like(region)

@@ -111,6 +111,9 @@ def test_recapture_equals_full_capture_with_one_backward(tiny, image64):
     again = engine.recapture(tiny, first, TargetSpec("class", 2), image64)
     assert tiny.passes["forward"] == before["forward"]  # no new forward
     assert tiny.passes["backward"] == before["backward"] + 1
+    third = engine.recapture(tiny, again, TargetSpec("class", 1), image64)  # the graph follows the newest
+    assert tiny.passes["forward"] == before["forward"]
+    np.testing.assert_allclose(third.gradients["decoder.blocks.3"], first.gradients["decoder.blocks.3"], atol=1e-6)
     full = engine.capture(tiny, image64, TargetSpec("class", 2), layers)
     for n in layers:
         np.testing.assert_allclose(again.gradients[n], full.gradients[n], atol=1e-6)

@@ -34,7 +34,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 
 from . import targets as tg
 from .errors import Cancelled, InputError
-from .layers import resolve_layers
+from .layers import resolve_layers, spatial_layers
 from .methods import MethodInfo
 from .models import LoadedModel, pad_to_multiple, preprocess
 from .state import preserved_state
@@ -569,8 +569,6 @@ def run_method(
     padded[:h, :w] = reg
     target_fn = tg.build(target, padded, loaded.spec.binary, loaded.num_classes, finer=info.name == "FinerCAM")
     modules = dict(loaded.model.named_modules())
-    from .layers import spatial_layers
-
     layer_info = spatial_layers(loaded)[layer_name]
     lh, lw = x.shape[-2] // layer_info.stride, x.shape[-1] // layer_info.stride
     _check_layer_size(info, layer_name, (1, layer_info.channels, lh, lw))
@@ -592,6 +590,7 @@ def run_method(
     if info.approximate:
         with loaded.lock, preserved_state(model):
             loaded.passes["method_runs"] += 1
+            log.info("model pass: %s (~%d forwards) %s", info.name, expected, loaded.name)
             raw = _scorecam_topk(loaded, x, layer_name, target_fn, FAST_SCORECAM_K, bs, progress)
         size_wh = (x.shape[-1], x.shape[-2])
         obj = _instance(info, torch.device("cpu"))

@@ -222,6 +222,17 @@ class _RetainedGraph:
     outputs: dict[str, torch.Tensor]
 
 
+def _score_function(
+    loaded: LoadedModel, target: tg.TargetSpec, mask: np.ndarray, padded_shape: tuple[int, ...], finer: bool = False
+) -> tuple[tg.TargetSpec, object]:
+    """Resolve an automatic class, build the region (zero over the padding) and its score callable."""
+    target = tg.resolve_auto(target, mask, loaded.num_classes)
+    padded = np.zeros(tuple(padded_shape[-2:]), dtype=np.float32)
+    h, w = mask.shape
+    padded[:h, :w] = tg.region(target, mask, loaded.spec.classes)
+    return target, tg.build(target, padded, loaded.spec.binary, loaded.num_classes, finer=finer)
+
+
 def capture(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -257,11 +268,7 @@ def capture(
         probs = _probabilities(logits.detach(), loaded.spec.binary)[0].float().cpu().numpy()
         pred_full = decide(probs, rule or loaded.spec.decision_rule)
         prediction = Prediction(probs[:, :h, :w], pred_full[:h, :w])
-        target = tg.resolve_auto(target, prediction.mask, loaded.num_classes)
-        reg = tg.region(target, prediction.mask, loaded.spec.classes)
-        padded = np.zeros(x.shape[-2:], dtype=np.float32)
-        padded[:h, :w] = reg
-        score_fn = tg.build(target, padded, loaded.spec.binary, loaded.num_classes)
+        target, score_fn = _score_function(loaded, target, prediction.mask, x.shape)
         score = score_fn(logits[0])
         t1 = time.perf_counter()
         loaded.retained = None  # free the previous graph before building up another
@@ -304,12 +311,8 @@ def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: n
             graph = None
         else:
             t0 = time.perf_counter()
-            h, w = cap.image_shape
-            target = tg.resolve_auto(target, cap.prediction.mask, loaded.num_classes)
-            reg = tg.region(target, cap.prediction.mask, loaded.spec.classes)
-            padded = np.zeros(cap.padded_shape, dtype=np.float32)
-            padded[:h, :w] = reg
-            score = tg.build(target, padded, loaded.spec.binary, loaded.num_classes)(graph.logits[0])
+            target, score_fn = _score_function(loaded, target, cap.prediction.mask, cap.padded_shape)
+            score = score_fn(graph.logits[0])
             with torch.enable_grad():
                 grads = torch.autograd.grad(
                     score, [graph.outputs[n] for n in cap.layers], allow_unused=True, retain_graph=True
@@ -563,11 +566,7 @@ def run_method(
     (layer_name,) = resolve_layers(loaded, layer)
     prediction = prediction or predict(loaded, image)
     x, (h, w) = _prepare(loaded, image)
-    target = tg.resolve_auto(target, prediction.mask, loaded.num_classes)
-    reg = tg.region(target, prediction.mask, loaded.spec.classes)
-    padded = np.zeros(x.shape[-2:], dtype=np.float32)
-    padded[:h, :w] = reg
-    target_fn = tg.build(target, padded, loaded.spec.binary, loaded.num_classes, finer=info.name == "FinerCAM")
+    target, target_fn = _score_function(loaded, target, prediction.mask, x.shape, finer=info.name == "FinerCAM")
     modules = dict(loaded.model.named_modules())
     layer_info = spatial_layers(loaded)[layer_name]
     lh, lw = x.shape[-2] // layer_info.stride, x.shape[-1] // layer_info.stride
@@ -593,24 +592,14 @@ def run_method(
             log.info("model pass: %s (~%d forwards) %s", info.name, expected, loaded.name)
             raw = _scorecam_topk(loaded, x, layer_name, target_fn, FAST_SCORECAM_K, bs, progress)
         size_wh = (x.shape[-1], x.shape[-2])
-        obj = _instance(info, torch.device("cpu"))
-        result = CamResult(
-            cam=np.ascontiguousarray(_normalise(obj, raw, size_wh)[0][:h, :w], dtype=np.float32),
-            cam_raw=np.ascontiguousarray(_raw_full(raw, size_wh)[:h, :w], dtype=np.float32),
-            method=info.name,
-            layer=layer_name,
-            target=target.kind,
-            model=loaded.name,
-            device=str(loaded.device),
-            seconds=time.perf_counter() - t0,
-            from_cache=False,
-            class_index=target.class_index,
-            notes=[
-                f"approximation: ScoreCAM on the top {FAST_SCORECAM_K} of {layer_info.channels} channels by activation energy"
-            ],
+        cam = _normalise(_instance(info, torch.device("cpu")), raw, size_wh)
+        cam_raw = _raw_full(raw, size_wh)[None]
+        notes.append(
+            f"approximation: ScoreCAM on the top {FAST_SCORECAM_K} of {layer_info.channels} channels by activation energy"
         )
-        _finalise(result, raw)
-        return result
+        return _method_result(
+            info, loaded, target, layer_name, cam, cam_raw, (h, w), t0, notes, eigen_smooth, aug_smooth
+        )
     with loaded.lock, preserved_state(model), _progress_hook(model, expected, progress, info.name):
         loaded.passes["method_runs"] += 1
         log.info("model pass: %s through grad-cam (~%d forwards) %s", info.name, expected, loaded.name)
@@ -639,11 +628,30 @@ def run_method(
             ) from exc
     if info.name == "FullGrad":
         notes.append("FullGrad uses every layer's bias gradients; the chosen layer is ignored")
+    notes.append("cam_raw equals cam: grad-cam does not expose the un-normalised map for this method")
+    return _method_result(info, loaded, target, layer_name, cam, cam, (h, w), t0, notes, eigen_smooth, aug_smooth)
+
+
+def _method_result(
+    info: MethodInfo,
+    loaded: LoadedModel,
+    target: tg.TargetSpec,
+    layer: str,
+    cam: np.ndarray,
+    cam_raw: np.ndarray,
+    size: tuple[int, int],
+    t0: float,
+    notes: list[str],
+    eigen_smooth: bool,
+    aug_smooth: bool,
+) -> CamResult:
+    """A run_method result: 1×H×W maps cropped to the image, checked for NaN/Inf."""
+    h, w = size
     result = CamResult(
         cam=np.ascontiguousarray(cam[0, :h, :w], dtype=np.float32),
-        cam_raw=np.ascontiguousarray(cam[0, :h, :w], dtype=np.float32),
+        cam_raw=np.ascontiguousarray(cam_raw[0, :h, :w], dtype=np.float32),
         method=info.name,
-        layer=layer_name,
+        layer=layer,
         target=target.kind,
         model=loaded.name,
         device=str(loaded.device),
@@ -652,9 +660,9 @@ def run_method(
         class_index=target.class_index,
         eigen_smooth=eigen_smooth and info.eigen_smooth,
         aug_smooth=aug_smooth and info.aug_smooth,
-        notes=[*notes, "cam_raw equals cam: grad-cam does not expose the un-normalised map for this method"],
+        notes=notes,
     )
-    _finalise(result, result.cam)
+    _finalise(result, result.cam_raw)
     return result
 
 

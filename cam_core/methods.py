@@ -91,6 +91,8 @@ _ALL = [
         needs_gradients=False,
         extra_passes=True,
         approximate=True,
+        eigen_smooth=False,  # our implementation applies neither smoothing
+        aug_smooth=False,
         name="ScoreCAM-TopK",
         **_OWN_PASSES,
     ),

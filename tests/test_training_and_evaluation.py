@@ -34,47 +34,20 @@ def test_training_smoke_writes_a_loadable_model(tmp_path):
             (data / "masks" / f"{name}.png").write_bytes((REPO / "samples/masks" / p.name).read_bytes())
         (data / "train.txt").write_text("\n".join(names))
     out = tmp_path / "model"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "models/train_consep.py"),
-            "--smoke",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--val-tiles",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(REPO / "models/train_consep.py"), "--smoke", *extra]
+        cmd += ["--data", str(data), "--out", str(out), "--val-tiles", "1"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+
+    proc = train()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch 1:" in proc.stdout
     for name in ("config.json", "model.safetensors", "checkpoint.pt", "history.json", "training.json"):
         assert (out / name).is_file(), name
     (out / "segcam.json").write_text((REPO / "models/consep_unet_regnetx004/segcam.json").read_text())
     assert cli.main(["layers", "--model", str(out)]) == 0
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "models/train_consep.py"),
-            "--smoke",
-            "--resume",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--val-tiles",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    resumed = train("--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed at epoch 1" in resumed.stdout
 

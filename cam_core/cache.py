@@ -68,7 +68,8 @@ class LRUCache:
 
     @property
     def total_bytes(self) -> int:
-        return sum(s for _, s in self._data.values())
+        """Bytes held, counting a value stored under several keys once."""
+        return sum({id(v): size for v, size in self._data.values()}.values())
 
     def __len__(self) -> int:
         return len(self._data)

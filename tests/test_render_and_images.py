@@ -114,3 +114,22 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 100)
     with pytest.raises(InputError, match="megapixels, above"):
         load_image(_png(np.zeros((20, 20, 3), np.uint8)))
+
+
+def test_lru_cache_bounds_and_shared_values():
+    from cam_core.cache import LRUCache
+
+    cache = LRUCache(max_entries=3, max_bytes=250)
+    a, b = np.zeros(100, np.uint8), np.zeros(100, np.uint8)
+    cache.put("a", a)
+    cache.put("a-alias", a)  # the same object under a second key costs nothing more
+    assert cache.total_bytes == 100
+    cache.put("b", b)
+    assert cache.total_bytes == 200
+    assert len(cache) == 3
+    cache.put("c", np.zeros(100, np.uint8))  # over both bounds: the oldest entries go
+    assert len(cache) <= 3
+    assert cache.total_bytes <= 250
+    assert cache.get("a") is None
+    cache.put("huge", np.zeros(1000, np.uint8))  # larger than the whole budget: not kept
+    assert cache.get("huge") is None

@@ -14,6 +14,7 @@ Usage (from the repository root)::
 
     python models/train_consep.py --epochs 60 --out models/consep_unet_regnetx004
     python models/train_consep.py --resume ...          # continue from the last checkpoint
+    python models/train_consep.py --init-from DIR ...   # warm start: DIR's weights, fresh schedule
     python models/train_consep.py --smoke --out /tmp/x  # two steps on four tiles (CI)
 """
 
@@ -129,6 +130,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - dice[present].mean()
 
 
+def nuclei_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice of "any nucleus" (1 - P(background)) against mask > 0.
+
+    The headline metric merges every nucleus class, and the multi-class terms do not see a
+    nucleus called with the wrong type as half right; this term does.
+    """
+    fg = 1 - logits.softmax(1)[:, 0]
+    gt = (target > 0).float()
+    return 1 - (2 * (fg * gt).sum() + 1.0) / (fg.sum() + gt.sum() + 1.0)
+
+
 def class_weights(masks: np.ndarray, n: int) -> torch.Tensor:
     # Square-root inverse frequency: rare "other" gets weight without drowning the rest.
     freq = np.bincount(masks.ravel(), minlength=n).astype(np.float64) / masks.size
@@ -153,7 +165,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch: int = 8) -> np.nd
     model.eval()
     preds = []
     for i in range(0, len(images), batch):
-        x = to_tensor(images[i : i + batch] / 255.0)
+        x = to_tensor(images[i : i + batch] / 255.0).contiguous(memory_format=torch.channels_last)
         preds.append(model(x).argmax(1).numpy())
     return np.concatenate(preds)
 
@@ -179,6 +191,10 @@ def build_model(arch: str, encoder: str, depth: int, decoder_channels: list[int]
     )
 
 
+def ckpt_exists(out: Path) -> bool:
+    return (out / "checkpoint.pt").exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -198,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-tiles", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        help="warm start from this model folder's model.safetensors (fresh optimizer and schedule)",
+    )
+    # bfloat16 autocast: 2.5x faster steps on CPUs with AVX512-BF16 (0.42 s against 1.04 s per
+    # batch of 8 at 256² here, with channels_last); weights and optimizer stay float32.
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--smoke", action="store_true", help="2 steps on 4 tiles, 1 val tile (CI)")
     args = ap.parse_args(argv)
 
@@ -221,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
 
     decoder_channels = [int(c) for c in args.decoder_channels.split(",")]
     model = build_model(args.arch, args.encoder, args.encoder_depth, decoder_channels)
+    if args.init_from and not (args.resume and ckpt_exists(args.out)):
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(args.init_from / "model.safetensors")))
+        print(f"warm start from {args.init_from}", flush=True)
+    # channels_last: oneDNN's convolutions are ~1.5x faster in this layout on CPU.
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     warmup = min(200, total_steps // 10 + 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -255,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
             if len(idx) < args.batch_size:
                 idx = np.concatenate([idx, order[: args.batch_size - len(idx)]])
             pairs = [augment(train[0][i], train[1][i], rng, args.crop) for i in idx]
-            x = to_tensor(np.stack([p[0] for p in pairs]))
+            x = to_tensor(np.stack([p[0] for p in pairs])).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, weight=weights) + dice_loss(logits, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                logits = model(x)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, y, weight=weights) + dice_loss(logits, y) + nuclei_dice_loss(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -301,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "crop": args.crop,
         "lr": args.lr,
+        "precision": args.precision,
+        "init_from": str(args.init_from) if args.init_from else None,
         "seed": args.seed,
         "train_tiles": len(train_names),
         "val_tiles": sorted({tile_of(n) for n in val_names}, key=int),

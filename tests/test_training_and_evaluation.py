@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO
 from PIL import Image
+from safetensors.torch import load_file
 
 from cam_core import cli
 from cam_core.evaluate import scores
@@ -35,9 +38,9 @@ def test_training_smoke_writes_a_loadable_model(tmp_path):
         (data / "train.txt").write_text("\n".join(names))
     out = tmp_path / "model"
 
-    def train(*extra: str) -> subprocess.CompletedProcess:
+    def train(*extra: str, to: Path = out) -> subprocess.CompletedProcess:
         cmd = [sys.executable, str(REPO / "models/train_consep.py"), "--smoke", *extra]
-        cmd += ["--data", str(data), "--out", str(out), "--val-tiles", "1"]
+        cmd += ["--data", str(data), "--out", str(to), "--val-tiles", "1"]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
 
     proc = train()
@@ -50,6 +53,18 @@ def test_training_smoke_writes_a_loadable_model(tmp_path):
     resumed = train("--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed at epoch 1" in resumed.stdout
+
+    # Warm start under bfloat16 autocast: with lr 0 the written weights must be the loaded ones
+    # (BatchNorm's running statistics still move in training mode, so they are left out).
+    warm = train("--init-from", str(out), "--precision", "bf16", "--lr", "0", to=tmp_path / "warm")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert "warm start from" in warm.stdout
+    before, after = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "warm/model.safetensors"))
+    assert before.keys() == after.keys()
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    weights = [k for k in before if not k.endswith(stats)]
+    assert len(weights) > 100
+    assert all(torch.equal(before[k], after[k]) for k in weights)
 
 
 def test_scores_from_confusion():

@@ -12,7 +12,7 @@ py=.venv/bin/python
 model=models/consep_unet_regnetx004
 macro="inflammatory,epithelial,spindle"
 echo "== decision rule sweep on held-out training tiles ($(wc -l < $model/val_names.txt) patches)"
-for rule in argmax bg:0.3 bg:0.4 bg:0.5 bg:0.6 bg:0.7 bg:0.9; do
+for rule in argmax bg:0.2 bg:0.25 bg:0.3 bg:0.35 bg:0.4 bg:0.5 bg:0.7 bg:0.9; do
   $py -m cam_core evaluate --data "$data" --names $model/val_names.txt --rule "$rule" \
       --macro-classes "$macro" --restain none,hed-strong --json 2>/dev/null |
     $py -c "import json,sys; d=json.load(sys.stdin)['settings']; print('$rule', *(f\"{k}: nuclei {v['nuclei_dice']:.4f} macro {v['macro_dice']:.4f}\" for k, v in d.items()), sep='  |  ')"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from conftest import REPO
 
 from cam_core import cli, engine, layers, models
@@ -16,8 +17,8 @@ from cam_core.methods import METHODS
 from cam_core.targets import TargetSpec
 
 FOLDER = REPO / "models" / "consep_unet_regnetx004"
-NUCLEI_FLOOR = 0.70  # measured 0.774 on 2026-11-27
-MACRO_FLOOR = 0.50  # measured 0.610
+NUCLEI_FLOOR = 0.77  # measured 0.813 on 2026-11-27 (shipped weights, rule P(bg) < 0.3)
+MACRO_FLOOR = 0.62  # measured 0.676 (the previous weights, 0.610, would fail)
 
 
 def test_weights_are_small_safetensors():
@@ -46,16 +47,35 @@ def test_sample_tiles_quality_floor(capsys):
 
 
 def test_every_present_class_gets_a_cam():
+    """Every predicted class gets a CAM at the default layer, and the CAMs point at the class.
+
+    HiResCAM (gradient × activation per position) must put more weight on the class's own pixels
+    than on background for every tile and class. Grad-CAM averages the gradient over the whole
+    map first, and for a small region that can cancel: on test_11_010 its epithelial CAM (325 px)
+    is as high on background (0.083) as on the region (0.081). So Grad-CAM is held to the
+    aggregate: inside > background for at least 90 % of the pairs (measured 17 of 18) and a
+    share of CAM mass inside the class at least twice the class's share of the area (measured
+    0.35 against 0.12). Random or broken weights spread the mass evenly and fail both.
+    """
     from cam_core.images import load_image
 
     loaded = models.load()
+    layer = loaded.spec.default_layer
+    gradcam_inside, gradcam_share, area_share = [], [], []
     for path in sorted((REPO / "samples/images").glob("*.png")):
         image = load_image(path).array
         pred = engine.predict(loaded, image)
         present = [c for c in range(1, loaded.num_classes) if (pred.mask == c).sum() >= 20]
         for c in present:
-            cap = engine.capture(loaded, image, TargetSpec("predicted", c), [loaded.spec.default_layer])
-            cam = engine.cam_from_capture(cap, METHODS["gradcam"], loaded.spec.default_layer).cam
+            region, background = pred.mask == c, pred.mask == 0
+            cap = engine.capture(loaded, image, TargetSpec("predicted", c), [layer])
+            hires = engine.cam_from_capture(cap, METHODS["hirescam"], layer).cam
+            assert hires[region].mean() > hires[background].mean(), (path.name, c)
+            cam = engine.cam_from_capture(cap, METHODS["gradcam"], layer).cam
             assert cam.max() > 0.99, (path.name, c)
-            # The explanation of a class concentrates on the class's own pixels more than elsewhere.
-            assert cam[pred.mask == c].mean() > cam[pred.mask == 0].mean(), (path.name, c)
+            gradcam_inside.append(cam[region].mean() > cam[background].mean())
+            gradcam_share.append(cam[region].sum() / cam.sum())
+            area_share.append(region.mean())
+    assert len(gradcam_inside) >= 15
+    assert np.mean(gradcam_inside) >= 0.9, gradcam_inside
+    assert np.mean(gradcam_share) >= 2 * np.mean(area_share), (np.mean(gradcam_share), np.mean(area_share))

@@ -211,7 +211,7 @@ class Choices:
 
 def rule_options(loaded: models.LoadedModel) -> dict[str, dict]:
     opts = {"model default": loaded.spec.decision_rule, "argmax": {"type": "argmax"}}
-    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+    for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
         opts[f"P(background) < {t}"] = {"type": "background_below", "threshold": t}
     return opts
 

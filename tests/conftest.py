@@ -61,6 +61,11 @@ def tiny_folder(tmp_path):
     return folder
 
 
+def explain_args(image, model, *extra: str, cls: str = "1") -> list[str]:
+    """CLI argv for `explain` of one class (as the target) on one image with one model."""
+    return ["explain", str(image), "--model", str(model), "--class", cls, "--target", "class", *extra]
+
+
 def load_tiny_folder(folder):
     return load_folder(folder, device=torch.device("cpu"))
 

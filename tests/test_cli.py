@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import explain_args
 from PIL import Image
 
 from cam_core import cli
@@ -24,24 +25,8 @@ def tile(tmp_path):
 
 def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     out = tmp_path / "out"
-    rc = cli.main(
-        [
-            "explain",
-            str(tile),
-            "--model",
-            str(tiny_folder),
-            "--class",
-            "alpha",
-            "--target",
-            "class",
-            "--layer",
-            "decoder.blocks.3",
-            "--method",
-            "gradcam",
-            "--out",
-            str(out),
-        ]
-    )
+    extra = ("--layer", "decoder.blocks.3", "--method", "gradcam", "--out", str(out))
+    rc = cli.main(explain_args(tile, tiny_folder, *extra, cls="alpha"))
     assert rc == 0
     for name in ("mask.png", "heatmap.png", "overlay.png", "cam.npy", "cam_raw.npy", "result.json"):
         assert (out / name).is_file(), name
@@ -134,40 +119,11 @@ def test_non_spatial_layer_refused(tmp_path, tile, capsys):
     smp.Unet(
         "resnet18", encoder_weights=None, classes=2, decoder_channels=(16, 8, 8, 8, 8), aux_params={"classes": 2}
     ).save_pretrained(str(folder))
-    rc = cli.main(
-        [
-            "explain",
-            str(tile),
-            "--model",
-            str(folder),
-            "--layer",
-            "classification_head.2",
-            "--class",
-            "1",
-            "--target",
-            "class",
-        ]
-    )
+    rc = cli.main(explain_args(tile, folder, "--layer", "classification_head.2"))
     err = capsys.readouterr().err
     assert rc == 2
     assert "does not output a spatial feature map" in err
-    assert (
-        cli.main(
-            [
-                "explain",
-                str(tile),
-                "--model",
-                str(folder),
-                "--class",
-                "1",
-                "--target",
-                "class",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 0
-    )
+    assert cli.main(explain_args(tile, folder, "--out", str(tmp_path / "o"))) == 0
 
 
 def test_models_lists_folder_and_broken_entries(tiny_folder, tmp_path, capsys):

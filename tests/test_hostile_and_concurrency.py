@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import explain_args
 from hostile_corpus import build
 
 from cam_core import cli, engine, models
@@ -50,20 +51,7 @@ def test_corpus_through_engine(corpus, tiny):
 def test_corpus_through_cli(corpus, tiny_folder, tmp_path, capsys):
     folder, cases = corpus
     for case in cases:
-        rc = cli.main(
-            [
-                "explain",
-                str(folder / case.name),
-                "--model",
-                str(tiny_folder),
-                "--class",
-                "1",
-                "--target",
-                "class",
-                "--out",
-                str(tmp_path / case.name),
-            ]
-        )
+        rc = cli.main(explain_args(folder / case.name, tiny_folder, "--out", str(tmp_path / case.name)))
         captured = capsys.readouterr()
         if case.expect == "error":
             lines = [ln for ln in captured.err.strip().splitlines() if ln]

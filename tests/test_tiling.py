@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, explain_args
 from PIL import Image
 
 from cam_core import cli, engine, tiling
@@ -68,27 +68,8 @@ def test_cli_tiles_large_images(tiny_folder, tissue, tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.fromarray(tissue).save(path)
     out = tmp_path / "out"
-    assert (
-        cli.main(
-            [
-                "explain",
-                str(path),
-                "--model",
-                str(tiny_folder),
-                "--class",
-                "1",
-                "--target",
-                "class",
-                "--layer",
-                "decoder.blocks.3",
-                "--method",
-                "GradCAM",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    extra = ("--layer", "decoder.blocks.3", "--method", "GradCAM", "--out", str(out))
+    assert cli.main(explain_args(path, tiny_folder, *extra)) == 0
     assert np.load(out / "cam.npy").shape == (384, 384)
     info = json.loads((out / "result.json").read_text())
     assert json.loads((out / "summary.json").read_text())["tiled"] is True

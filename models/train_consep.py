@@ -191,10 +191,6 @@ def build_model(arch: str, encoder: str, depth: int, decoder_channels: list[int]
     )
 
 
-def ckpt_exists(out: Path) -> bool:
-    return (out / "checkpoint.pt").exists()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -253,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
 
     decoder_channels = [int(c) for c in args.decoder_channels.split(",")]
     model = build_model(args.arch, args.encoder, args.encoder_depth, decoder_channels)
-    if args.init_from and not (args.resume and ckpt_exists(args.out)):
+    ckpt_path = args.out / "checkpoint.pt"
+    resuming = args.resume and ckpt_path.exists()
+    if args.init_from and not resuming:
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(args.init_from / "model.safetensors")))
@@ -267,10 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)),
     )
     weights = class_weights(train[1], len(CLASS_NAMES))
-    ckpt_path = args.out / "checkpoint.pt"
     history: list[dict] = []
     start_epoch, best, elapsed_before = 0, -1.0, 0.0
-    if args.resume and ckpt_path.exists():
+    if resuming:
         # Our own file, but still loaded without unpickling arbitrary objects.
         ck = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(ck["model"])

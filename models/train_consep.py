@@ -215,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="warm start from this model folder's model.safetensors (fresh optimizer and schedule)",
     )
-    # bfloat16 autocast: 2.5x faster steps on CPUs with AVX512-BF16 (0.42 s against 1.04 s per
-    # batch of 8 at 256² here, with channels_last); weights and optimizer stay float32.
+    # bfloat16 autocast: 2.75x faster steps on CPUs with AVX512-BF16 (0.40 s against 1.09 s per
+    # batch of 8 at 256², with channels_last; scripts/bench_train_step.py); weights and optimizer
+    # stay float32.
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument(
         "--nuclei-dice",

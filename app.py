@@ -15,16 +15,17 @@ import numpy as np
 import streamlit as st
 
 from cam_core import render
-from ui import common
+from cam_core.errors import EmptyTargetError
+from ui import compute, sidebar, state
 
 
 def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
     """Opacity, threshold, colormap: pure rendering, never a model pass."""
     c1, c2, c3, c4 = st.columns([1.2, 1.6, 1, 1])
     with c1:
-        opacity = common.bound(st.slider, "Heatmap opacity", "opacity", min_value=0.0, max_value=1.0, step=0.05)
+        opacity = state.bound(st.slider, "Heatmap opacity", "opacity", min_value=0.0, max_value=1.0, step=0.05)
     with c2:
-        mode = common.bound(
+        mode = state.bound(
             st.radio,
             "Threshold",
             "thr_mode",
@@ -33,13 +34,13 @@ def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
             help="absolute: CAM ≥ value; percentile: keep the top of the CAM; otsu: automatic split",
         )
         if mode == "absolute":
-            value = common.bound(st.slider, "CAM level", "thr_abs", min_value=0.0, max_value=1.0, step=0.01)
+            value = state.bound(st.slider, "CAM level", "thr_abs", min_value=0.0, max_value=1.0, step=0.01)
         elif mode == "percentile":
-            value = common.bound(st.slider, "Percentile", "thr_pct", min_value=0.0, max_value=99.9, step=0.5)
+            value = state.bound(st.slider, "Percentile", "thr_pct", min_value=0.0, max_value=99.9, step=0.5)
         else:
             value = 0.5
     with c3:
-        cmap = common.bound(
+        cmap = state.bound(
             st.selectbox,
             "Colormap",
             "cmap",
@@ -47,7 +48,7 @@ def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
             help="viridis and cividis are colour-blind safe",
         )
     with c4:
-        show = common.bound(
+        show = state.bound(
             st.selectbox,
             "Threshold shows",
             "show",
@@ -58,48 +59,72 @@ def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
     return opacity, level, cmap, show
 
 
+def show_mask_only(prediction, ch) -> None:
+    """The mask (and legend) when there is nothing to explain: the user still sees what the model did."""
+    classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
+    area = prediction.area_percent()
+    col1, _ = st.columns([1, 2])
+    with col1:
+        st.markdown("**Predicted mask**")
+        st.image(render.colorize_mask(prediction.mask, colors), width="stretch", alt="predicted mask")
+        st.image(render.legend(classes, colors, [f"{c}: {a:.1f} %" for c, a in zip(classes, area)]), alt="legend")
+
+
 def main() -> None:
-    common.page_setup("Explore")
+    state.page_setup("Explore")
     st.title("SegCAM Explorer")
     st.caption(
         "Why did the model paint this region? Predicted mask, Class Activation Map and overlay, side by side. "
         "For exploring model behaviour — not for diagnosis."
     )
-    ch = common.sidebar()
+    status = st.empty()
+    status.info("Loading the model and explaining the tile… (the first open after a start takes a few seconds)")
+    ch = sidebar.sidebar()
     if ch is None:
-        if st.session_state.get("upload_error"):
-            st.error(st.session_state["upload_error"])
-        st.info("Pick a sample tile or upload an image in the sidebar.")
+        status.info("Pick a sample tile or upload an image in the sidebar.")
         return
     for note in ch.image.image.notes:
         st.info(f"Image converted: {note}")
     classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
-    res = prediction = None
+    res = cap = None
+    bar = st.empty()
     try:
-        if common.is_large(ch.image):
+        if ch.image.large:
             h, w = ch.image.image.array.shape[:2]
             st.info(
-                f"{w}×{h} is a large image: it is explained in overlapping tiles, normalised once over the whole map."
+                f"{w}×{h} is a large image: it is explained in overlapping tiles stitched into one map, "
+                "normalised once over the whole image."
             )
-            prediction, res = common.tiled_result(ch)
-            pass_seconds = res.seconds
-        else:
-            cap = common.get_capture(ch)
-            prediction, pass_seconds = cap.prediction, cap.seconds["total"]
-            res = common.cam_for(ch, ch.method, ch.layer, cap)
-            if res is None:
-                est = common.estimate_seconds(ch.method, ch.loaded, ch.layer, cap.seconds["forward"])
-                st.warning(f"{ch.method.name} runs the model many times (about {est:.0f} s here). ")
-                if st.button(f"Run {ch.method.name}", type="primary"):
-                    res = common.run_slow(ch, ch.method, ch.layer, cap)
-    except Exception as exc:  # known errors as they are; others logged — the app keeps serving
-        common.show_error(exc)
-    if res is None:
+        cap = compute.get_capture(ch, spinner=lambda f, m: bar.progress(f, text=f"Large image: {m}"))
+        st.session_state["forward_s"] = cap.seconds["forward"] / cap.tiles
+        res = compute.cam_for(ch, ch.method, ch.layer, cap)
+        if res is None:
+            est = compute.estimate_seconds(ch, ch.method, ch.layer, st.session_state["forward_s"])
+            st.warning(f"{ch.method.name} runs the model many times (about {max(est, 1):.0f} s here).")
+            if st.button(f"Run {ch.method.name}", type="primary"):
+                res = compute.run_slow(
+                    ch, ch.method, ch.layer, cap, lambda f, t: bar.progress(f, text=t), estimate_s=est
+                )
+                if res is None:
+                    st.warning(f"{ch.method.name} cancelled.")
+    except EmptyTargetError as exc:
+        status.info(str(exc))
+        if exc.prediction is not None:
+            show_mask_only(exc.prediction, ch)
         return
-    st.markdown(common.provenance_line(res, pass_seconds, ch.image.name, classes))
+    except Exception as exc:  # known errors as they are; others logged — the app keeps serving
+        status.error(compute.describe_error(exc))
+        return
+    finally:
+        bar.empty()
+    status.empty()
+    if res is None or cap is None:
+        return
+    prediction = cap.prediction
+    st.markdown(compute.provenance_line(res, cap.seconds["total"], ch.image.name, classes))
     for note in res.notes:
         if not note.startswith("cam_raw equals"):
-            st.warning(note)
+            st.info(note)
 
     image = ch.image.image.array
     opacity, level, cmap, show = display_controls(res.cam)
@@ -131,16 +156,11 @@ def main() -> None:
     d[0].download_button("mask.png", mask_png, "mask.png", "image/png")
     d[1].download_button("heatmap.png", render.to_png(heat), "heatmap.png", "image/png")
     d[2].download_button("overlay.png", render.to_png(over), "overlay.png", "image/png")
-    extra = {
-        "image": ch.image.name,
-        "image_sha256": ch.image.sha,
-        "class": classes[res.class_index],
-        "decision_rule": ch.rule,
-        "threshold_level": level,
-        "predicted_area_percent": {c: round(float(a), 3) for c, a in zip(classes, area)},
-        "pass_seconds": pass_seconds,
-    }
-    d[3].download_button("results.zip", common.zip_bundle(res, mask_png, extra), "segcam_result.zip", "application/zip")
+    record = compute.record_for(ch, res, cap, {"mode": st.session_state.get("thr_mode", "none"), "level": level})
+    st.session_state["last_record"] = record
+    d[3].download_button(
+        "results.zip", compute.zip_bundle(res, mask_png, record), "segcam_result.zip", "application/zip"
+    )
 
 
 main()

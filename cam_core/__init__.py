@@ -4,52 +4,45 @@ The public API, in the order data flows::
 
     images.load_image -> models.load -> engine.capture -> engine.cam_from_capture -> render.*
 
-See README.md ("How the engine works").
+Names are imported on first use (PEP 562), so ``python -m cam_core methods`` or a test of the
+renderer does not pay for torch, smp and grad-cam. See README.md ("How the engine works").
 """
 
-from .engine import (
-    CamResult,
-    Capture,
-    Prediction,
-    cam_from_capture,
-    capture,
-    explain,
-    predict,
-    run_method,
-)
-from .errors import (
-    EmptyTargetError,
-    InputError,
-    ModelLoadError,
-    SegCamError,
-    UnknownNameError,
-)
-from .images import LoadedImage, load_image
-from .methods import METHODS, get_method, resolve_methods
-from .models import LoadedModel, load, load_folder
-from .targets import TargetSpec
+from __future__ import annotations
 
-__all__ = [
-    "METHODS",
-    "CamResult",
-    "Capture",
-    "EmptyTargetError",
-    "InputError",
-    "LoadedImage",
-    "LoadedModel",
-    "ModelLoadError",
-    "Prediction",
-    "SegCamError",
-    "TargetSpec",
-    "UnknownNameError",
-    "cam_from_capture",
-    "capture",
-    "explain",
-    "get_method",
-    "load",
-    "load_folder",
-    "load_image",
-    "predict",
-    "resolve_methods",
-    "run_method",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CamResult": "engine",
+    "Capture": "engine",
+    "Prediction": "engine",
+    "cam_from_capture": "engine",
+    "capture": "engine",
+    "explain": "engine",
+    "predict": "engine",
+    "run_method": "engine",
+    "EmptyTargetError": "errors",
+    "InputError": "errors",
+    "ModelLoadError": "errors",
+    "NothingPredictedError": "errors",
+    "SegCamError": "errors",
+    "UnknownNameError": "errors",
+    "LoadedImage": "images",
+    "load_image": "images",
+    "METHODS": "methods",
+    "get_method": "methods",
+    "resolve_methods": "methods",
+    "LoadedModel": "models",
+    "load": "models",
+    "load_folder": "models",
+    "DecisionRule": "rules",
+    "TargetSpec": "targets",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'cam_core' has no attribute {name!r}")

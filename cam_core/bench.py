@@ -14,16 +14,19 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from PIL import Image
-from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-from . import engine, layers, methods, models, render
 from . import targets as tg
 from .images import load_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import LoadedModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,9 +48,17 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--latency", action="store_true", help="only: the model's forward+backward against the baseline Unet"
     )
+    p.add_argument(
+        "--cli",
+        action="store_true",
+        help="only: whole-process `explain` (3 layers × 6 gradient methods at SIZE², and one 256² tile) "
+        "against plain grad-cam doing the same CAMs in its own process",
+    )
 
 
-def _median(fn: Callable[[], object], repeats: int) -> float:
+def _median(fn: Callable[[], Any], repeats: int) -> float:
+    import torch
+
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -67,6 +78,8 @@ def _tile_to(image: np.ndarray, size: int) -> np.ndarray:
 
 def fwd_bwd_seconds(model: torch.nn.Module, size: int, device: torch.device, repeats: int) -> tuple[float, float]:
     """Median (forward+backward, backward alone) of a plain model at size×size, no hooks."""
+    import torch
+
     x = torch.randn(1, 3, size, size, device=device)
     backward: list[float] = []
 
@@ -89,6 +102,8 @@ def fwd_bwd_seconds(model: torch.nn.Module, size: int, device: torch.device, rep
 def run_scorecam(args: argparse.Namespace) -> int:
     """Rank agreement and speed of ScoreCAM-TopK against exact ScoreCAM, tile by tile."""
     from scipy.stats import spearmanr
+
+    from . import engine, layers, methods, models
 
     loaded = models.load(args.model, args.models_dir)
     layer = args.layer or [n for n in layers.curated_layers(loaded) if n.startswith("encoder")][-1]
@@ -116,7 +131,7 @@ def run_scorecam(args: argparse.Namespace) -> int:
         "model": loaded.name,
         "layer": layer,
         "channels": channels,
-        "k": engine.FAST_SCORECAM_K,
+        "k": methods.METHODS["scorecam-topk"].channel_cap,
         "device": str(loaded.device),
         "median_spearman": float(np.median([r["spearman"] for r in rows])),
         "min_spearman": min(r["spearman"] for r in rows),
@@ -143,6 +158,8 @@ def run_large(args: argparse.Namespace) -> int:
     import subprocess
     import sys
     import tempfile
+
+    from PIL import Image
 
     results = []
     for size in (2048, 4096):
@@ -174,151 +191,331 @@ def run_large(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class _Setup:
+    """What every row of the main table shares: one model, one image, its classes and regions."""
+
+    loaded: LoadedModel
+    image: np.ndarray
+    x: torch.Tensor
+    cls: int
+    cls2: int
+    region: np.ndarray  # predicted region of cls, padded
+    ones: np.ndarray  # whole image, padded
+    curated: list[str]
+    default_layer: str
+    other_layer: str
+    grid_layers: list[str]
+    repeats: int
+    held: dict[str, Any] = field(default_factory=dict)
+
+    def plain_cam(self, name: str, layer: str, region: np.ndarray, cls: int) -> np.ndarray:
+        """grad-cam's segmentation tutorial: a method object per call, its own forward + backward."""
+        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+        from .methods import METHODS
+
+        modules = dict(self.loaded.model.named_modules())
+        with METHODS[name.lower()].grad_cam_cls()(self.loaded.model, [modules[layer]]) as cam:
+            return cam(input_tensor=self.x, targets=[SemanticSegmentationTarget(cls, region)])
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
+    from . import engine, layers, models
+
+    loaded = models.load(args.model, args.models_dir)
+    image = _tile_to(load_image(args.image).array, args.size)
+    x, _ = models.pad_to_multiple(models.preprocess(image, loaded.spec), loaded.multiple)
+    curated = layers.curated_layers(loaded)
+    default_layer = layers.default_layer(loaded)
+    pred = engine.predict(loaded, image)
+    cls = tg.auto_class(pred.mask, loaded.num_classes) or 1
+    cls2 = next((int(c) for c in np.argsort(-pred.area_percent()) if c not in (0, cls)), 0)
+    region = np.zeros(x.shape[-2:], np.float32)
+    region[: image.shape[0], : image.shape[1]] = pred.mask == cls
+    ones = np.zeros_like(region)
+    ones[: image.shape[0], : image.shape[1]] = 1
+    return _Setup(
+        loaded=loaded,
+        image=image,
+        x=x.to(loaded.device),
+        cls=cls,
+        cls2=cls2,
+        region=region,
+        ones=ones,
+        curated=curated,
+        default_layer=default_layer,
+        other_layer=next(n for n in reversed(curated) if n != default_layer),
+        grid_layers=layers.compare_layers(loaded),
+        repeats=args.repeats,
+    )
+
+
+def row_first(s: _Setup, fb: float) -> dict[str, Any]:
+    """Mask + first CAM: plain = a forward for the mask then one grad-cam call; engine = one capture."""
+    import torch
+
+    from . import engine
+    from .methods import METHODS
+
+    def plain() -> None:
+        with torch.no_grad():
+            s.loaded.model(s.x)
+        s.plain_cam("GradCAM", s.default_layer, s.region, s.cls)
+
+    def ours() -> None:
+        s.held["cap"] = engine.capture(s.loaded, s.image, tg.TargetSpec("predicted", s.cls), s.curated, keep_graph=True)
+        engine.cam_from_capture(s.held["cap"], METHODS["gradcam"], s.default_layer)
+
+    note = f"engine hooks all {len(s.curated)} curated layers; model fwd+bwd alone {fb:.3f} s"
+    return _row("first mask + CAM", _median(plain, s.repeats), _median(ours, s.repeats), note)
+
+
+def row_switch_method(s: _Setup) -> dict[str, Any]:
+    from . import engine
+    from .methods import METHODS
+
+    cap = s.held["cap"]
+    return _row(
+        "switch method",
+        _median(lambda: s.plain_cam("HiResCAM", s.default_layer, s.region, s.cls), s.repeats),
+        _median(lambda: engine.cam_from_capture(cap, METHODS["hirescam"], s.default_layer), s.repeats),
+    )
+
+
+def row_switch_layer(s: _Setup) -> dict[str, Any]:
+    from . import engine
+    from .methods import METHODS
+
+    cap = s.held["cap"]
+    return _row(
+        "switch layer",
+        _median(lambda: s.plain_cam("GradCAM", s.other_layer, s.region, s.cls), s.repeats),
+        _median(lambda: engine.cam_from_capture(cap, METHODS["gradcam"], s.other_layer), s.repeats),
+    )
+
+
+def row_switch_class(s: _Setup, bwd: float) -> dict[str, Any]:
+    from . import engine
+    from .methods import METHODS
+
+    def ours() -> None:
+        # From the newest capture: the kept graph follows it (an older one would fall back to a
+        # full forward + backward, which is not what a class switch costs).
+        latest = s.held.get("cap2", s.held["cap"])
+        s.held["cap2"] = engine.recapture(s.loaded, latest, tg.TargetSpec("class", s.cls2), s.image)
+        assert s.held["cap2"].seconds["forward"] == 0.0, "recapture fell back to a full pass"
+        engine.cam_from_capture(s.held["cap2"], METHODS["gradcam"], s.default_layer)
+
+    note = f"engine: one backward through the kept graph, no forward (the model's own backward: {bwd:.3f} s)"
+    return _row(
+        "switch class",
+        _median(lambda: s.plain_cam("GradCAM", s.default_layer, s.ones, s.cls2), s.repeats),
+        _median(ours, s.repeats),
+        note,
+    )
+
+
+def row_grid(s: _Setup) -> dict[str, Any]:
+    """The Compare page's default grid: every fast method × the compare layers."""
+    from . import engine, layers
+    from .methods import fast_methods
+
+    fast = fast_methods()
+    # Plain grad-cam's full SVD needs (H·W)² floats: its eigen methods cannot run on large layers
+    # (32 GiB at 256²), so both sides time the combinations plain grad-cam can do.
+    spatial = layers.spatial_layers(s.loaded)
+    px = {n: (s.x.shape[-1] // spatial[n].stride) * (s.x.shape[-2] // spatial[n].stride) for n in s.grid_layers}
+    combos = [(n, m) for n in s.grid_layers for m in fast if not (m.family == "eigen" and px[n] > 64 * 64)]
+    skipped = len(s.grid_layers) * len(fast) - len(combos)
+    target = tg.TargetSpec("predicted", s.cls)
+
+    def plain() -> None:
+        for layer, info in combos:
+            s.plain_cam(info.name, layer, s.region, s.cls)
+
+    def ours() -> None:
+        c = engine.capture(s.loaded, s.image, target, s.grid_layers)
+        for layer, info in combos:
+            engine.cam_from_capture(c, info, layer)
+
+    note = f"{skipped} eigen cells on large layers left out: plain grad-cam cannot allocate them" if skipped else ""
+    reps = max(1, s.repeats - 2)
+    return _row(f"Compare grid ({len(combos)} cells)", _median(plain, reps), _median(ours, reps), note)
+
+
+def row_render(s: _Setup, size: int) -> dict[str, Any]:
+    from PIL import Image
+
+    from . import engine, render
+    from .methods import METHODS
+
+    cam = engine.cam_from_capture(s.held["cap"], METHODS["gradcam"], s.default_layer).cam
+    img = _tile_to(s.image, size)
+    c = np.asarray(Image.fromarray(cam).resize((size, size), Image.BILINEAR))
+
+    def once() -> None:
+        render.overlay(img, c, 0.5, "viridis", render.threshold_level(c, "otsu"))
+
+    return _row(f"render (opacity/threshold/colormap) {size}²", None, _median(once, max(s.repeats, 5)))
+
+
+def _row(name: str, plain: float | None, ours: float, note: str = "") -> dict[str, Any]:
+    return {
+        "row": name,
+        "plain_s": None if plain is None else round(plain, 4),
+        "engine_s": round(ours, 4),
+        "ratio": None if plain is None else round(plain / ours, 1),
+        "note": note,
+    }
+
+
+# The plain-grad-cam program for `bench --cli`: what a user writes without this project (the
+# model loaded the same way, then one grad-cam call per method × layer), in its own process.
+_PLAIN_PROGRAM = """
+import sys, time, numpy as np
+t0 = time.perf_counter()
+import torch
+from PIL import Image
+from pytorch_grad_cam import {classes}
+from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+from cam_core import models
+loaded = models.load({model!r})
+model = loaded.model.eval()
+img = np.asarray(Image.open({image!r}).convert("RGB"))
+x, _ = models.pad_to_multiple(models.preprocess(img, loaded.spec), loaded.multiple)
+with torch.no_grad():
+    mask = torch.softmax(model(x), 1)[0].argmax(0).numpy()
+cls = int(np.bincount(mask.ravel(), minlength=2)[1:].argmax() + 1)
+region = np.float32(mask == cls)
+modules = dict(model.named_modules())
+for layer in {layers!r}:
+    for method in [{classes}]:
+        with method(model, [modules[layer]]) as cam:
+            out = cam(input_tensor=x, targets=[SemanticSegmentationTarget(cls, region)])
+        np.save(f"{out}/{{layer}}_{{method.__name__}}.npy", out[0])
+print("PLAIN", time.perf_counter() - t0)
+"""
+
+
+def _process_seconds(cmd: list[str], repeats: int) -> float:
+    """Median wall time of a whole process, start to exit."""
+    import subprocess
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {proc.stderr[-1500:]}")
+    return statistics.median(times)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Whole-process `explain` against the plain grad-cam loop, each in its own fresh process."""
+    import sys
+    import tempfile
+
+    from PIL import Image
+
+    from . import layers, models
+    from .methods import fast_methods
+
+    loaded = models.load(args.model, args.models_dir)
+    grid_layers = layers.compare_layers(loaded)
+    gradient = [m.name for m in fast_methods() if m.family == "gradient"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / f"tile_{args.size}.png"
+        Image.fromarray(_tile_to(load_image(args.image).array, args.size)).save(big)
+        small = Path(tmp) / "tile_256.png"
+        Image.fromarray(_tile_to(load_image(args.image).array, 256)).save(small)
+        model_args = ["--model", args.model] if args.model else []
+        explain = [sys.executable, "-m", "cam_core", "explain", str(big), *model_args]
+        ours = _process_seconds(
+            [*explain, "--layer", ",".join(grid_layers), "--method", ",".join(gradient), "--out", f"{tmp}/ours"],
+            args.repeats,
+        )
+        plain_dir = Path(tmp) / "plain"
+        plain_dir.mkdir()
+        program = _PLAIN_PROGRAM.format(
+            classes=", ".join(gradient),
+            model=args.model or models.default_model_name(),
+            image=str(big),
+            layers=grid_layers,
+            out=str(plain_dir),
+        )
+        plain = _process_seconds([sys.executable, "-c", program], args.repeats)
+        n = len(grid_layers) * len(gradient)
+        rows.append(
+            _row(
+                f"explain {len(grid_layers)} layers × {len(gradient)} methods, {args.size}², whole process",
+                plain,
+                ours,
+                f"{n} CAMs, {3 * n} PNGs + arrays written by ours; plain saves {n} arrays",
+            )
+        )
+        one = [sys.executable, "-m", "cam_core", "explain", str(small), *model_args, "--out", f"{tmp}/one"]
+        rows.append(_row("explain one 256² tile (GradCAM), whole process", None, _process_seconds(one, args.repeats)))
+    info = {"model": loaded.name, "layers": grid_layers, "methods": gradient, "repeats": args.repeats, "rows": rows}
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"whole-process timings, median of {args.repeats}, model {loaded.name}")
+    _print_rows(rows)
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    print(f"| {'row':60s} | {'plain grad-cam':>14s} | {'engine':>9s} | {'ratio':>6s} |")
+    print(f"|{'-' * 62}|{'-' * 16}|{'-' * 11}|{'-' * 8}|")
+    for r in rows:
+        plain = "—" if r["plain_s"] is None else f"{r['plain_s']:.4f} s"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']}×"
+        print(f"| {r['row']:60s} | {plain:>14s} | {r['engine_s']:.4f} s | {ratio:>6s} | {r['note']}")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.scorecam:
         return run_scorecam(args)
     if args.large:
         return run_large(args)
-    loaded = models.load(args.model, args.models_dir)
-    device = loaded.device
-    image = _tile_to(load_image(args.image).array, args.size)
-    model = loaded.model
-    curated = layers.curated_layers(loaded)
-    default_layer = layers.default_layer(loaded)
-    other_layer = next(n for n in reversed(curated) if n != default_layer)
-    fast = [m for m in methods.METHODS.values() if m.from_cache and not m.slow]
-    grid_layers = layers.compare_layers(loaded)
-    x, _ = models.pad_to_multiple(models.preprocess(image, loaded.spec), loaded.multiple)
-    x = x.to(device)
-    R = args.repeats
-    rows: list[dict] = []
+    if args.cli:
+        return run_cli(args)
+    import torch
 
-    def add(name: str, plain: float | None, ours: float, note: str = "") -> None:
-        rows.append(
-            {
-                "row": name,
-                "plain_s": None if plain is None else round(plain, 4),
-                "engine_s": round(ours, 4),
-                "ratio": None if plain is None else round(plain / ours, 1),
-                "note": note,
-            }
-        )
+    from .provenance import versions
 
-    fb, bwd = fwd_bwd_seconds(model, args.size, device, R)
+    s = _setup(args)
+    device = s.loaded.device
+    fb, bwd = fwd_bwd_seconds(s.loaded.model, args.size, device, s.repeats)
     baseline = None
     if args.baseline_encoder:
         import segmentation_models_pytorch as smp
 
-        ref = smp.Unet(args.baseline_encoder, encoder_weights=None, classes=loaded.num_classes).to(device)
-        baseline = fwd_bwd_seconds(ref, args.size, device, R)[0]
+        ref = smp.Unet(args.baseline_encoder, encoder_weights=None, classes=s.loaded.num_classes).to(device)
+        baseline = fwd_bwd_seconds(ref, args.size, device, s.repeats)[0]
         del ref
     if args.latency:
-        print(f"{loaded.name} forward+backward at {args.size}²: {fb:.3f} s (median of {R}) on {device}")
+        print(f"{s.loaded.name} forward+backward at {args.size}²: {fb:.3f} s (median of {s.repeats}) on {device}")
         if baseline:
             print(
                 f"Unet-{args.baseline_encoder} (random weights) forward+backward: {baseline:.3f} s; ratio {fb / baseline:.2f}"
             )
         return 0
-
-    pred = engine.predict(loaded, image)
-    cls = tg.resolve_auto(tg.TargetSpec("predicted", None), pred.mask, loaded.num_classes).class_index
-    cls2 = next((c for c in np.argsort(-pred.area_percent()) if c not in (0, cls)), 0)
-    region = np.zeros(x.shape[-2:], np.float32)
-    region[: image.shape[0], : image.shape[1]] = pred.mask == cls
-    region2 = np.zeros_like(region)
-    region2[: image.shape[0], : image.shape[1]] = pred.mask == cls2
-    modules = dict(model.named_modules())
-
-    def plain_cam(info, layer, reg, c):
-        with info.cls(model, [modules[layer]]) as cam:
-            return cam(input_tensor=x, targets=[SemanticSegmentationTarget(c, reg)])
-
-    def plain_first():
-        with torch.no_grad():
-            model(x)
-        return plain_cam(methods.METHODS["gradcam"], default_layer, region, cls)
-
-    target = tg.TargetSpec("predicted", cls)
-    holder: dict = {}
-
-    def engine_first():
-        holder["cap"] = engine.capture(loaded, image, target, curated, keep_graph=True)
-        return engine.cam_from_capture(holder["cap"], methods.METHODS["gradcam"], default_layer)
-
-    add(
-        "first mask + CAM",
-        _median(plain_first, R),
-        _median(engine_first, R),
-        f"engine hooks all {len(curated)} curated layers; model fwd+bwd alone {fb:.3f} s",
-    )
-    cap = holder["cap"]
-    add(
-        "switch method",
-        _median(lambda: plain_cam(methods.METHODS["hirescam"], default_layer, region, cls), R),
-        _median(lambda: engine.cam_from_capture(cap, methods.METHODS["hirescam"], default_layer), R),
-    )
-    add(
-        "switch layer",
-        _median(lambda: plain_cam(methods.METHODS["gradcam"], other_layer, region, cls), R),
-        _median(lambda: engine.cam_from_capture(cap, methods.METHODS["gradcam"], other_layer), R),
-    )
-
-    def engine_switch_class():
-        # Recapture from the newest capture: the kept graph follows it (an older one would
-        # fall back to a full forward + backward, which is not what a class switch costs).
-        latest = holder.get("cap2", cap)
-        holder["cap2"] = engine.recapture(loaded, latest, tg.TargetSpec("class", cls2), image)
-        assert holder["cap2"].seconds["forward"] == 0.0, "recapture fell back to a full pass"
-        return engine.cam_from_capture(holder["cap2"], methods.METHODS["gradcam"], default_layer)
-
-    ones = np.zeros_like(region)
-    ones[: image.shape[0], : image.shape[1]] = 1
-    add(
-        "switch class",
-        _median(lambda: plain_cam(methods.METHODS["gradcam"], default_layer, ones, cls2), R),
-        _median(engine_switch_class, R),
-        f"engine: one backward through the kept graph, no forward (the model's own backward: {bwd:.3f} s)",
-    )
-
-    # Plain grad-cam's full SVD needs (H·W)² floats: its eigen methods cannot run on large layers
-    # (32 GiB at 256²), so both sides time the combinations plain grad-cam can do.
-    spatial = layers.spatial_layers(loaded)
-    pixels = {n: (x.shape[-1] // spatial[n].stride) * (x.shape[-2] // spatial[n].stride) for n in grid_layers}
-    combos = [(n, m) for n in grid_layers for m in fast if not (m.family == "eigen" and pixels[n] > 64 * 64)]
-    skipped = len(grid_layers) * len(fast) - len(combos)
-
-    def plain_grid():
-        for layer, info in combos:
-            plain_cam(info, layer, region, cls)
-
-    def engine_grid():
-        c = engine.capture(loaded, image, target, grid_layers)
-        for layer, info in combos:
-            engine.cam_from_capture(c, info, layer)
-
-    note = f"{skipped} eigen cells on large layers left out: plain grad-cam cannot allocate them" if skipped else ""
-    grid_repeats = max(1, R - 2)
-    add(
-        f"Compare grid ({len(combos)} cells)",
-        _median(plain_grid, grid_repeats),
-        _median(engine_grid, grid_repeats),
-        note,
-    )
-
-    cam = engine.cam_from_capture(cap, methods.METHODS["gradcam"], default_layer).cam
-    for size in (512, 2048):
-        img = _tile_to(image, size)
-        c = np.asarray(Image.fromarray(cam).resize((size, size), Image.BILINEAR))
-
-        def render_once(img=img, c=c):
-            level = render.threshold_level(c, "otsu")
-            render.overlay(img, c, 0.5, "viridis", level)
-
-        add(f"render (opacity/threshold/colormap) {size}²", None, _median(render_once, max(R, 5)))
-
+    rows = [
+        row_first(s, fb),
+        row_switch_method(s),
+        row_switch_layer(s),
+        row_switch_class(s, bwd),
+        row_grid(s),
+        row_render(s, 512),
+        row_render(s, 2048),
+    ]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info = {
-        "model": loaded.name,
+        "model": s.loaded.name,
         "image": f"{Path(args.image).name} mirror-tiled to {args.size}²",
         "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
         "cpu_threads": torch.get_num_threads(),
@@ -326,23 +523,20 @@ def run(args: argparse.Namespace) -> int:
         "model_fwd_bwd_s": round(fb, 4),
         "model_backward_s": round(bwd, 4),
         "baseline": {f"Unet-{args.baseline_encoder}_fwd_bwd_s": round(baseline, 4)} if baseline else None,
-        "repeats": R,
+        "repeats": s.repeats,
         "peak_rss_mb": round(peak_mb, 1),
-        "versions": engine.versions(),
+        "versions": versions(),
         "rows": rows,
     }
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    print(f"model {loaded.name} on {info['device']}, {info['image']}, median of {R}; peak RSS {peak_mb:.0f} MB")
+    print(
+        f"model {s.loaded.name} on {info['device']}, {info['image']}, median of {s.repeats}; peak RSS {peak_mb:.0f} MB"
+    )
     print(
         f"model forward+backward: {fb:.3f} s"
         + (f"; Unet-{args.baseline_encoder}: {baseline:.3f} s" if baseline else "")
     )
-    print(f"| {'row':48s} | {'plain grad-cam':>14s} | {'engine':>9s} | {'ratio':>6s} |")
-    print(f"|{'-' * 50}|{'-' * 16}|{'-' * 11}|{'-' * 8}|")
-    for r in rows:
-        plain = "—" if r["plain_s"] is None else f"{r['plain_s']:.4f} s"
-        ratio = "—" if r["ratio"] is None else f"{r['ratio']}×"
-        print(f"| {r['row']:48s} | {plain:>14s} | {r['engine_s']:.4f} s | {ratio:>6s} | {r['note']}")
+    _print_rows(rows)
     return 0

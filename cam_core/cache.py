@@ -44,6 +44,7 @@ class LRUCache:
     def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30, sizeof: Callable[[Any], int] = nbytes):
         self.max_entries, self.max_bytes, self._sizeof = max_entries, max_bytes, sizeof
         self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._reserved: dict[Hashable, int] = {}  # memory held elsewhere that counts against the budget
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -63,13 +64,27 @@ class LRUCache:
             if size > self.max_bytes:
                 return  # larger than the whole budget: compute again next time rather than evict all
             self._data[key] = (value, size)
-            while len(self._data) > self.max_entries or self.total_bytes > self.max_bytes:
-                self._data.popitem(last=False)
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._data and (len(self._data) > self.max_entries or self.total_bytes > self.max_bytes):
+            self._data.popitem(last=False)
+
+    def reserve(self, key: Hashable, nbytes: int) -> None:
+        """Count memory held outside the cache (e.g. a kept autograd graph) against its byte
+        budget, evicting the oldest entries to make room. A second reserve under a key replaces it."""
+        with self._lock:
+            self._reserved[key] = int(nbytes)
+            self._evict()
+
+    def release(self, key: Hashable) -> None:
+        with self._lock:
+            self._reserved.pop(key, None)
 
     @property
     def total_bytes(self) -> int:
-        """Bytes held, counting a value stored under several keys once."""
-        return sum({id(v): size for v, size in self._data.values()}.values())
+        """Bytes held, counting a value stored under several keys once, plus reserved memory."""
+        return sum({id(v): size for v, size in self._data.values()}.values()) + sum(self._reserved.values())
 
     def __len__(self) -> int:
         return len(self._data)
@@ -77,4 +92,5 @@ class LRUCache:
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._reserved.clear()
             self.hits = self.misses = 0

@@ -1,33 +1,48 @@
 """``python -m cam_core``: the same API as the app, from a shell.
 
-Bad input exits with code 2 and one line naming the problem and the valid options.
+Bad input exits with code 2 and one line naming the problem and the valid options. Each command
+imports only what it uses: ``methods`` needs no torch, ``explain`` no grad-cam unless a method
+with passes of its own is asked for.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-from . import engine, layers, methods, models, render, tiling
-from . import targets as tg
-from .errors import SegCamError
-from .images import load_image
+from . import limits
+from .errors import InputError, NothingPredictedError, SegCamError
+
+if TYPE_CHECKING:
+    from .capture import Prediction
+    from .images import LoadedImage
+    from .models import LoadedModel
+    from .provenance import CamResult
+    from .targets import TargetSpec
+
+# zlib level 1: a 512² heatmap PNG encodes ~6× faster than at Pillow's default level 6, for
+# files ~20 % larger; the pixels are identical (PNG is lossless).
+PNG_LEVEL = 1
+COLORMAP_DEFAULT = "viridis"
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="built-in name, models-folder name or folder path (default: built-in)")
-    p.add_argument(
-        "--models-dir", default=None, help=f"models folder (default: ${models.MODELS_DIR_ENV} or models/user)"
-    )
+    p.add_argument("--models-dir", default=None, help="models folder (default: $SEGCAM_MODELS_DIR or models/user)")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .render import COLORMAPS, DEFAULT_COLORMAP, THRESHOLD_MODES
+    from .targets import TARGET_KINDS
+
     ap = argparse.ArgumentParser(prog="python -m cam_core", description="CAM explanations of segmentation models")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -49,14 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--layer", default=None, help="dotted layer name, comma list, or 'all' (curated list)")
     p.add_argument(
-        "--method", default=None, help="grad-cam class name, comma list, 'all' (one-pass methods), 'fast' or 'every'"
+        "--method", default=None, help="method name, comma list, or a group: 'all' (one-pass), 'fast', 'every'"
     )
-    p.add_argument("--target", default="predicted", help="predicted | class | mask:PATH | rect:x0,y0,x1,y1")
+    kinds = " | ".join(k for k in TARGET_KINDS if k != "mask")
+    p.add_argument("--target", default="predicted", help=f"{kinds} | mask:PATH | rect:x0,y0,x1,y1")
+    p.add_argument("--rule", default=None, help="decision rule: argmax or bg:T (default: the model's)")
     p.add_argument("--eigen-smooth", action="store_true")
     p.add_argument("--aug-smooth", action="store_true")
-    p.add_argument("--colormap", default=render.DEFAULT_COLORMAP, choices=list(render.COLORMAPS))
+    p.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=list(COLORMAPS))
     p.add_argument("--opacity", type=float, default=0.5)
-    p.add_argument("--threshold-mode", default="none", choices=list(render.THRESHOLD_MODES))
+    p.add_argument("--threshold-mode", default="none", choices=list(THRESHOLD_MODES))
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--out", default="out", help="output folder")
 
@@ -68,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _print_models(args) -> int:
+def _print_models(args: argparse.Namespace) -> int:
+    from . import models
+
     entries = models.discover(args.models_dir)
     if args.json:
         print(json.dumps([{**e.__dict__, "path": str(e.path)} for e in entries], indent=1))
@@ -82,7 +101,9 @@ def _print_models(args) -> int:
     return 0
 
 
-def _print_layers(args) -> int:
+def _print_layers(args: argparse.Namespace) -> int:
+    from . import layers, models
+
     loaded = models.load(args.model, args.models_dir)
     spatial = layers.spatial_layers(loaded)
     default = layers.default_layer(loaded)
@@ -95,144 +116,242 @@ def _print_layers(args) -> int:
 
 
 def _print_methods() -> int:
-    for m in methods.METHODS.values():
-        flags = (
-            [
-                "one-pass" if m.from_cache else "own passes",
-                "gradients" if m.needs_gradients else "no gradients",
-            ]
-            + (["slow"] if m.slow else [])
-            + (["eigen_smooth"] if m.eigen_smooth else [])
-            + (["baseline"] if m.baseline else [])
-        )
-        print(f"{m.name:20s} {m.family:12s} {', '.join(flags):55s} {m.summary}")
+    from .methods import GROUPS, METHODS
+
+    for m in METHODS.values():
+        flags = [
+            "one-pass" if m.from_cache else "own passes",
+            "gradients" if m.needs_gradients else "no gradients",
+            *(["slow"] if m.slow else []),
+            *(["tileable"] if m.tileable else []),
+            *(["eigen_smooth"] if m.eigen_smooth else []),
+            *(["approximation"] if m.approximate else []),
+            *(["baseline"] if m.baseline else []),
+        ]
+        print(f"{m.name:20s} {m.family:12s} {', '.join(flags):60s} {m.summary}")
+    print("groups: " + "; ".join(f"{k} = {v[0]}" for k, v in GROUPS.items()))
     return 0
 
 
-def parse_target(text: str, class_index: int, shape: tuple[int, int]) -> tg.TargetSpec:
+def parse_target(text: str, class_index: int | None, shape: tuple[int, int]) -> TargetSpec:
     """``predicted`` | ``class`` | ``mask:PATH`` | ``rect:x0,y0,x1,y1``."""
-    if text in ("predicted", "class"):
+    from . import targets as tg
+    from .images import load_image
+
+    if text in tg.TARGET_KINDS and text != "mask":
         return tg.TargetSpec(text, class_index)
     if text.startswith("rect:"):
         try:
             x0, y0, x1, y1 = (int(v) for v in text[5:].split(","))
         except ValueError:
-            raise SegCamError(f"bad rectangle {text!r}; write rect:x0,y0,x1,y1 in pixels") from None
+            raise InputError(f"bad rectangle {text!r}; write rect:x0,y0,x1,y1 in pixels") from None
         return tg.TargetSpec("mask", class_index, tg.rectangle_mask(shape, x0, y0, x1, y1))
     if text.startswith("mask:"):
         path = Path(text[5:])
         loaded = load_image(path, name=f"target mask {path}")
-        mask = loaded.array.max(axis=2) > 0
-        return tg.TargetSpec("mask", class_index, mask)
-    raise SegCamError(f"unknown target {text!r}; valid: predicted, class, mask:PATH, rect:x0,y0,x1,y1")
+        return tg.TargetSpec("mask", class_index, loaded.array.max(axis=2) > 0)
+    raise InputError(f"unknown target {text!r}; valid: predicted, class, mask:PATH, rect:x0,y0,x1,y1")
 
 
-def write_result(
-    out: Path, image: np.ndarray, prediction: engine.Prediction, res: engine.CamResult, spec, args, extra: dict
-) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    level = render.threshold_level(res.cam, args.threshold_mode, args.threshold)
-    Image.fromarray(render.colorize_mask(prediction.mask, spec.colors)).save(out / "mask.png")
-    Image.fromarray(render.heatmap(res.cam, args.colormap)).save(out / "heatmap.png")
-    Image.fromarray(render.overlay(image, res.cam, args.opacity, args.colormap, level)).save(out / "overlay.png")
-    np.save(out / "cam.npy", res.cam.astype(np.float32))
-    np.save(out / "cam_raw.npy", res.cam_raw.astype(np.float32))
-    info = {**res.provenance(), **extra, "threshold": {"mode": args.threshold_mode, "level": level}}
-    (out / "result.json").write_text(json.dumps(info, indent=1))
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path, compress_level=PNG_LEVEL)
 
 
-def _explain(args) -> int:
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """The same mask in every result folder without encoding it again: a hard link where possible."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        dst.write_bytes(src.read_bytes())
+
+
+class _Writer:
+    """Writes every result folder; PNG encoding (zlib releases the GIL) runs on a small pool."""
+
+    def __init__(self, args: argparse.Namespace, image: LoadedImage, loaded: LoadedModel, record: dict[str, Any]):
+        self.args, self.image, self.loaded, self.record = args, image, loaded, record
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+        self.jobs: list[Any] = []
+        self.mask_png: Path | None = None
+
+    def mask(self, prediction: Prediction, out: Path) -> Path:
+        from . import render
+
+        out.mkdir(parents=True, exist_ok=True)
+        self.mask_png = out / "mask.png"
+        _save_png(render.colorize_mask(prediction.mask, self.loaded.spec.colors), self.mask_png)
+        return self.mask_png
+
+    def result(self, folder: Path, res: CamResult, prediction: Prediction, target: TargetSpec, tiles: int) -> None:
+        from . import render
+        from .provenance import result_record
+
+        args = self.args
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.mask_png is not None and folder / "mask.png" != self.mask_png:
+            _link_or_copy(self.mask_png, folder / "mask.png")
+        level = render.threshold_level(res.cam, args.threshold_mode, args.threshold)
+        self.jobs.append(
+            self.pool.submit(lambda: _save_png(render.heatmap(res.cam, args.colormap), folder / "heatmap.png"))
+        )
+        self.jobs.append(
+            self.pool.submit(
+                lambda: _save_png(
+                    render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level),
+                    folder / "overlay.png",
+                )
+            )
+        )
+        np.save(folder / "cam.npy", res.cam.astype(np.float32))
+        np.save(folder / "cam_raw.npy", res.cam_raw.astype(np.float32))
+        classes = self.loaded.spec.classes
+        record = result_record(
+            res,
+            classes=classes,
+            target_description=target.describe(classes),
+            rule=prediction.rule.to_json(),
+            image=self.record,
+            area_percent=prediction.area_percent(),
+            target_box=target.box(),
+            target_pixels=self.record.get("_target_pixels"),
+            threshold={"mode": args.threshold_mode, "level": level},
+            pass_seconds=self.record.get("_pass_seconds"),
+            tiles=tiles,
+        )
+        record["image"] = {k: v for k, v in self.record.items() if not k.startswith("_")}
+        (folder / "result.json").write_text(json.dumps(record, indent=1))
+
+    def close(self) -> None:
+        for job in self.jobs:
+            job.result()
+        self.pool.shutdown()
+
+
+def _explain(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
+    from . import engine, layers, methods, models, tiling
+    from . import targets as tg
+    from .images import load_image
+    from .rules import parse as parse_rule
+    from .runtime import CLI_THREADS, configure_threads
+
+    configure_threads(CLI_THREADS)
     image = load_image(args.image)
     loaded = models.load(args.model, args.models_dir)
     layer_names = layers.resolve_layers(loaded, args.layer)
     method_list = methods.resolve_methods(args.method)
+    rule = parse_rule(args.rule) if args.rule else loaded.spec.decision_rule
     cls = None if args.cls is None else tg.class_index(args.cls, loaded.spec.classes)
     target = parse_target(args.target, cls, image.array.shape[:2])
     failures: list[str] = []
+    multi = len(layer_names) * len(method_list) > 1
 
-    def on_error(info, layer, exc):
+    def on_error(info: methods.MethodInfo, layer: str, exc: Exception) -> None:
         failures.append(f"{info.name} @ {layer}: {exc}")
         print(f"skipped {info.name} @ {layer}: {exc}", file=sys.stderr)
 
-    def progress(frac, msg):
+    def progress(frac: float, msg: str) -> None:
         print(f"\r[{frac * 100:5.1f}%] {msg:60s}", end="", file=sys.stderr, flush=True)
 
-    multi = len(layer_names) * len(method_list) > 1
     h, w = image.array.shape[:2]
+    tiled = limits.is_large(image.array.shape)
+    out = Path(args.out)
+    record: dict[str, Any] = {
+        "path": str(args.image),
+        "size_hw": [h, w],
+        "notes": image.notes,
+        "model_folder": loaded.path.name,
+    }
+    writer = _Writer(args, image, loaded, record)
     cap = None
-    if h * w > tiling.TILE_ABOVE_PIXELS:
-        print(f"note: {w}×{h} is above {tiling.TILE_ABOVE_PIXELS / 1e6:.1f} MP: tiled inference", file=sys.stderr)
-        results, pred = [], None
-        for layer in layer_names:
-            usable = [m for m in method_list if m.from_cache and m.family != "eigen"]
+    results: list[engine.CamResult] = []
+    try:
+        if tiled:
+            print(f"note: {w}×{h} is above {limits.TILE_ABOVE_PIXELS / 1e6:.1f} MP: tiled inference", file=sys.stderr)
+            usable = [m for m in method_list if m.tileable]
             for m in method_list:
-                if m not in usable:
-                    exc = SegCamError(f"{m.name} cannot run on a tiled image; use a gradient method")
+                if not m.tileable:
+                    exc = InputError(f"{m.name} cannot run on a tiled image (passes of its own); use a one-pass method")
                     if not multi:
                         raise exc
-                    on_error(m, layer, exc)
+                    for layer in layer_names:
+                        on_error(m, layer, exc)
             if usable:
-                pred, res = tiling.explain_tiled(
+                cap = tiling.capture_tiled(
                     loaded,
                     image.array,
                     target,
-                    layer,
-                    usable,
+                    layer_names,
+                    rule=rule,
                     tile=tiling.DEFAULT_TILE,
                     overlap=tiling.DEFAULT_OVERLAP,
-                    eigen_smooth=args.eigen_smooth,
                     progress=progress,
                 )
-                results += res
-    else:
-        cap, results = engine.explain(
-            loaded,
-            image.array,
-            target,
-            layer_names,
-            method_list,
-            eigen_smooth=args.eigen_smooth,
-            aug_smooth=args.aug_smooth,
-            progress=progress,
-            on_error=on_error if multi else None,
-        )
-        pred = None
+                for layer in layer_names:
+                    for m in usable:
+                        try:
+                            results.append(engine.cam_from_capture(cap, m, layer, args.eigen_smooth))
+                        except InputError as exc:
+                            if not multi:
+                                raise
+                            on_error(m, layer, exc)
+        else:
+            cap, results = engine.explain(
+                loaded,
+                image.array,
+                target,
+                layer_names,
+                method_list,
+                eigen_smooth=args.eigen_smooth,
+                aug_smooth=args.aug_smooth,
+                rule=rule,
+                progress=progress,
+                on_error=on_error if multi else None,
+            )
+    except NothingPredictedError as exc:
+        print(file=sys.stderr)
+        prediction = exc.prediction or engine.predict(loaded, image.array, rule)
+        writer.mask(prediction, out)
+        writer.close()
+        _summary(out, 0, [str(exc)], cap, tiled, t_start)
+        print(f"nothing to explain: {exc}; wrote the mask to {out / 'mask.png'}")
+        return 0
     print(file=sys.stderr)
-    if pred is None:
-        pred = cap.prediction if cap else engine.predict(loaded, image.array)
-    cls = results[0].class_index if results else tg.resolve_auto(target, pred.mask, loaded.num_classes).class_index
-    target = tg.TargetSpec(target.kind, cls, target.mask)
-    out = Path(args.out)
-    extra = {
-        "image": str(args.image),
-        "image_size": list(image.array.shape[:2]),
-        "image_notes": image.notes,
-        "class": loaded.spec.classes[cls],
-        "class_index": cls,
-        "target_description": target.describe(loaded.spec.classes),
-        "model_path": str(loaded.path),
-        "predicted_area_percent": {c: round(float(a), 3) for c, a in zip(loaded.spec.classes, pred.area_percent())},
-        "capture_seconds": {k: round(v, 4) for k, v in cap.seconds.items()} if cap else None,
-    }
+    prediction = cap.prediction if cap else engine.predict(loaded, image.array, rule)
+    resolved = (
+        results[0].class_index if results else tg.resolve_auto(target, prediction.mask, loaded.spec.classes).class_index
+    )
+    target = tg.TargetSpec(target.kind, resolved, target.mask)
+    record["_target_pixels"] = int(tg.region(target, prediction.mask, loaded.spec.classes).sum())
+    record["_pass_seconds"] = cap.seconds if cap else None
+    writer.mask(prediction, out)
     for res in results:
-        folder = out / res.layer / res.method if multi else out
-        write_result(folder, image.array, pred, res, loaded.spec, args, extra)
-    summary = {
-        "out": str(out),
-        "results": len(results),
-        "skipped": failures,
-        "forward_passes_for_one_pass_methods": 1 if cap else None,
-        "tiled": cap is None and bool(results) and "tiled" in " ".join(results[0].notes),
-        "total_seconds": round(time.perf_counter() - t_start, 3),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        writer.result(out / res.layer / res.method if multi else out, res, prediction, target, cap.tiles if cap else 1)
+    writer.close()
+    seconds = _summary(out, len(results), failures, cap, tiled, t_start)
     for note in image.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(
-        f"wrote {len(results)} CAM(s) for class '{loaded.spec.classes[cls]}' to {out} in {summary['total_seconds']} s"
-    )
+    assert resolved is not None
+    print(f"wrote {len(results)} CAM(s) for class '{loaded.spec.classes[resolved]}' to {out} in {seconds} s")
     return 0 if results else 2
+
+
+def _summary(out: Path, n: int, failures: list[str], cap: Any, tiled: bool, t_start: float) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = round(time.perf_counter() - t_start, 3)
+    summary = {
+        "out": str(out),
+        "results": n,
+        "skipped": failures,
+        "forward_passes_for_one_pass_methods": (cap.tiles if tiled else 1) if cap else None,
+        "tiled": tiled,
+        "total_seconds": seconds,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ would expect (``ValueError``, ``KeyError``), so ``except ValueError`` still catc
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SegCamError(Exception):
     """Base of every error meant for the user, not for a traceback."""
@@ -27,14 +29,24 @@ class ModelLoadError(SegCamError, ValueError):
 
 
 class EmptyTargetError(InputError):
-    """The target region has no pixels, so the CAM would be a meaningless blank map."""
+    """The target region has no pixels, so the CAM would be a meaningless blank map.
+
+    ``prediction`` is set when the mask was computed before the target turned out empty, so a
+    caller can still show the mask with the message.
+    """
+
+    prediction: Any = None
+
+
+class NothingPredictedError(EmptyTargetError):
+    """The class was left to the automatic choice and the model predicts only background."""
 
 
 class Cancelled(SegCamError):
     """A long computation was cancelled through its progress callback."""
 
 
-def unknown(kind: str, name: object, valid: list[str] | tuple[str, ...], hint: str = "") -> UnknownNameError:
+def unknown(kind: str, name: Any, valid: list[str] | tuple[str, ...], hint: str = "") -> UnknownNameError:
     """Build the standard 'unknown X; valid: ...' error."""
     shown = ", ".join(valid[:40]) + (f", ... ({len(valid)} in all)" if len(valid) > 40 else "")
     plural = f"{kind}es" if kind.endswith("s") else f"{kind}s"

@@ -12,15 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from . import engine, models
 from .errors import InputError, unknown
 from .images import load_image
+from .rules import DecisionRule
+from .rules import parse as parse_rule
 from .stain import TELLEZ_SETTINGS, restain
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+# Mask pixels with this value are not scored (the common "ignore" label); any other value that
+# is not a class index is an error, never silently clipped into a class.
+IGNORE_INDEX = 255
 
 
 def add_parser(sub) -> None:
@@ -41,22 +49,13 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--macro-classes", default=None, help="comma list of classes for macro_dice (default: all foreground)"
     )
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=IGNORE_INDEX,
+        help=f"mask value left out of the scores (default {IGNORE_INDEX})",
+    )
     p.add_argument("--json", action="store_true")
-
-
-def parse_rule(text: str | None, default: dict) -> dict:
-    if text is None:
-        return default
-    if text == "argmax":
-        return {"type": "argmax"}
-    if text.startswith("bg:"):
-        try:
-            t = float(text[3:])
-        except ValueError:
-            t = -1.0
-        if 0 < t <= 1:
-            return {"type": "background_below", "threshold": t}
-    raise InputError(f"bad decision rule {text!r}; use argmax or bg:T with 0 < T <= 1 (e.g. bg:0.9)")
 
 
 def tile_names(data: Path, split: str | None, names_file: str | None, limit: int | None) -> list[str]:
@@ -85,7 +84,7 @@ def _find(folder: Path, name: str) -> Path:
     raise InputError(f"no file for tile {name!r} in {folder}")
 
 
-def scores(conf: np.ndarray, classes: list[str], macro: list[str]) -> dict:
+def scores(conf: np.ndarray, classes: list[str], macro: list[str]) -> dict[str, Any]:
     """Metrics from a confusion matrix (rows = truth, columns = prediction)."""
     per_class = {}
     for c, name in enumerate(classes):
@@ -107,11 +106,36 @@ def scores(conf: np.ndarray, classes: list[str], macro: list[str]) -> dict:
     }
 
 
+def check_labels(gt: np.ndarray, name: str, classes: list[str], ignore_index: int) -> np.ndarray:
+    """Boolean mask of the pixels to score; an out-of-range label other than ``ignore_index`` is an error."""
+    n = len(classes)
+    bad = (gt >= n) & (gt != ignore_index)
+    if bad.any() or (gt < 0).any():
+        values = sorted(int(v) for v in np.unique(gt[bad | (gt < 0)]))[:5]
+        raise InputError(
+            f"mask of {name!r} has label(s) {values} outside the model's classes 0..{n - 1} "
+            f"({', '.join(classes)}); use --ignore-index for an ignore label (default {IGNORE_INDEX})"
+        )
+    return gt != ignore_index
+
+
 def evaluate(
-    loaded: models.LoadedModel, data: Path, names: list[str], setting: str, seed: int, rule: dict, macro: list[str]
-) -> dict:
+    loaded: LoadedModel,
+    data: Path,
+    names: list[str],
+    setting: str,
+    seed: int,
+    rule: DecisionRule,
+    macro: list[str],
+    ignore_index: int = IGNORE_INDEX,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from . import engine
+
     n = loaded.num_classes
     conf = np.zeros((n, n), dtype=np.int64)
+    ignored = 0
     rng = np.random.default_rng(seed)
     for name in tqdm(names, desc=f"evaluate [{setting}]", mininterval=5):
         image = load_image(_find(data / "images", name)).array
@@ -120,21 +144,31 @@ def evaluate(
             gt = gt[..., 0]
         if gt.shape != image.shape[:2]:
             raise InputError(f"mask of {name!r} is {gt.shape[::-1]} but the image is {image.shape[1::-1]}")
-        gt = np.clip(gt.astype(np.int64), 0, n - 1)
+        gt = gt.astype(np.int64)
+        keep = check_labels(gt, name, loaded.spec.classes, ignore_index)
+        ignored += int((~keep).sum())
         if setting != "none":
             image = restain(image, setting, rng)
         pred = engine.predict(loaded, image, rule).mask.astype(np.int64)
-        conf += np.bincount(gt.ravel() * n + pred.ravel(), minlength=n * n).reshape(n, n)
-    return {**scores(conf, loaded.spec.classes, macro), "tiles": len(names), "restain": setting, "seed": seed}
+        conf += np.bincount(gt[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+    return {
+        **scores(conf, loaded.spec.classes, macro),
+        "tiles": len(names),
+        "restain": setting,
+        "seed": seed,
+        "ignored_pixels": ignored,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import models
+
     loaded = models.load(args.model, args.models_dir)
     data = Path(args.data)
     if not (data / "images").is_dir() or not (data / "masks").is_dir():
         raise InputError(f"{data} needs images/ and masks/ sub-folders (mask pixel value = class index)")
     names = tile_names(data, args.split, args.names, args.limit)
-    rule = parse_rule(args.rule, loaded.spec.decision_rule)
+    rule = parse_rule(args.rule) if args.rule else loaded.spec.decision_rule
     classes = loaded.spec.classes
     macro = [c.strip() for c in args.macro_classes.split(",")] if args.macro_classes else classes[1:]
     for m in macro:
@@ -144,19 +178,21 @@ def run(args: argparse.Namespace) -> int:
     for s in settings:
         if s != "none" and s not in TELLEZ_SETTINGS:
             raise unknown("stain setting", s, ["none", *TELLEZ_SETTINGS])
-    results = {s: evaluate(loaded, data, names, s, args.seed, rule, macro) for s in settings}
+    results = {s: evaluate(loaded, data, names, s, args.seed, rule, macro, args.ignore_index) for s in settings}
     out = {
         "model": loaded.name,
         "data": str(data),
-        "rule": rule,
+        "rule": rule.to_json(),
         **(results[settings[0]] if len(settings) == 1 else {"settings": results}),
     }
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
-    print(f"model {loaded.name} on {len(names)} tiles of {data}, decision rule {rule}")
+    print(f"model {loaded.name} on {len(names)} tiles of {data}, decision rule: {rule.describe()}")
     for s, r in results.items():
         print(f"\n[{s}]  nuclei Dice {r['nuclei_dice']:.4f}   macro Dice ({', '.join(macro)}) {r['macro_dice']:.4f}")
+        if r["ignored_pixels"]:
+            print(f"  {r['ignored_pixels']} pixels labelled {args.ignore_index} left out")
         print(f"  {'class':15s} {'Dice':>7s} {'IoU':>7s} {'GT px':>10s}")
         for name, v in r["per_class"].items():
             print(f"  {name:15s} {v['dice']:7.4f} {v['iou']:7.4f} {v['gt_pixels']:10d}")

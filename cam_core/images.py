@@ -14,11 +14,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .limits import MAX_BYTES, MAX_PIXELS
 
-# 64 megapixels: a 8000×8000 region. Larger regions should be exported as tiles; the limit is
-# checked from the header, before any pixel is decoded, so a decompression bomb costs nothing.
-MAX_PIXELS = 64_000_000
-MAX_BYTES = 200 * 1024 * 1024
+__all__ = ["MAX_BYTES", "MAX_PIXELS", "SUPPORTED", "LoadedImage", "load_image"]
 SUPPORTED = "PNG, JPEG, TIFF (8/16-bit, multi-page: first page), BMP, WebP, GIF (first frame)"
 
 

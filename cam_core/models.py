@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .errors import ModelLoadError, unknown
+from .errors import ModelLoadError, SegCamError, unknown
+from .rules import ARGMAX, DecisionRule
+
+if TYPE_CHECKING:
+    from .capture import RetainedGraph
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_ROOT = REPO_ROOT / "models"
@@ -40,6 +46,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
+HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 
 
@@ -52,10 +59,10 @@ class ModelSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     default_layer: str | None = None
-    decision_rule: dict = field(default_factory=lambda: {"type": "argmax"})
+    decision_rule: DecisionRule = ARGMAX
     binary: bool = False
     description: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,7 +79,7 @@ class LoadedModel:
     # Model passes made through the engine: lets tests prove a slider move costs none.
     passes: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0, "method_runs": 0})
     # The autograd graph of the latest capture kept for engine.recapture (at most one per model).
-    retained: object | None = field(default=None, repr=False)
+    retained: RetainedGraph | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -113,20 +120,45 @@ def default_model_name() -> str:
     return next(iter(builtin_registry()))
 
 
-def _read_json(path: Path, what: str) -> dict:
+def _shown(path: Path) -> str:
+    """A file as messages show it: folder and name, never the server's absolute path."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelLoadError(
-            f"{what} {path} is not valid JSON ({exc.msg}, line {exc.lineno}); fix or remove it"
+            f"{what} {_shown(path)} is not valid JSON ({exc.msg}, line {exc.lineno}); fix or remove it"
         ) from None
     if not isinstance(data, dict):
-        raise ModelLoadError(f"{what} {path} must hold a JSON object")
+        raise ModelLoadError(f"{what} {_shown(path)} must hold a JSON object")
     return data
 
 
+def _spec_error(folder: Path, what: str) -> ModelLoadError:
+    return ModelLoadError(f"{folder.name}: {SPEC_FILE} {what}")
+
+
+def _triple(folder: Path, value: Any, default: tuple[float, float, float], what: str) -> tuple[float, float, float]:
+    if value is None:
+        return default
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise _spec_error(folder, f"preprocessing.{what} must be a list of 3 numbers (R, G, B), got {value!r}")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
 def read_spec(folder: Path, out_channels: int) -> ModelSpec:
-    """Read ``segcam.json`` (optional) and check it against the model's output channels."""
+    """Read ``segcam.json`` (optional) and check every field's type and its fit to the model.
+
+    A wrong field is a ``ModelLoadError`` naming the field and the valid form, raised here at
+    load time, so a broken file never reaches the mask, the renderer or the model list.
+    """
     binary = out_channels == 1
     n_classes = 2 if binary else out_channels
     data = _read_json(folder / SPEC_FILE, "class file") if (folder / SPEC_FILE).is_file() else {}
@@ -140,21 +172,33 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
             + (" (a 1-channel sigmoid model has [background, foreground])" if binary else "")
         )
     colors = data.get("colors") or (OKABE_ITO * (n_classes // len(OKABE_ITO) + 1))[:n_classes]
-    if len(colors) != n_classes:
-        raise ModelLoadError(f"{folder.name}: {SPEC_FILE} has {len(colors)} colours for {n_classes} classes")
+    if not isinstance(colors, list) or len(colors) != n_classes:
+        raise _spec_error(
+            folder, f"has {len(colors) if isinstance(colors, list) else '?'} colours for {n_classes} classes"
+        )
+    for c in colors:
+        if not isinstance(c, str) or not HEX_COLOUR.fullmatch(c):
+            raise _spec_error(folder, f"colour {c!r} is not #RRGGBB (e.g. #E69F00)")
     prep = data.get("preprocessing", {})
-    mean, std = tuple(prep.get("mean", IMAGENET_MEAN)), tuple(prep.get("std", IMAGENET_STD))
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ModelLoadError(f"{folder.name}: preprocessing needs 3 means and 3 positive stds, got {mean}, {std}")
-    rule = data.get("decision_rule", {"type": "argmax"})
-    if rule.get("type") not in ("argmax", "background_below"):
-        raise ModelLoadError(f"{folder.name}: decision_rule type must be 'argmax' or 'background_below'")
+    if not isinstance(prep, dict):
+        raise _spec_error(folder, f'preprocessing must be an object {{"mean": [...], "std": [...]}}, got {prep!r}')
+    mean = _triple(folder, prep.get("mean"), IMAGENET_MEAN, "mean")
+    std = _triple(folder, prep.get("std"), IMAGENET_STD, "std")
+    if min(std) <= 0:
+        raise _spec_error(folder, f"preprocessing.std must be positive, got {std}")
+    try:
+        rule = DecisionRule.from_json(data.get("decision_rule", {"type": "argmax"}))
+    except SegCamError as exc:
+        raise _spec_error(folder, str(exc)) from None
+    default_layer = data.get("default_layer")
+    if default_layer is not None and not isinstance(default_layer, str):
+        raise _spec_error(folder, f"default_layer must be a dotted layer name, got {default_layer!r}")
     return ModelSpec(
         classes=[str(c) for c in classes],
         colors=[str(c) for c in colors],
         mean=mean,
         std=std,
-        default_layer=data.get("default_layer"),
+        default_layer=default_layer,
         decision_rule=rule,
         binary=binary,
         description=str(data.get("description", "")),
@@ -242,10 +286,8 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     spec = read_spec(folder, _out_channels(model))
     model.eval()
     device = device or default_device()
-    if device.type == "cuda":
-        # TF32 matmuls/convolutions for the model; the CAM math itself runs in float32 numpy.
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    # No process-wide switches here (TF32, threads): loading a model must not change how every
+    # other model and library in the process computes.
     model.to(device)
     encoder = getattr(model, "encoder", None)
     multiple = int(getattr(encoder, "output_stride", 32) or 32)
@@ -274,6 +316,8 @@ def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
         entry.description = entry.description or spec.description
     except ModelLoadError as exc:
         entry.error = str(exc)
+    except Exception as exc:  # one broken folder must never break the list for everyone
+        entry.error = f"{name}: cannot be loaded ({type(exc).__name__}: {exc})"
     return entry
 
 

@@ -1,46 +1,65 @@
-"""Large images: tiled inference and CAMs with overlap, blending and one global normalisation.
+"""Large images: a stitched capture of overlapping tiles, then any one-pass method on it.
 
 A whole 4096² region does not fit one pass on a laptop (the backward alone holds gigabytes of
-activations). Here the image is cut into overlapping tiles; each tile's probabilities and *raw*
-CAMs (before ReLU and min-max) are blended with weights that fall linearly to zero across the
-overlap, so no tile edge shows; ReLU and min-max normalisation then run once over the whole
-map. Normalising each tile on its own would make every tile reach 1 and hide which region
-matters most.
+activations). The image is cut into overlapping tiles whose corners sit on the encoder's stride,
+so every tile's layer map lands on whole cells of one image-sized layer map. Two phases:
 
-Two phases: forward-only passes build the global mask (so "predicted region" means the same
-pixels everywhere), then one forward + backward per tile that touches the target region.
+1. a forward per tile (no gradients) gives probabilities and layer activations, blended with
+   weights that fall linearly to zero across the overlap (no seams); the decision rule then
+   makes one mask for the whole image, so "predicted region" means the same pixels everywhere;
+2. a forward + backward per tile that touches the target region, whose score is the target
+   region weighted by the tile's share of each pixel: the shares sum to one, so the tiles'
+   scores add up to the whole image's score, and their gradients are *summed* into the
+   image-sized gradient map.
+
+The result is a :class:`~cam_core.capture.Capture` like an untiled one: every one-pass method
+(Grad-CAM's global channel weights, Eigen projections over the whole map) is computed on the
+whole map at once and normalised once, exactly as on a small image.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from . import engine
 from . import targets as tg
+from .capture import Capture, Prediction, Progress, capture, capture_outputs, check_finite, forward, prepare
+from .capture import probabilities as to_probabilities
 from .errors import EmptyTargetError, InputError
+from .layers import resolve_layers
+from .limits import STITCHED_MAX_BYTES, TILE_ABOVE_PIXELS
 from .methods import MethodInfo
 from .models import LoadedModel
+from .rules import DecisionRule
+from .state import preserved_state
 
-# Above this many pixels the CLI and the app switch to tiles.
-TILE_ABOVE_PIXELS = 1024 * 1024  # an untiled 2048² pass peaked at 6.3 GB RSS here; tiled, 2.3 GB
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "TILE_ABOVE_PIXELS", "capture_tiled", "explain_tiled", "tile_boxes"]
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 64
 
 
-def tile_boxes(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """(y0, x0, y1, x1) boxes covering the image; neighbours share ``overlap`` pixels."""
+def tile_boxes(h: int, w: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, y1, x1) boxes covering the image; neighbours share at least ``overlap`` pixels.
+
+    Args:
+        align: every start is a multiple of it (the encoder's stride), so tiles' layer maps
+            land on whole cells of the image's layer map.
+    """
     if tile <= overlap:
         raise InputError(f"tile size {tile} must be larger than the overlap {overlap}")
+    if tile % align or overlap % align:
+        raise InputError(f"tile {tile} and overlap {overlap} must be multiples of the encoder stride {align}")
 
     def starts(n: int) -> list[int]:
         if n <= tile:
             return [0]
         step = tile - overlap
         s = list(range(0, n - tile, step))
-        return [*s, n - tile]
+        last = (n - tile) // align * align  # aligned, so the last tile may reach a little further back
+        return sorted({*s, last})
 
     return [(y, x, min(y + tile, h), min(x + tile, w)) for y in starts(h) for x in starts(w)]
 
@@ -60,9 +79,140 @@ def blend_weights(th: int, tw: int, box: tuple[int, int, int, int], shape: tuple
                 r = np.minimum(r, up[::-1])
         return r
 
-    wy = ramp(th, y0 > 0, y1 < h)
-    wx = ramp(tw, x0 > 0, x1 < w)
-    return np.outer(wy, wx)
+    return np.outer(ramp(th, y0 > 0, y1 < h), ramp(tw, x0 > 0, x1 < w))
+
+
+def _pool(weights: np.ndarray, shape: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
+    """Pixel weights (tile size) → layer cells: edge-pad to the padded tile, block-average."""
+    ph, pw = padded
+    lh, lw = shape
+    wp = np.pad(weights, ((0, ph - weights.shape[0]), (0, pw - weights.shape[1])), mode="edge")
+    return wp.reshape(lh, ph // lh, lw, pw // lw).mean(axis=(1, 3))
+
+
+def stitched_bytes(loaded: LoadedModel, shape: tuple[int, int], layers: list[str]) -> int:
+    """Memory of the image-sized activation + gradient maps of the layers (float32)."""
+    from .layers import spatial_layers
+
+    spatial = spatial_layers(loaded)
+    m = loaded.multiple
+    ph, pw = -(-shape[0] // m) * m, -(-shape[1] // m) * m
+    return sum(2 * 4 * spatial[n].channels * (ph // spatial[n].stride) * (pw // spatial[n].stride) for n in layers)
+
+
+def capture_tiled(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    target: tg.TargetSpec,
+    layers: list[str] | str | None = None,
+    *,
+    rule: DecisionRule | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    progress: Progress | None = None,
+) -> Capture:
+    """A capture of a large image, stitched from overlapping tiles (see the module docstring).
+
+    Raises:
+        InputError: the image-sized layer maps would not fit :data:`STITCHED_MAX_BYTES`.
+        EmptyTargetError: the target region is empty in the whole image.
+    """
+    names = resolve_layers(loaded, layers)
+    t0 = time.perf_counter()
+    h, w = image.shape[:2]
+    m = loaded.multiple
+    need = stitched_bytes(loaded, (h, w), names)
+    if need > STITCHED_MAX_BYTES:
+        raise InputError(
+            f"explaining {', '.join(names)} on a {w}×{h} image needs {need / 2**30:.1f} GiB of layer maps "
+            f"(limit {STITCHED_MAX_BYTES / 2**30:.0f} GiB); pick a deeper (lower-resolution) layer or a smaller region"
+        )
+    ph, pw = -(-h // m) * m, -(-w // m) * m
+    boxes = tile_boxes(h, w, tile, overlap, align=m)
+    n_steps = 2 * len(boxes)
+    probs_acc = np.zeros((loaded.num_classes, h, w), np.float32)
+    weight_acc = np.zeros((h, w), np.float32)
+    acts: dict[str, np.ndarray] = {}
+    act_w: dict[str, np.ndarray] = {}
+    tile_weights = []
+    model = loaded.model
+    t_forward = 0.0
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        x, _ = prepare(loaded, np.ascontiguousarray(image[y0:y1, x0:x1]))
+        tf = time.perf_counter()
+        with loaded.lock, preserved_state(model), capture_outputs(model, names) as outs, torch.no_grad():
+            model.eval()
+            logits = forward(model, x)
+            loaded.passes["forward"] += 1
+            tile_acts = {n: outs[n].float().cpu().numpy() for n in names}
+        t_forward += time.perf_counter() - tf
+        check_finite(logits, "logits")
+        p = to_probabilities(logits, loaded.spec.binary)[0, :, : y1 - y0, : x1 - x0].float().cpu().numpy()
+        wgt = blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), (h, w), overlap)
+        tile_weights.append(wgt)
+        probs_acc[:, y0:y1, x0:x1] += p * wgt
+        weight_acc[y0:y1, x0:x1] += wgt
+        padded = (int(x.shape[-2]), int(x.shape[-1]))
+        for n, a in tile_acts.items():
+            lh, lw = a.shape[-2:]
+            sy, sx = padded[0] // lh, padded[1] // lw
+            if n not in acts:
+                acts[n] = np.zeros((1, a.shape[1], ph // sy, pw // sx), np.float32)
+                act_w[n] = np.zeros((ph // sy, pw // sx), np.float32)
+            cw = _pool(wgt, (lh, lw), padded)
+            ys, xs = y0 // sy, x0 // sx
+            acts[n][:, :, ys : ys + lh, xs : xs + lw] += a * cw
+            act_w[n][ys : ys + lh, xs : xs + lw] += cw
+        if progress:
+            progress((i + 1) / n_steps, f"mask and activations: tile {i + 1} of {len(boxes)}")
+    probs = probs_acc / np.maximum(weight_acc, 1e-12)
+    rule = rule or loaded.spec.decision_rule
+    prediction = Prediction(probs, rule.decide(probs), rule)
+    for n in names:
+        acts[n] /= np.maximum(act_w[n], 1e-12)
+    try:
+        target = tg.resolve_auto(target, prediction.mask, loaded.spec.classes)
+        region = tg.region(target, prediction.mask, loaded.spec.classes)
+    except EmptyTargetError as exc:
+        exc.prediction = prediction
+        raise
+    share = region / np.maximum(weight_acc, 1e-12)  # each tile's share of each target pixel
+    grads = {n: np.zeros_like(a) for n, a in acts.items()}
+    t_backward = 0.0
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        sub = region[y0:y1, x0:x1] > 0
+        if sub.any():  # a tile without target pixels scores 0: its gradients are 0
+            tb = time.perf_counter()
+            cap = capture(
+                loaded,
+                np.ascontiguousarray(image[y0:y1, x0:x1]),
+                tg.TargetSpec("mask", target.class_index, sub),
+                names,
+                rule=rule,
+                region_weights=share[y0:y1, x0:x1] * tile_weights[i],
+            )
+            t_backward += time.perf_counter() - tb
+            for n in names:
+                g = cap.gradients[n]
+                lh, lw = g.shape[-2:]
+                sy, sx = cap.padded_shape[0] // lh, cap.padded_shape[1] // lw
+                grads[n][:, :, y0 // sy : y0 // sy + lh, x0 // sx : x0 // sx + lw] += g
+        if progress:
+            progress((len(boxes) + i + 1) / n_steps, f"gradients: tile {i + 1} of {len(boxes)}")
+    return Capture(
+        model_name=loaded.name,
+        target=target,
+        layers=names,
+        padded_shape=(ph, pw),
+        image_shape=(h, w),
+        activations=acts,
+        gradients=grads,
+        prediction=prediction,
+        device=str(loaded.device),
+        seconds={"forward": t_forward, "backward": t_backward, "total": time.perf_counter() - t0},
+        tiles=len(boxes),
+        tiling=f"tiled: {len(boxes)} tiles of {tile}² with {overlap} px overlap, one normalisation over the whole map",
+    )
 
 
 def explain_tiled(
@@ -75,86 +225,24 @@ def explain_tiled(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     eigen_smooth: bool = False,
-    progress: Callable[[float, str], None] | None = None,
-) -> tuple[engine.Prediction, list[engine.CamResult]]:
-    """One-pass methods on a large image, tile by tile, normalised once over the whole map.
+    rule: DecisionRule | None = None,
+    progress: Progress | None = None,
+) -> tuple[Prediction, list[engine.CamResult]]:
+    """One-pass methods on a large image from one stitched capture.
 
     Raises:
         InputError: a method needs passes of its own (run it on a smaller region).
-        EmptyTargetError: the target region is empty in the whole image.
     """
-    eigen = [m.name for m in methods if m.family == "eigen"]
-    if eigen:
-        raise InputError(
-            f"{', '.join(eigen)} project each tile on its own principal component, whose sign and basis "
-            "differ between tiles, so tiled maps would not join; use a gradient method on large images"
-        )
-    slow = [m.name for m in methods if not m.from_cache]
+    slow = [m.name for m in methods if not m.tileable]
     if slow:
         raise InputError(
             f"{', '.join(slow)} cannot run tiled (one model pass per channel per tile); "
             f"crop a region of at most {int(TILE_ABOVE_PIXELS**0.5)}² or use a one-pass method"
         )
-    t0 = time.perf_counter()
-    h, w = image.shape[:2]
-    boxes = tile_boxes(h, w, tile, overlap)
-    n_steps = 2 * len(boxes)
-    probs_acc: np.ndarray | None = None
-    weight_acc = np.zeros((h, w), np.float32)
-    for i, (y0, x0, y1, x1) in enumerate(boxes):
-        p = engine.predict(loaded, np.ascontiguousarray(image[y0:y1, x0:x1])).probs
-        wgt = blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), (h, w), overlap)
-        if probs_acc is None:
-            probs_acc = np.zeros((p.shape[0], h, w), np.float32)
-        probs_acc[:, y0:y1, x0:x1] += p * wgt
-        weight_acc[y0:y1, x0:x1] += wgt
-        if progress:
-            progress((i + 1) / n_steps, f"mask: tile {i + 1} of {len(boxes)}")
-    probs = probs_acc / np.maximum(weight_acc, 1e-12)
-    prediction = engine.Prediction(probs, engine.decide(probs, loaded.spec.decision_rule))
-    target = tg.resolve_auto(target, prediction.mask, loaded.num_classes)
-    region = tg.region(target, prediction.mask, loaded.spec.classes) > 0
-
-    raw_acc = {m.name: np.zeros((h, w), np.float32) for m in methods}
-    for i, (y0, x0, y1, x1) in enumerate(boxes):
-        sub = region[y0:y1, x0:x1]
-        wgt = blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), (h, w), overlap)
-        if sub.any():  # a tile with no target pixel has zero gradients: nothing to add
-            try:
-                cap = engine.capture(
-                    loaded,
-                    np.ascontiguousarray(image[y0:y1, x0:x1]),
-                    tg.TargetSpec("mask", target.class_index, sub),
-                    [layer],
-                )
-            except EmptyTargetError:
-                cap = None
-            if cap is not None:
-                for m in methods:
-                    raw = engine.cam_from_capture(cap, m, layer, eigen_smooth).cam_raw
-                    raw_acc[m.name][y0:y1, x0:x1] += raw * wgt
-        if progress:
-            progress((len(boxes) + i + 1) / n_steps, f"CAM: tile {i + 1} of {len(boxes)}")
-    seconds = time.perf_counter() - t0
+    cap = capture_tiled(loaded, image, target, [layer], rule=rule, tile=tile, overlap=overlap, progress=progress)
     results = []
     for m in methods:
-        raw = raw_acc[m.name] / np.maximum(weight_acc, 1e-12)
-        cam = np.maximum(raw, 0)
-        lo, hi = float(cam.min()), float(cam.max())
-        cam = (cam - lo) / (hi - lo + 1e-7)
-        res = engine.CamResult(
-            cam=cam.astype(np.float32),
-            cam_raw=raw.astype(np.float32),
-            method=m.name,
-            layer=layer,
-            target=target.kind,
-            model=loaded.name,
-            device=str(loaded.device),
-            seconds=seconds,
-            from_cache=True,
-            class_index=target.class_index,
-            eigen_smooth=eigen_smooth and m.eigen_smooth,
-            notes=[f"tiled: {len(boxes)} tiles of {tile}² with {overlap} px overlap, normalised once over the image"],
-        )
+        res = engine.cam_from_capture(cap, m, layer, eigen_smooth)
+        res.seconds = cap.seconds["total"] + res.seconds
         results.append(res)
-    return prediction, results
+    return cap.prediction, results

@@ -11,19 +11,20 @@ import streamlit as st
 
 from cam_core import layers, methods, render
 from cam_core.errors import SegCamError
-from ui import common
+from ui import compute, sidebar, state
 
 
 def main() -> None:
-    common.page_setup("Compare")
+    state.page_setup("Compare")
     st.title("Compare methods and layers")
-    ch = common.sidebar()
+    ch = sidebar.sidebar()
     if ch is None:
         st.info("Pick a sample tile or upload an image in the sidebar.")
         return
     loaded = ch.loaded
-    fast = [m.name for m in methods.METHODS.values() if m.from_cache and not m.slow]
-    slow = [m.name for m in methods.METHODS.values() if not (m.from_cache and not m.slow)]
+    fast = [m.name for m in methods.fast_methods()]
+    # Large images are explained from a stitched capture: only tileable methods apply.
+    slow = [m.name for m in methods.METHODS.values() if not m.fast and (m.tileable or not ch.image.large)]
     st.session_state.setdefault("cmp_methods", fast)
     st.session_state.setdefault("cmp_layers", layers.compare_layers(loaded))
     every_layer = list(layers.spatial_layers(loaded))
@@ -31,23 +32,32 @@ def main() -> None:
         st.session_state["cmp_layers"] = layers.compare_layers(loaded)
     c1, c2, c3 = st.columns([2, 2, 1])
     with c1:
-        chosen_methods = common.bound(st.multiselect, "Methods (one model pass)", "cmp_methods", options=fast)
+        chosen_methods = state.bound(st.multiselect, "Methods (one model pass)", "cmp_methods", options=fast)
     with c2:
-        chosen_layers = common.bound(st.multiselect, "Layers", "cmp_layers", options=every_layer)
+        chosen_layers = state.bound(st.multiselect, "Layers", "cmp_layers", options=every_layer)
     with c3:
-        cmap = common.bound(st.selectbox, "Colormap", "cmap", options=list(render.COLORMAPS))
+        cmap = state.bound(st.selectbox, "Colormap", "cmap", options=list(render.COLORMAPS))
     with st.expander("Slow methods (opt-in: they run the model many times)"):
         st.session_state.setdefault("cmp_slow", [])
-        chosen_slow = common.bound(st.multiselect, "Add slow methods", "cmp_slow", options=slow)
+        chosen_slow = state.bound(st.multiselect, "Add slow methods", "cmp_slow", options=slow)
         run_slow = st.button("Run the selected slow methods", disabled=not chosen_slow)
     if (not chosen_methods and not chosen_slow) or not chosen_layers:
         st.info("Choose at least one method and one layer.")
         return
+    if ch.image.large:
+        st.info("Large image: each layer is a stitched capture of overlapping tiles (one tiled pass per layer set).")
+    bar = st.empty()
     try:
-        cap = common.get_capture(ch, list(dict.fromkeys([*chosen_layers, ch.layer])))
-    except SegCamError as exc:
-        common.show_error(exc)
+        cap = compute.get_capture(
+            ch,
+            list(dict.fromkeys([*chosen_layers, ch.layer])),
+            spinner=lambda f, m: bar.progress(f, text=f"Large image: {m}"),
+        )
+    except Exception as exc:  # known errors as they are; others logged — the app keeps serving
+        st.error(compute.describe_error(exc))
         return
+    finally:
+        bar.empty()
     classes = loaded.spec.classes
     st.markdown(
         f"Class **{classes[cap.target.class_index]}** · {cap.target.describe(classes)} · model `{loaded.name}` · "
@@ -63,9 +73,14 @@ def main() -> None:
         for i, info in enumerate(grid):
             with cols[i % len(cols)]:
                 try:
-                    res = common.cam_for(ch, info, layer, cap)
+                    res = compute.cam_for(ch, info, layer, cap)
                     if res is None and run_slow:
-                        res = common.run_slow(ch, info, layer, cap)
+                        progress = st.empty()
+                        est = compute.estimate_seconds(ch, info, layer, cap.seconds["forward"] / cap.tiles)
+                        res = compute.run_slow(
+                            ch, info, layer, cap, lambda f, t, p=progress: p.progress(f, text=t), estimate_s=est
+                        )
+                        progress.empty()
                 except SegCamError as exc:
                     st.caption(f"{info.name}: {exc}")
                     continue
@@ -73,9 +88,11 @@ def main() -> None:
                     st.caption(f"{info.name}: not run yet")
                     continue
                 over = render.overlay(image, res.cam, 0.6, cmap)
-                cost = f"{res.seconds * 1000:.0f} ms" if res.from_cache else f"{res.seconds:.1f} s"
                 st.image(
-                    over, caption=f"{info.name} @ {layer} · {cost}", width="stretch", alt=f"cam {info.name} {layer}"
+                    over,
+                    caption=f"{info.name} @ {layer} · {res.cost()}",
+                    width="stretch",
+                    alt=f"cam {info.name} {layer}",
                 )
                 cells += 1
     st.session_state["compare_cells"] = cells

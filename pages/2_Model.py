@@ -10,12 +10,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st
 
 from cam_core import layers, models, render
-from ui import common
+from ui import compute, sidebar, state
 
 
 def main() -> None:
-    common.page_setup("Model")
-    ch = common.sidebar()
+    state.page_setup("Model")
+    ch = sidebar.sidebar()
     loaded = ch.loaded if ch else None
     st.title("Model")
     if loaded is None:
@@ -23,7 +23,8 @@ def main() -> None:
     else:
         spec = loaded.spec
         st.subheader(loaded.name)
-        st.caption(f"{loaded.path} · on {loaded.device} · decision rule: {common.describe_rule(spec.decision_rule)}")
+        # The folder's name only: the server's file-system layout is not every visitor's business.
+        st.caption(f"folder `{loaded.path.name}` · on {loaded.device} · decision rule: {spec.decision_rule.describe()}")
         if spec.description:
             st.write(spec.description)
         c1, c2 = st.columns([1, 2])
@@ -52,9 +53,9 @@ def main() -> None:
             st.markdown(card.read_text())
     st.markdown("---")
     st.subheader("Models available")
-    for e in common.model_entries():
-        status = ", ".join(e["classes"]) if not e["error"] else f":red[cannot load: {e['error']}]"
-        st.markdown(f"- **{e['name']}** ({e['source']}): {status}")
+    for e in compute.model_entries():
+        status = ", ".join(e.classes) if not e.error else f":red[cannot load: {e.error}]"
+        st.markdown(f"- **{e.name}** ({e.source}): {status}")
     st.subheader("Add your own model")
     st.markdown(
         f"""
@@ -62,8 +63,9 @@ def main() -> None:
    (writes `config.json` + `model.safetensors`).
 2. Optionally add `my_model/segcam.json` with `classes`, `colors`, `preprocessing` (`mean`, `std` on RGB
    in [0, 1]), `default_layer` and `decision_rule`. Without it: ImageNet mean/std, generic class names.
-3. Copy the folder into the models folder: `{models.models_dir()}` (set `{models.MODELS_DIR_ENV}` to use
-   another; with Docker, mount it with `-v`). It appears here within 30 s.
+3. Copy the folder into the server's models folder (`models/user` in the app's folder unless the
+   server sets `{models.MODELS_DIR_ENV}`; with Docker, mount it at `/models` with `-v`). It appears here
+   within 30 s.
 
 Pickle files (`.pt`, `.pth`) are never loaded: unpickling can run code.
 """

@@ -10,10 +10,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st
 
 from cam_core import methods
-from ui import common
+from ui import sidebar, state
 
-common.page_setup("About")
-common.sidebar()  # the shared choices stay visible and editable on every page
+state.page_setup("About")
+sidebar.sidebar()  # the shared choices stay visible and editable on every page
 st.title("Reading a Class Activation Map")
 st.markdown(
     """

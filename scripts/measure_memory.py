@@ -35,7 +35,7 @@ def main() -> int:
     args = ap.parse_args()
     from streamlit.testing.v1 import AppTest
 
-    from ui import common
+    from ui import compute
 
     samples = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((REPO / "samples/images").glob("*.png"))]
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
@@ -59,7 +59,7 @@ def main() -> int:
             return 1
         peak = max(peak, rss_mb())
         if (i + 1) % 10 == 0:
-            cache = common.capture_cache()
+            cache = compute.CAPTURES
             print(
                 f"after {i + 1:3d} uploads: RSS {rss_mb():.0f} MB (peak {peak:.0f} MB); capture cache "
                 f"{len(cache)} entries, {cache.total_bytes / 2**20:.0f} MB"

@@ -6,27 +6,25 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
-pytest.importorskip("streamlit")
 from conftest import REPO
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 TIMEOUT = 120
 
 
 def passes():
-    from ui import common
+    from cam_core import models
+    from ui import compute
 
-    return dict(common.get_model(common.models.default_model_name()).passes)
+    return dict(compute.get_model(models.default_model_name()).passes)
 
 
 @pytest.fixture
 def at():
-    from ui import common
+    from ui import compute
 
-    common.capture_cache().clear()
-    common.result_cache().clear()
+    compute.clear_caches()
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     app.run()
     assert not app.exception

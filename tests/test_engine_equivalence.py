@@ -21,7 +21,7 @@ def gradcam_reference(model, info, layer, x, cls, region, eigen_smooth=False):
     module = dict(model.named_modules())[layer]
     targets = [SemanticSegmentationTarget(cls, region)]
     kwargs = {"k": 2} if info.name == "FEM" else {}
-    with info.cls(model, [module], **kwargs) as cam:
+    with info.grad_cam_cls()(model, [module], **kwargs) as cam:
         return cam(input_tensor=x, targets=targets, eigen_smooth=eigen_smooth)[0]
 
 

@@ -62,7 +62,7 @@ def test_corpus_through_cli(corpus, tiny_folder, tmp_path, capsys):
             assert rc == 0, (case.name, captured.err)
             info = json.loads((tmp_path / case.name / "result.json").read_text())
             if case.needle:
-                assert any(case.needle in n for n in info["image_notes"]), case.name
+                assert any(case.needle in n for n in info["image"]["notes"]), case.name
 
 
 @pytest.mark.slow
@@ -135,11 +135,11 @@ def test_app_keeps_serving_with_broken_models(tmp_path, monkeypatch):
     from conftest import REPO
     from streamlit.testing.v1 import AppTest
 
-    from ui import common
+    from ui import compute
 
     _broken_models(tmp_path)
     monkeypatch.setenv("SEGCAM_MODELS_DIR", str(tmp_path))
-    common.model_entries.clear()
+    compute.reset_model_entries()
     try:
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
         at.run()
@@ -151,7 +151,7 @@ def test_app_keeps_serving_with_broken_models(tmp_path, monkeypatch):
         assert not at.exception
         assert any("model `good`" in m.value for m in at.markdown)
     finally:
-        common.model_entries.clear()
+        compute.reset_model_entries()
 
 
 def test_concurrent_sessions_match_serial(tiny):

@@ -1,0 +1,346 @@
+"""One forward and one backward with hooks on many layers: the cache every fast method reads.
+
+Plain grad-cam runs a forward and a backward for every (method, layer) call. :func:`capture`
+hooks all requested layers at once, runs one forward (whose logits also give the mask and the
+class probabilities) and one ``torch.autograd.grad`` to the hooked outputs (parameters' ``.grad``
+is never touched), and keeps activations and gradients as numpy arrays. The autograd graph can
+be kept (one per model, its size measured) so another class or region costs one backward and no
+forward (:func:`recapture`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import targets as tg
+from .errors import EmptyTargetError, InputError
+from .layers import resolve_layers
+from .models import LoadedModel, pad_to_multiple, preprocess
+from .rules import DecisionRule
+from .state import preserved_state
+
+Progress = Callable[[float, str], None]
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+_CAPTURE_IDS = itertools.count(1)
+# Below this side some smp architectures cannot build their feature pyramid.
+SMALL_SIDE = 64
+log = logging.getLogger("cam_core.engine")
+
+
+@contextlib.contextmanager
+def capture_outputs(model: torch.nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks that keep each named layer's output tensor; always removed."""
+    modules = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in names:
+
+            def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor, name: str = name) -> None:
+                outputs[name] = output
+
+            handles.append(modules[name].register_forward_hook(hook))
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class Prediction:
+    """Per-class probabilities and the mask, at the image's size."""
+
+    probs: np.ndarray  # C×H×W float32
+    mask: np.ndarray  # H×W uint8 class indices, by the decision rule below
+    rule: DecisionRule = field(default_factory=DecisionRule)
+
+    def area_percent(self) -> np.ndarray:
+        return np.bincount(self.mask.ravel(), minlength=self.probs.shape[0]) / self.mask.size * 100
+
+
+@dataclass
+class Capture:
+    """Everything one forward + backward gives (or a stitched set of tiles, see ``tiling``)."""
+
+    model_name: str
+    target: tg.TargetSpec
+    layers: list[str]
+    padded_shape: tuple[int, int]
+    image_shape: tuple[int, int]
+    activations: dict[str, np.ndarray]
+    gradients: dict[str, np.ndarray]
+    prediction: Prediction
+    device: str
+    seconds: dict[str, float]
+    tiles: int = 1  # > 1: stitched from overlapping tiles
+    tiling: str = ""  # how, in words, when tiled
+    uid: int = field(default_factory=lambda: next(_CAPTURE_IDS))
+
+    @property
+    def rule(self) -> DecisionRule:
+        return self.prediction.rule
+
+
+@dataclass
+class RetainedGraph:
+    """The autograd graph of a model's latest capture, kept so another target costs one backward."""
+
+    capture_id: int
+    logits: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+    nbytes: int  # memory of the tensors autograd saved for the backward
+
+
+def segmentation_output(out: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+    """smp models built with ``aux_params`` return (mask logits, class logits)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's segmentation logits, with a message that names the actual failure."""
+    w, h = x.shape[-1], x.shape[-2]
+    try:
+        return segmentation_output(model(x))
+    except RuntimeError as exc:
+        if _is_oom(exc):
+            raise InputError(
+                f"out of memory on {x.device} for a {w}×{h} input ({x.shape[0]} at once); "
+                "explain a smaller region, use a deeper layer, or free memory (other sessions, a smaller batch)"
+            ) from exc
+        hint = (
+            f"; inputs under {SMALL_SIDE}×{SMALL_SIDE} are too small for some architectures — try a larger image"
+            if min(w, h) < SMALL_SIDE
+            else "; check that the model takes 3-channel RGB input (its config.json and segcam.json)"
+        )
+        raise InputError(f"the model failed on a {w}×{h} (padded) input: {str(exc)[:160]}{hint}") from exc
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(t).all():
+        raise InputError(
+            f"the model produced NaN/Inf {what} for this image; check the model's weights and preprocessing"
+        )
+
+
+def prepare(loaded: LoadedModel, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """RGB uint8 → normalised, padded tensor on the model's device, plus the original size."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(
+            f"expected an H×W×3 uint8 RGB image, got shape {image.shape} {image.dtype}; load it with cam_core.images.load_image"
+        )
+    x, size = pad_to_multiple(preprocess(image, loaded.spec), loaded.multiple)
+    return x.to(loaded.device), size
+
+
+def probabilities(logits: torch.Tensor, binary: bool) -> torch.Tensor:
+    if binary:
+        p = torch.sigmoid(logits[:, :1])
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def prediction_from_logits(
+    loaded: LoadedModel, logits: torch.Tensor, size: tuple[int, int], rule: DecisionRule | None
+) -> Prediction:
+    h, w = size
+    rule = rule or loaded.spec.decision_rule
+    probs = probabilities(logits.detach(), loaded.spec.binary)[0, :, :h, :w].float().cpu().numpy()
+    return Prediction(probs, rule.decide(probs), rule)
+
+
+def predict(loaded: LoadedModel, image: np.ndarray, rule: DecisionRule | None = None) -> Prediction:
+    """Forward only (no hooks, no gradients): probabilities and mask for the image."""
+    x, size = prepare(loaded, image)
+    with loaded.lock, preserved_state(loaded.model), torch.no_grad():
+        loaded.model.eval()
+        logits = forward(loaded.model, x)
+        loaded.passes["forward"] += 1
+        log.info("model pass: forward (predict) %s %s", loaded.name, tuple(x.shape))
+    check_finite(logits, "logits")
+    return prediction_from_logits(loaded, logits, size, rule)
+
+
+def score_function(
+    loaded: LoadedModel,
+    target: tg.TargetSpec,
+    prediction: Prediction,
+    padded_shape: tuple[int, ...],
+    finer: bool = False,
+    weights: np.ndarray | None = None,
+) -> tuple[tg.TargetSpec, ScoreFn]:
+    """Resolve an automatic class, build the region (zero over the padding) and its score callable.
+
+    Args:
+        weights: optional per-pixel weights of the region (image size): tiles use their share of
+            each pixel, so the tiles' scores add up to the whole image's score.
+
+    Raises:
+        EmptyTargetError: the region has no pixels; carries ``prediction`` so callers can still
+            show the mask.
+    """
+    try:
+        target = tg.resolve_auto(target, prediction.mask, loaded.spec.classes)
+        reg = tg.region(target, prediction.mask, loaded.spec.classes)
+    except EmptyTargetError as exc:
+        exc.prediction = prediction
+        raise
+    if weights is not None:
+        reg = reg * weights
+    padded = np.zeros(tuple(padded_shape[-2:]), dtype=np.float32)
+    h, w = prediction.mask.shape
+    padded[:h, :w] = reg
+    assert target.class_index is not None
+    return target, tg.build(target, padded, loaded.spec.binary, loaded.num_classes, finer=finer)
+
+
+@contextlib.contextmanager
+def _measure_saved(enabled: bool) -> Iterator[list[int]]:
+    """Bytes of the tensors autograd saves for the backward (each storage once)."""
+    total = [0]
+    if not enabled:
+        yield total
+        return
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total[0] += storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total
+
+
+def capture(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    target: tg.TargetSpec,
+    layers: list[str] | str | None = None,
+    rule: DecisionRule | None = None,
+    keep_graph: bool = False,
+    region_weights: np.ndarray | None = None,
+) -> Capture:
+    """One forward and one backward with hooks on every requested layer.
+
+    Args:
+        rule: the decision rule of the mask (default: the model's); kept on the capture, so a
+            later :func:`recapture` or fallback uses the same rule.
+        keep_graph: keep the autograd graph (one per model, replacing the previous one) so
+            :func:`recapture` can explain another class or region with one backward and no
+            forward. Its size is measured (``loaded.retained.nbytes``) for memory budgets.
+        region_weights: per-pixel weights of the target region (tiling).
+
+    Raises:
+        EmptyTargetError: the target region is empty (e.g. the class is predicted nowhere).
+        UnknownNameError / InputError: a layer does not exist or is not spatial.
+    """
+    names = resolve_layers(loaded, layers)
+    x, size = prepare(loaded, image)
+    model = loaded.model
+    t0 = time.perf_counter()
+    with (
+        loaded.lock,
+        preserved_state(model),
+        capture_outputs(model, names) as outs,
+        torch.enable_grad(),
+        _measure_saved(keep_graph) as saved,
+    ):
+        model.eval()
+        loaded.retained = None  # free the previous graph before building up another
+        # The input requires grad so every hooked output is in the graph, even when a
+        # user's model has frozen parameters; autograd.grad leaves parameters' .grad alone.
+        x = x.detach().requires_grad_(True)
+        logits = forward(model, x)
+        loaded.passes["forward"] += 1
+        check_finite(logits, "logits")
+        t_forward = time.perf_counter() - t0
+        prediction = prediction_from_logits(loaded, logits, size, rule)
+        target, score_fn = score_function(loaded, target, prediction, x.shape, weights=region_weights)
+        score = score_fn(logits[0])
+        t1 = time.perf_counter()
+        grads = torch.autograd.grad(score, [outs[n] for n in names], allow_unused=True, retain_graph=keep_graph)
+        loaded.passes["backward"] += 1
+        log.info("model pass: forward+backward (capture) %s %s layers=%d", loaded.name, tuple(x.shape), len(names))
+        t_backward = time.perf_counter() - t1
+        activations, gradients = {}, {}
+        for n, g in zip(names, grads):
+            act = outs[n].detach().float().cpu().numpy()
+            activations[n] = act
+            gradients[n] = np.zeros_like(act) if g is None else g.detach().float().cpu().numpy()
+        cap = Capture(
+            model_name=loaded.name,
+            target=target,
+            layers=names,
+            padded_shape=(int(x.shape[-2]), int(x.shape[-1])),
+            image_shape=size,
+            activations=activations,
+            gradients=gradients,
+            prediction=prediction,
+            device=str(loaded.device),
+            seconds={"forward": t_forward, "backward": t_backward, "total": time.perf_counter() - t0},
+        )
+        if keep_graph:
+            loaded.retained = RetainedGraph(cap.uid, logits, {n: outs[n] for n in names}, saved[0])
+    return cap
+
+
+def drop_graph(loaded: LoadedModel) -> None:
+    """Free the kept graph (e.g. when it does not fit a memory budget)."""
+    with loaded.lock:
+        loaded.retained = None
+
+
+def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: np.ndarray | None = None) -> Capture:
+    """Gradients for another target on the same image: one backward through the kept graph.
+
+    Falls back to a full :func:`capture` with the same layers and decision rule (needs
+    ``image``) when the model's kept graph belongs to another capture.
+    """
+    with loaded.lock:
+        graph = loaded.retained
+        if graph is not None and graph.capture_id == cap.uid:
+            t0 = time.perf_counter()
+            target, score_fn = score_function(loaded, target, cap.prediction, cap.padded_shape)
+            score = score_fn(graph.logits[0])
+            with torch.enable_grad():
+                grads = torch.autograd.grad(
+                    score, [graph.outputs[n] for n in cap.layers], allow_unused=True, retain_graph=True
+                )
+            loaded.passes["backward"] += 1
+            log.info("model pass: backward only (recapture) %s", loaded.name)
+            gradients = {
+                n: np.zeros_like(cap.activations[n]) if g is None else g.detach().float().cpu().numpy()
+                for n, g in zip(cap.layers, grads)
+            }
+            seconds = time.perf_counter() - t0
+            new = Capture(
+                model_name=cap.model_name,
+                target=target,
+                layers=cap.layers,
+                padded_shape=cap.padded_shape,
+                image_shape=cap.image_shape,
+                activations=cap.activations,
+                gradients=gradients,
+                prediction=cap.prediction,
+                device=cap.device,
+                seconds={"forward": 0.0, "backward": seconds, "total": seconds},
+            )
+            graph.capture_id = new.uid  # the graph now serves the newest capture of this image
+            return new
+    if image is None:
+        raise InputError("the kept graph was replaced by another capture; pass the image to capture again")
+    return capture(loaded, image, target, cap.layers, rule=cap.rule, keep_graph=True)

@@ -1,0 +1,115 @@
+"""What produced a picture: the CAM result type and the one ``result.json`` schema.
+
+The CLI's ``result.json`` and the app's ZIP are both written by :func:`result_record`, so a file
+from either says the same things in the same keys: model, layer, method, target (with its
+region), class, decision rule, device, timings and package versions.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 2
+# How a CAM was obtained, as shown in the app and written to result.json.
+SOURCES = {
+    "cache": "from the cached pass",
+    "tiled": "from a stitched tiled pass",
+    "own passes": "passes of its own",
+}
+
+
+@dataclass
+class CamResult:
+    """One CAM with what produced it."""
+
+    cam: np.ndarray  # H×W float32, normalised exactly as grad-cam returns it
+    cam_raw: np.ndarray  # H×W float32, before ReLU and normalisation (bilinear-resized)
+    method: str
+    layer: str
+    target: str
+    model: str
+    device: str
+    seconds: float
+    source: str  # a key of SOURCES
+    class_index: int = -1
+    eigen_smooth: bool = False
+    aug_smooth: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def from_cache(self) -> bool:
+        return self.source != "own passes"
+
+    def cost(self) -> str:
+        """The CAM's own cost in words: milliseconds from a cache, seconds otherwise."""
+        if self.source == "cache":
+            return f"{self.seconds * 1000:.0f} ms {SOURCES['cache']}"
+        return f"{self.seconds:.1f} s, {SOURCES[self.source]}"
+
+
+@cache
+def versions() -> dict[str, str]:
+    """Package versions, from installed metadata (no heavy imports)."""
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "python": platform.python_version(),
+        "torch": v("torch"),
+        "grad-cam": v("grad-cam"),
+        "segmentation-models-pytorch": v("segmentation-models-pytorch"),
+        "numpy": np.__version__,
+        "segcam-explorer": v("segcam-explorer") if v("segcam-explorer") != "unknown" else "0.1.0",
+    }
+
+
+def result_record(
+    res: CamResult,
+    *,
+    classes: list[str],
+    target_description: str,
+    rule: dict[str, Any],
+    image: dict[str, Any],
+    area_percent: np.ndarray,
+    target_box: list[int] | None = None,
+    target_pixels: int | None = None,
+    threshold: dict[str, Any] | None = None,
+    pass_seconds: dict[str, float] | None = None,
+    tiles: int = 1,
+) -> dict[str, Any]:
+    """The ``result.json`` record, identical in keys for the CLI and the app's ZIP."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "model": res.model,
+        "layer": res.layer,
+        "method": res.method,
+        "class": classes[res.class_index],
+        "class_index": res.class_index,
+        "target": res.target,
+        "target_description": target_description,
+        "target_box_xyxy": target_box,
+        "target_pixels": target_pixels,
+        "decision_rule": rule,
+        "eigen_smooth": res.eigen_smooth,
+        "aug_smooth": res.aug_smooth,
+        "source": res.source,
+        "tiles": tiles,
+        "image": image,
+        "predicted_area_percent": {c: round(float(a), 3) for c, a in zip(classes, area_percent)},
+        "threshold": threshold or {"mode": "none", "level": None},
+        "device": res.device,
+        "cam_seconds": round(res.seconds, 4),
+        "pass_seconds": {k: round(v, 4) for k, v in (pass_seconds or {}).items()},
+        "notes": res.notes,
+        "versions": versions(),
+    }

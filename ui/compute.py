@@ -1,0 +1,333 @@
+"""The app's computation: process-wide models and caches, captures, slow runs, result bundles.
+
+Everything here is plain Python state of this module (not ``st.cache_resource``), so the
+launcher (``ui/serve.py``) can load the model and explain the first sample in a background
+thread while the server starts, and the first browser session finds them ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cam_core import limits, models, render
+from cam_core import targets as tg
+from cam_core.cache import LRUCache
+from cam_core.errors import Cancelled, SegCamError
+from cam_core.images import LoadedImage, load_image
+from cam_core.methods import MethodInfo
+from cam_core.provenance import CamResult, result_record
+from cam_core.rules import DecisionRule
+from cam_core.runtime import SERVER_THREADS, configure_threads
+
+from .state import SAMPLES
+
+log = logging.getLogger("segcam")
+# Model passes are logged by cam_core.engine at INFO; the server's log shows every one of them.
+if not logging.getLogger("cam_core").handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("cam_core").addHandler(_handler)
+    logging.getLogger("cam_core").setLevel(logging.INFO)
+
+THREADS = configure_threads(SERVER_THREADS)
+MAX_MODELS = 2
+CAPTURES = LRUCache(max_entries=12, max_bytes=1 << 30)  # captures + the kept graph, 1 GiB for the server
+RESULTS = LRUCache(max_entries=32, max_bytes=256 << 20)  # runs with passes of their own, tiled CAMs
+_MODELS: dict[str, models.LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+_ENTRIES: tuple[float, list[models.ModelEntry]] | None = None
+ENTRIES_TTL_S = 30.0
+
+
+def get_model(name: str) -> models.LoadedModel:
+    """One loaded model per name, shared by all sessions (at most MAX_MODELS); every use holds its lock."""
+    with _MODELS_LOCK:
+        if name not in _MODELS:
+            while len(_MODELS) >= MAX_MODELS:
+                _MODELS.pop(next(iter(_MODELS)))
+            _MODELS[name] = models.load(name)
+        return _MODELS[name]
+
+
+def model_entries() -> list[models.ModelEntry]:
+    """Built-in and models-folder models, re-scanned at most every ENTRIES_TTL_S seconds."""
+    global _ENTRIES
+    now = time.monotonic()
+    if _ENTRIES is None or now - _ENTRIES[0] > ENTRIES_TTL_S:
+        _ENTRIES = (now, models.discover())
+    return _ENTRIES[1]
+
+
+def reset_model_entries() -> None:
+    """Forget the scanned model list (the next call re-scans the models folder)."""
+    global _ENTRIES
+    _ENTRIES = None
+
+
+def clear_caches() -> None:
+    CAPTURES.clear()
+    RESULTS.clear()
+
+
+# ---------------------------------------------------------------- images
+
+
+@dataclass
+class ImageChoice:
+    name: str
+    sha: str
+    image: LoadedImage
+
+    @property
+    def large(self) -> bool:
+        return limits.is_large(self.image.array.shape)
+
+
+_SAMPLES: dict[str, tuple[np.ndarray, str]] = {}
+
+
+def sample(name: str) -> tuple[np.ndarray, str]:
+    if name not in _SAMPLES:
+        data = (SAMPLES / f"{name}.png").read_bytes()
+        _SAMPLES[name] = (load_image(data, name=name).array, hashlib.sha256(data).hexdigest())
+    return _SAMPLES[name]
+
+
+def sample_choice(name: str) -> ImageChoice:
+    array, sha = sample(name)
+    return ImageChoice(name, sha, LoadedImage(array))
+
+
+# ---------------------------------------------------------------- captures
+
+
+@dataclass
+class Choices:
+    image: ImageChoice
+    loaded: models.LoadedModel
+    class_index: int | None
+    layer: str
+    method: MethodInfo
+    target: tg.TargetSpec
+    rule: DecisionRule
+    eigen_smooth: bool
+
+
+def layers_to_capture(loaded: models.LoadedModel, image: ImageChoice, layer: str) -> list[str]:
+    """Every curated layer in one pass on a normal image; only the chosen one when tiled."""
+    from cam_core import layers
+
+    if image.large:
+        return [layer]
+    curated = layers.curated_layers(loaded)
+    return curated if layer in curated else [*curated, layer]
+
+
+def _pred_key(loaded: models.LoadedModel, image: ImageChoice, rule: DecisionRule) -> tuple[str, ...]:
+    return ("pred", loaded.name, image.sha, rule.key())
+
+
+def prediction_if_cached(loaded: models.LoadedModel, image: ImageChoice, rule: DecisionRule) -> Any:
+    return CAPTURES.get(_pred_key(loaded, image, rule))
+
+
+def _keep_graph_budget(loaded: models.LoadedModel) -> None:
+    """Count the kept autograd graph in the capture cache's byte budget; drop it if it cannot fit."""
+    from cam_core.capture import drop_graph
+
+    graph = loaded.retained
+    key = ("graph", loaded.name)
+    if graph is None:
+        CAPTURES.release(key)
+        return
+    if graph.nbytes > CAPTURES.max_bytes // 2:
+        log.info("kept graph of %s is %d MB, over half the cache budget: dropped", loaded.name, graph.nbytes >> 20)
+        drop_graph(loaded)
+        CAPTURES.release(key)
+        return
+    CAPTURES.reserve(key, graph.nbytes)
+
+
+def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: Any = None) -> Any:
+    """The capture for (model, image, target, rule): computed once, then from the cache.
+
+    Large images get a stitched (tiled) capture of the layers asked for; normal ones one pass
+    over every curated layer with its graph kept, so another class costs one backward.
+    """
+    from cam_core import engine, tiling
+
+    wanted = layers_needed or layers_to_capture(ch.loaded, ch.image, ch.layer)
+    rule_key = ch.rule.key()
+    key = ("cap", ch.loaded.name, ch.image.sha, ch.target.key(), rule_key)
+    cap = CAPTURES.get(key)
+    if cap is not None and all(name in cap.activations for name in wanted):
+        return cap
+    base_key = ("base", ch.loaded.name, ch.image.sha, rule_key)
+    base = CAPTURES.get(base_key)
+    if ch.image.large:
+        cap = tiling.capture_tiled(ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner)
+    elif base is not None and all(name in base.activations for name in wanted):
+        cap = engine.recapture(ch.loaded, base, ch.target, ch.image.image.array)  # one backward, or a full pass
+    else:
+        cap = engine.capture(ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, keep_graph=True)
+    if not ch.image.large:
+        _keep_graph_budget(ch.loaded)
+        CAPTURES.put(base_key, cap)
+    CAPTURES.put(key, cap)
+    if ch.target.class_index is None:  # remember the automatic class under its resolved key too
+        resolved = tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask)
+        CAPTURES.put(("cap", ch.loaded.name, ch.image.sha, resolved.key(), rule_key), cap)
+    CAPTURES.put(_pred_key(ch.loaded, ch.image, ch.rule), cap.prediction)
+    return cap
+
+
+def slow_result_key(ch: Choices, info: MethodInfo, layer: str, class_index: int) -> tuple[Any, ...]:
+    target = tg.TargetSpec(ch.target.kind, class_index, ch.target.mask)
+    return ("slow", ch.loaded.name, ch.image.sha, target.key(), ch.rule.key(), info.name, layer, ch.eigen_smooth)
+
+
+def cam_for(ch: Choices, info: MethodInfo, layer: str, cap: Any) -> CamResult | None:
+    """A CAM from the capture (one-pass methods) or from the slow-result cache (None: not run yet)."""
+    from cam_core import engine
+
+    if info.from_cache:
+        return engine.cam_from_capture(cap, info, layer, ch.eigen_smooth)
+    return RESULTS.get(slow_result_key(ch, info, layer, cap.target.class_index))
+
+
+class Eta:
+    """Progress text with a time-left estimate from the measured rate (and the prior estimate
+    until the first step reports)."""
+
+    def __init__(self, label: str, estimate_s: float):
+        self.label, self.estimate_s, self.started = label, estimate_s, time.perf_counter()
+
+    def text(self, frac: float, msg: str) -> str:
+        elapsed = time.perf_counter() - self.started
+        if frac <= 0:
+            left = max(self.estimate_s - elapsed, 1.0)
+            return f"{msg} · {elapsed:.0f} s elapsed, about {left:.0f} s left (estimate) — click anywhere to cancel"
+        left = elapsed / frac - elapsed
+        shown = f"~{left:.0f} s left" if left >= 1 else "finishing"
+        return f"{msg} · {elapsed:.0f} s elapsed, {shown} — click anywhere to cancel"
+
+
+def estimate_seconds(ch: Choices, info: MethodInfo, layer: str, forward_s: float) -> float:
+    """The one estimate the app shows for a method (label, warning, progress)."""
+    from cam_core import layers
+
+    return info.estimate_seconds(layers.spatial_layers(ch.loaded)[layer].channels, forward_s)
+
+
+def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any, estimate_s: float) -> CamResult | None:
+    """Run a method with passes of its own; ``report(frac, text)`` draws progress. Cancelled → None."""
+    from cam_core import engine
+
+    eta = Eta(info.name, estimate_s)
+    report(0.0, eta.text(0.0, f"{info.name}: starting"))
+    target = tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask)
+    try:
+        res = engine.run_method(
+            ch.loaded,
+            ch.image.image.array,
+            target,
+            info,
+            layer,
+            eigen_smooth=ch.eigen_smooth,
+            progress=lambda f, m: report(f, eta.text(f, m)),
+            prediction=cap.prediction,
+            rule=ch.rule,
+        )
+    except Cancelled:
+        return None
+    RESULTS.put(slow_result_key(ch, info, layer, cap.target.class_index), res)
+    return res
+
+
+def zip_bundle(res: CamResult, mask_png: bytes, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in (("cam.npy", res.cam), ("cam_raw.npy", res.cam_raw)):
+            b = io.BytesIO()
+            np.save(b, arr.astype(np.float32))
+            zf.writestr(name, b.getvalue())
+        zf.writestr("mask.png", mask_png)
+        zf.writestr("result.json", json.dumps(record, indent=1))
+    return buf.getvalue()
+
+
+def record_for(ch: Choices, res: CamResult, cap: Any, threshold: dict[str, Any]) -> dict[str, Any]:
+    """The app's result.json: the same schema as the CLI's (cam_core.provenance)."""
+    classes = ch.loaded.spec.classes
+    target = tg.TargetSpec(ch.target.kind, res.class_index, ch.target.mask)
+    h, w = ch.image.image.array.shape[:2]
+    return result_record(
+        res,
+        classes=classes,
+        target_description=target.describe(classes),
+        rule=cap.prediction.rule.to_json(),
+        image={"name": ch.image.name, "sha256": ch.image.sha, "size_hw": [h, w], "notes": ch.image.image.notes},
+        area_percent=cap.prediction.area_percent(),
+        target_box=target.box(),
+        target_pixels=int(tg.region(target, cap.prediction.mask, classes).sum()),
+        threshold=threshold,
+        pass_seconds=cap.seconds,
+        tiles=cap.tiles,
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """Known errors as they are; anything else logged with its stack and shown short."""
+    if isinstance(exc, SegCamError):
+        return str(exc)
+    log.exception("unexpected error")
+    return f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; try another setting."
+
+
+def provenance_line(res: CamResult, pass_seconds: float, image_name: str, classes: list[str]) -> str:
+    """What produced the picture: method, layer, class and target, model, image, device, time."""
+    cls = classes[res.class_index]
+    target = tg.describe(res.target, cls)
+    return (
+        f"**{res.method}** on `{res.layer}` · class **{cls}** ({target}) · model `{res.model}` · "
+        f"image `{image_name}` · {res.device} · pass {pass_seconds:.2f} s, CAM {res.cost()}"
+    )
+
+
+def mask_png(mask: np.ndarray, colors: list[str]) -> bytes:
+    return render.to_png(render.colorize_mask(mask, colors))
+
+
+def warm_up(sample_name: str) -> None:
+    """Load the default model and explain a sample with the default settings, filling the caches
+    a first session reads (called by the launcher in a background thread)."""
+    from cam_core import layers, methods
+
+    t0 = time.perf_counter()
+    loaded = get_model(models.default_model_name())
+    image = sample_choice(sample_name)
+    layer = layers.default_layer(loaded)
+    ch = Choices(
+        image,
+        loaded,
+        None,
+        layer,
+        methods.METHODS[methods.DEFAULT_METHOD.lower()],
+        tg.TargetSpec("predicted", None),
+        loaded.spec.decision_rule,
+        False,
+    )
+    cap = get_capture(ch)
+    cam_for(ch, ch.method, layer, cap)
+    model_entries()
+    log.info("warm-up done in %.1f s (model, layers, first capture)", time.perf_counter() - t0)

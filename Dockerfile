@@ -38,4 +38,5 @@ USER 10001
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).read() != b'ok')"]
-CMD ["python", "-m", "streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0"]
+# ui.serve: streamlit run app.py, plus loading the model while the server starts.
+CMD ["python", "-m", "ui.serve", "--server.port=8501", "--server.address=0.0.0.0"]

@@ -107,8 +107,8 @@ def capture_tiled(
     layers: list[str] | str | None = None,
     *,
     rule: DecisionRule | None = None,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
+    tile: int | None = None,
+    overlap: int | None = None,
     progress: Progress | None = None,
 ) -> Capture:
     """A capture of a large image, stitched from overlapping tiles (see the module docstring).
@@ -118,6 +118,7 @@ def capture_tiled(
         EmptyTargetError: the target region is empty in the whole image.
     """
     names = resolve_layers(loaded, layers)
+    tile, overlap = tile or DEFAULT_TILE, DEFAULT_OVERLAP if overlap is None else overlap
     t0 = time.perf_counter()
     h, w = image.shape[:2]
     m = loaded.multiple

@@ -169,3 +169,92 @@ def test_every_page(at, page):
     run(at)
     at.switch_page("app.py")
     assert "class **inflammatory**" in provenance(run(at))
+
+
+def test_html_upload_message_shown_once(at):
+    at.radio(key="w_sel_source").set_value("Upload")
+    run(at)
+    at.file_uploader(key="upload").set_value(("page.png", b"<!doctype html><html>hi</html>", "image/png"))
+    at.run()
+    assert not at.exception
+    shown = [e.value for e in at.error if "HTML" in e.value]
+    assert len(shown) == 1, shown
+
+
+def test_absent_class_shows_the_mask_and_a_plain_note(at):
+    """A class with no predicted pixels: the mask and an info naming the control, not a red error."""
+    from cam_core.targets import TARGET_KINDS
+
+    area = at.session_state["last_record"]["predicted_area_percent"]
+    absent = next(i for i, (_, a) in enumerate(area.items()) if a == 0 and i > 0)
+    at.selectbox(key="w_sel_class").set_value(absent)
+    at.run()
+    assert not at.exception
+    assert not at.error
+    assert any(TARGET_KINDS["class"] in i.value for i in at.info)
+    assert [m.value for m in at.markdown if m.value.startswith("**Predicted mask")]
+
+
+def test_model_page_shows_no_server_paths(at):
+    at.switch_page("pages/2_Model.py")
+    run(at)
+    texts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert texts
+    assert not [t for t in texts if str(REPO) in t or "/models/user" in t]
+
+
+def test_switching_model_uses_its_default_layer(tmp_path, monkeypatch):
+    from conftest import tiny_unet
+
+    from ui import compute
+
+    folder = tmp_path / "other"
+    tiny_unet().save_pretrained(str(folder))
+    (folder / "segcam.json").write_text(
+        '{"classes": ["background", "alpha", "beta"], "default_layer": "decoder.blocks.3"}'
+    )
+    monkeypatch.setenv("SEGCAM_MODELS_DIR", str(tmp_path))
+    compute.reset_model_entries()
+    try:
+        app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+        app.run()
+        assert "`decoder.blocks.2`" in provenance(app)
+        app.selectbox(key="w_sel_model").set_value("other")
+        app.selectbox(key="w_sel_class").set_value(1)
+        app.radio(key="w_sel_target").set_value("class")
+        app.run()
+        assert not app.exception
+        assert app.session_state["sel_layer"] == "decoder.blocks.3"
+        assert "`decoder.blocks.3`" in provenance(app)
+    finally:
+        compute.reset_model_entries()
+
+
+def test_slow_method_estimate_is_the_same_everywhere(at):
+    import re
+
+    at.selectbox(key="w_sel_method").set_value("ScoreCAM")
+    run(at)
+    page = next(w.value for w in at.warning if "runs the model many times" in w.value)
+    label = at.selectbox(key="w_sel_method").format_func("ScoreCAM")
+    assert re.search(r"about (\d+) s", page).group(1) == re.search(r"~(\d+) s", label).group(1)
+    assert re.search(r"~(\d+) s", at.selectbox(key="w_sel_method").format_func("ScoreCAM-TopK"))
+
+
+def test_compare_page_tiles_a_large_upload(at, monkeypatch):
+    from cam_core import limits, tiling
+
+    monkeypatch.setattr(limits, "TILE_ABOVE_PIXELS", 200 * 200)
+    monkeypatch.setattr(tiling, "DEFAULT_TILE", 256)
+    at.radio(key="w_sel_source").set_value("Upload")
+    run(at)
+    tile = np.asarray(Image.open(REPO / "samples/images/test_13_008.png"))
+    at.file_uploader(key="upload").set_value(
+        ("big.png", _png(np.pad(tile, ((0, 64), (0, 64), (0, 0)), "symmetric")), "image/png")
+    )
+    run(at)
+    at.switch_page("pages/1_Compare.py")
+    run(at)
+    captions = [i.caption for i in at.get("imgs")] if at.get("imgs") else []
+    assert any("Large image" in i.value for i in at.info)
+    assert at.session_state["compare_cells"] >= 6, captions

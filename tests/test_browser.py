@@ -1,4 +1,4 @@
-"""Real-browser tests: `streamlit run app.py` on a free port, driven by Playwright on Chromium.
+"""Real-browser tests: `python -m ui.serve` (streamlit run app.py + warm-up) on a free port, driven by Playwright on Chromium.
 
 Chromium comes from the system (Debian's `chromium` package; `scripts/test.sh` installs it);
 `playwright install` is not needed. Screenshots of every page go to artifacts/screenshots/.
@@ -50,9 +50,7 @@ def server(tmp_path_factory):
             [
                 sys.executable,
                 "-m",
-                "streamlit",
-                "run",
-                "app.py",
+                "ui.serve",
                 "--server.port",
                 str(port),
                 "--server.headless",

@@ -66,9 +66,13 @@ def test_eigen_smooth_matches_gradcam(setup, name):
 
 
 def test_gradient_methods_differ_by_class(setup):
-    loaded, cap, *_ = setup
+    """Same image, same region, only the class changes: a class-blind engine would fail this."""
+    loaded, cap, x, _ = setup
     region = cap.target.mask
-    other = engine.capture(loaded, np.zeros((64, 64, 3), np.uint8) + 128, TargetSpec("mask", 2, region), LAYERS)
+    image = np.random.default_rng(3).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)  # setup's image
+    other = engine.capture(loaded, image, TargetSpec("mask", 2, region), LAYERS)
+    assert other.target.class_index == 2
+    assert cap.target.class_index != 2
     a = engine.cam_from_capture(cap, METHODS["gradcam"], "decoder.blocks.3").cam
     b = engine.cam_from_capture(other, METHODS["gradcam"], "decoder.blocks.3").cam
     assert np.abs(a - b).max() > 0.05

@@ -1,0 +1,266 @@
+"""Defects found by reading main line by line (issue #10); each test failed on main before the fix."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, explain_args, tiny_unet, wrap
+from PIL import Image
+
+from cam_core import cli, engine, limits, models, tiling
+from cam_core.cache import LRUCache
+from cam_core.errors import EmptyTargetError, InputError, ModelLoadError
+from cam_core.methods import METHODS
+from cam_core.rules import DecisionRule
+from cam_core.targets import TARGET_KINDS, TargetSpec
+
+
+def test_recapture_fallback_keeps_the_capture_rule(tiny, image64):
+    strict = DecisionRule("background_below", 0.2)
+    cap = engine.capture(tiny, image64, TargetSpec("class", 1), ["decoder.blocks.3"], rule=strict, keep_graph=True)
+    engine.capture(
+        tiny, image64 // 2, TargetSpec("class", 1), ["decoder.blocks.3"], keep_graph=True
+    )  # replaces the graph
+    again = engine.recapture(tiny, cap, TargetSpec("class", 2), image64)
+    assert again.seconds["forward"] > 0  # it did fall back to a full pass
+    assert again.rule == strict
+    assert (again.prediction.mask == cap.prediction.mask).all()
+    assert (again.prediction.mask != engine.predict(tiny, image64).mask).any()  # the rule matters here
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"decision_rule": "argmax"}, "decision_rule must be an object"),
+        ({"decision_rule": {"type": "background_below"}}, "needs a threshold"),
+        ({"decision_rule": {"type": "vote"}}, "unknown decision rule type"),
+        ({"preprocessing": {"mean": 5}}, "preprocessing.mean must be a list of 3 numbers"),
+        ({"preprocessing": [1, 2]}, "preprocessing must be an object"),
+        ({"colors": ["#000000", "red", "#FFFFFF"]}, "is not #RRGGBB"),
+        ({"default_layer": 3}, "default_layer must be a dotted layer name"),
+    ],
+)
+def test_malformed_segcam_json_is_a_load_error(tiny_folder, spec, needle, capsys):
+    (tiny_folder / "segcam.json").write_text(json.dumps({"classes": ["background", "alpha", "beta"], **spec}))
+    with pytest.raises(ModelLoadError, match=needle):
+        models.load_folder(tiny_folder, device=torch.device("cpu"))
+    (entry,) = [e for e in models.discover(tiny_folder.parent) if e.name == tiny_folder.name]
+    assert needle in (entry.error or "")
+    assert cli.main(["models", "--models-dir", str(tiny_folder.parent)]) == 0  # the list still works
+    assert "CANNOT LOAD" in capsys.readouterr().out
+
+
+def test_discovery_survives_any_error(tiny_folder, monkeypatch):
+    def boom(folder):
+        raise AttributeError("'str' object has no attribute 'get'")
+
+    monkeypatch.setattr(models, "_build_architecture", boom)
+    entries = models.discover(tiny_folder.parent)
+    assert all(e.error and "AttributeError" in e.error for e in entries)
+
+
+def test_scorecam_does_not_hold_the_model_lock(tiny, image64):
+    free = []
+
+    def progress(frac, msg):
+        got = tiny.lock.acquire(timeout=0)
+        free.append(got)
+        if got:
+            tiny.lock.release()
+
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    engine.run_method(tiny, image64, TargetSpec("class", 1), METHODS["scorecam"], "decoder.blocks.1", progress=progress)
+    assert free
+    assert all(free)  # another session could take the lock at every step
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+
+
+def test_kept_graph_is_measured_and_counted(tiny, image64):
+    engine.capture(tiny, image64, TargetSpec("class", 1), ["decoder.blocks.3"], keep_graph=True)
+    assert tiny.retained is not None
+    assert tiny.retained.nbytes > 64 * 64 * 4  # at least the saved activations of a 64² input
+    cache = LRUCache(max_entries=10, max_bytes=1000)
+    cache.put("a", np.zeros(100, np.float32))  # 400 bytes
+    cache.put("b", np.zeros(100, np.float32))
+    cache.reserve("graph", 500)
+    assert cache.total_bytes <= 1000
+    assert cache.get("a") is None  # the oldest entry made room for the graph
+    assert cache.get("b") is not None
+
+
+def _background_only(tmp_path):
+    model = tiny_unet()
+    with torch.no_grad():
+        model.segmentation_head[0].bias[0] += 100.0  # background everywhere
+    folder = tmp_path / "bg_only"
+    model.save_pretrained(str(folder))
+    (folder / "segcam.json").write_text('{"classes": ["background", "alpha", "beta"]}')
+    return folder
+
+
+def test_auto_class_with_nothing_predicted_gives_the_mask(tmp_path, capsys):
+    folder = _background_only(tmp_path)
+    tile = tmp_path / "grey.png"
+    Image.fromarray(np.full((64, 64), 180, np.uint8), mode="L").save(tile)
+    out = tmp_path / "out"
+    rc = cli.main(["explain", str(tile), "--model", str(folder), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert (out / "mask.png").is_file()
+    assert "predicts only 'background'" in printed
+    assert TARGET_KINDS["class"] in printed
+
+
+def test_forward_errors_name_the_real_problem(tiny, image64):
+    class OOM(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    broken = wrap(tiny_unet())
+    broken.model.forward = OOM().forward
+    with pytest.raises(InputError) as info:
+        engine.predict(broken, image64)
+    assert "out of memory" in str(info.value)
+    assert "larger image" not in str(info.value)
+
+
+def test_loading_a_model_changes_no_process_settings(tiny_folder):
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        models.load_folder(tiny_folder, device=torch.device("cuda"))
+    except (RuntimeError, AssertionError):
+        pass  # no GPU here: the point is what happened before the model moved
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_evaluate_ignores_255_and_refuses_other_labels(tiny_folder, tmp_path):
+    from cam_core import evaluate as ev
+
+    loaded = models.load_folder(tiny_folder, device=torch.device("cpu"))
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data / "images/a.png")
+    gt = np.zeros((64, 64), np.uint8)
+    gt[:8] = 255
+    Image.fromarray(gt).save(data / "masks/a.png")
+    r = ev.evaluate(loaded, data, ["a"], "none", 0, loaded.spec.decision_rule, ["alpha"])
+    assert r["ignored_pixels"] == 8 * 64
+    assert sum(v["gt_pixels"] for v in r["per_class"].values()) == 56 * 64  # not clipped into 'beta'
+    gt[:8] = 7
+    Image.fromarray(gt).save(data / "masks/a.png")
+    with pytest.raises(InputError, match=r"label\(s\) \[7\]"):
+        ev.evaluate(loaded, data, ["a"], "none", 0, loaded.spec.decision_rule, ["alpha"])
+
+
+def test_slow_method_estimates_come_from_one_place():
+    topk, exact = METHODS["scorecam-topk"], METHODS["scorecam"]
+    assert topk.estimate_seconds(384, 0.1) == pytest.approx(0.1 * 33)  # 32 channels + the activation pass
+    assert exact.estimate_seconds(384, 0.1) == pytest.approx(0.1 * 385)
+    assert METHODS["gradcam"].estimate_seconds(384, 0.1) == 0  # from the capture
+
+
+def test_threads_are_chosen_and_overridable(monkeypatch):
+    from cam_core.runtime import SERVER_THREADS, THREADS_ENV, configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(SERVER_THREADS) == SERVER_THREADS
+        monkeypatch.setenv(THREADS_ENV, "2")
+        assert configure_threads(SERVER_THREADS) == 2
+        monkeypatch.setenv(THREADS_ENV, "many")
+        assert configure_threads(SERVER_THREADS) == SERVER_THREADS
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_server_sets_its_threads():
+    from ui import compute
+
+    assert torch.get_num_threads() == compute.THREADS or compute.THREADS >= 1
+
+
+@pytest.fixture
+def tissue():
+    img = np.asarray(Image.open(REPO / "samples/images/test_12_002.png").convert("RGB"))
+    return np.pad(img, ((0, 128), (0, 128), (0, 0)), mode="symmetric")
+
+
+def test_tiled_capture_honours_eigen_smooth_and_eigen_methods(tiny, tissue, monkeypatch):
+    from ui import compute
+
+    monkeypatch.setattr(limits, "TILE_ABOVE_PIXELS", 300 * 300)
+    monkeypatch.setattr(tiling, "DEFAULT_TILE", 256)
+    choice = compute.ImageChoice("big", "sha-big", __import__("cam_core").images.LoadedImage(tissue))
+    assert choice.large
+    ch = compute.Choices(
+        choice, tiny, 1, "decoder.blocks.1", METHODS["gradcam"], TargetSpec("class", 1), DecisionRule(), False
+    )
+    compute.clear_caches()
+    cap = compute.get_capture(ch)
+    assert cap.tiles > 1
+    plain = compute.cam_for(ch, METHODS["gradcam"], "decoder.blocks.1", cap)
+    ch.eigen_smooth = True
+    smooth = compute.cam_for(ch, METHODS["gradcam"], "decoder.blocks.1", cap)
+    assert np.abs(plain.cam - smooth.cam).max() > 0.05  # eigen_smooth is not lost on large images
+    eigen = compute.cam_for(ch, METHODS["eigencam"], "decoder.blocks.1", cap)
+    assert eigen.source == "tiled"
+    assert "stitched tiled pass" in eigen.cost()
+    assert "ms from the cached pass" not in eigen.cost()
+    compute.clear_caches()
+
+
+def test_model_spec_decision_rule_is_typed(tiny_folder):
+    (tiny_folder / "segcam.json").write_text(
+        json.dumps(
+            {
+                "classes": ["background", "alpha", "beta"],
+                "decision_rule": {"type": "background_below", "threshold": 0.4},
+            }
+        )
+    )
+    loaded = models.load_folder(tiny_folder, device=torch.device("cpu"))
+    assert loaded.spec.decision_rule == DecisionRule("background_below", 0.4)
+
+
+def test_capture_in_threads_while_scorecam_runs(tiny, image64):
+    """With ScoreCAM on its own copy, a capture in another thread finishes during the run."""
+    done = threading.Event()
+
+    def other():
+        engine.capture(tiny, image64, TargetSpec("class", 2), ["decoder.blocks.3"])
+        done.set()
+
+    seen = []
+
+    def progress(frac, msg):
+        if not seen:
+            t = threading.Thread(target=other)
+            t.start()
+            t.join(timeout=30)
+        seen.append(done.is_set())
+
+    engine.run_method(tiny, image64, TargetSpec("class", 1), METHODS["scorecam"], "decoder.blocks.1", progress=progress)
+    assert seen[0]
+
+
+def test_tiled_cli_refuses_own_pass_methods_in_one_line(tiny_folder, tissue, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(limits, "TILE_ABOVE_PIXELS", 300 * 300)
+    monkeypatch.setattr(tiling, "DEFAULT_TILE", 256)
+    path = tmp_path / "big.png"
+    Image.fromarray(tissue).save(path)
+    rc = cli.main(explain_args(path, tiny_folder, "--method", "ScoreCAM", "--out", str(tmp_path / "o")))
+    assert rc == 2
+    assert "cannot run on a tiled image" in capsys.readouterr().err
+
+
+def test_empty_target_error_carries_the_mask(tmp_path, image64):
+    loaded = models.load_folder(_background_only(tmp_path), device=torch.device("cpu"))
+    with pytest.raises(EmptyTargetError) as info:
+        engine.capture(loaded, image64, TargetSpec("predicted", 1))
+    assert info.value.prediction is not None
+    assert TARGET_KINDS["class"] in str(info.value)

@@ -108,7 +108,7 @@ def run_scorecam(args: argparse.Namespace) -> int:
     loaded = models.load(args.model, args.models_dir)
     layer = args.layer or [n for n in layers.curated_layers(loaded) if n.startswith("encoder")][-1]
     channels = layers.spatial_layers(loaded)[layer].channels
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in sorted((REPO / "samples/images").glob("*.png")):
         image = load_image(path).array
         target = tg.TargetSpec("class", None)
@@ -134,7 +134,7 @@ def run_scorecam(args: argparse.Namespace) -> int:
         "k": methods.METHODS["scorecam-topk"].channel_cap,
         "device": str(loaded.device),
         "median_spearman": float(np.median([r["spearman"] for r in rows])),
-        "min_spearman": min(r["spearman"] for r in rows),
+        "min_spearman": min(float(r["spearman"]) for r in rows),
         "median_speedup": float(np.median([r["speedup"] for r in rows])),
         "rows": rows,
     }
@@ -352,7 +352,7 @@ def row_render(s: _Setup, size: int) -> dict[str, Any]:
 
     cam = engine.cam_from_capture(s.held["cap"], METHODS["gradcam"], s.default_layer).cam
     img = _tile_to(s.image, size)
-    c = np.asarray(Image.fromarray(cam).resize((size, size), Image.BILINEAR))
+    c = np.asarray(Image.fromarray(cam).resize((size, size), Image.Resampling.BILINEAR))
 
     def once() -> None:
         render.overlay(img, c, 0.5, "viridis", render.threshold_level(c, "otsu"))

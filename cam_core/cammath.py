@@ -29,7 +29,7 @@ def first_component(batch: np.ndarray, sign_correction: bool = False) -> np.ndar
         if sign_correction and abs(proj.min()) > abs(proj.max()):
             proj = -proj
         out.append(proj)
-    return np.float32(out)
+    return np.asarray(out, dtype=np.float32)
 
 
 def weighted(weights: np.ndarray, acts: np.ndarray, eigen_smooth: bool) -> np.ndarray:
@@ -115,9 +115,9 @@ def scale(cam: np.ndarray, size_wh: tuple[int, int] | None = None) -> np.ndarray
         img = img - np.min(img)
         img = img / (1e-7 + np.max(img))
         if size_wh is not None:
-            img = cv2.resize(np.float32(img), size_wh)
+            img = cv2.resize(np.asarray(img, dtype=np.float32), size_wh)
         result.append(img)
-    return np.float32(result)
+    return np.asarray(result, dtype=np.float32)
 
 
 def normalise(raw: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
@@ -130,4 +130,4 @@ def normalise(raw: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
 
 def raw_full(raw: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """The un-normalised map resized to the (padded) input, for ``cam_raw.npy``."""
-    return cv2.resize(np.float32(raw[0]), size_wh, interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.resize(np.asarray(raw[0], dtype=np.float32), size_wh, interpolation=cv2.INTER_LINEAR))

@@ -132,7 +132,7 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedIma
     if transposed is not None and transposed is not img and transposed.size != img.size:
         notes.append("rotated according to its EXIF orientation")
     if transposed is not None:
-        img = transposed
+        img = transposed  # type: ignore[assignment]
     try:
         arr = np.asarray(img)
         if arr.ndim == 3 and arr.dtype == np.uint16 and arr.shape[2] >= 3:

@@ -101,8 +101,7 @@ def _curate(spatial: dict[str, LayerInfo], order: list[str], pre_head: str | Non
     curated += blocks
     if pre_head and pre_head not in curated and pre_head in spatial:
         curated.append(pre_head)
-    seen: set[str] = set()
-    return [n for n in curated if not (n in seen or seen.add(n))]
+    return list(dict.fromkeys(curated))
 
 
 def spatial_layers(loaded: LoadedModel) -> dict[str, LayerInfo]:

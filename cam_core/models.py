@@ -110,7 +110,7 @@ def models_dir(override: str | Path | None = None) -> Path:
     return Path(env) if env else DEFAULT_MODELS_DIR
 
 
-def builtin_registry() -> dict[str, dict]:
+def builtin_registry() -> dict[str, dict[str, Any]]:
     """Built-in models, keyed by name (the first one is the default)."""
     data = json.loads(REGISTRY_FILE.read_text())
     return {name: {**info, "path": MODELS_ROOT / info["path"]} for name, info in data["models"].items()}
@@ -351,8 +351,7 @@ def load(
 
 def preprocess(image: np.ndarray, spec: ModelSpec) -> torch.Tensor:
     """RGB uint8 H×W×3 → normalised 1×3×H×W float tensor (on the CPU)."""
-    x = image.astype(np.float32) / 255.0
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    x = (image.astype(np.float32) / 255.0 - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 

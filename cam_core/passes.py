@@ -129,7 +129,7 @@ def run_grad_cam(run: PassRun) -> tuple[np.ndarray, np.ndarray]:
             with contextlib.redirect_stdout(None):
                 cam = cam_obj(run.x, [run.target_fn], **kwargs)
         finally:
-            inner = getattr(cam_obj, "base_cam", cam_obj)
+            inner = getattr(cam_obj, "base_cam", None) or cam_obj
             inner.activations_and_grads.release()
     run.notes.append("cam_raw equals cam: grad-cam does not expose the un-normalised map for this method")
     return cam, cam
@@ -150,7 +150,7 @@ def run_scorecam_topk(run: PassRun) -> tuple[np.ndarray, np.ndarray]:
     top = torch.argsort(energy, descending=True)[: min(k, acts.shape[1])]
     sel = acts[:, top]
     with torch.no_grad():
-        up = torch.nn.UpsamplingBilinear2d(size=x.shape[-2:])(sel)[0]
+        up = torch.nn.UpsamplingBilinear2d(size=(int(x.shape[-2]), int(x.shape[-1])))(sel)[0]
         flat = up.view(up.shape[0], -1)
         lo, hi = flat.min(1)[0][:, None, None], flat.max(1)[0][:, None, None]
         up = (up - lo) / (hi - lo + 1e-8)

@@ -194,7 +194,9 @@ Target = SemanticSegmentationTarget | BinarySegmentationTarget | SegmentationFin
 
 
 def build(spec: TargetSpec, region_padded: np.ndarray, binary: bool, num_classes: int, finer: bool = False) -> Target:
-    """The grad-cam target callable for one image."""
+    """The grad-cam target callable for one image (the class must be resolved already)."""
+    if spec.class_index is None:
+        raise InputError("the target's class is not resolved; call resolve_auto first")
     if binary:
         return BinarySegmentationTarget(spec.class_index, region_padded)
     if finer:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (first time) and run every check: ruff lint + format check, hadolint on the Dockerfile,
+# Set up (first time) and run every check: ruff lint + format check, mypy on cam_core, hadolint,
 # and the test suite (unit, AppTest and real-browser tests). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +12,6 @@ fi
 scripts/setup.sh requirements-dev.txt
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # static types of cam_core ([tool.mypy] in pyproject.toml)
 if [ -f Dockerfile ]; then .venv/bin/hadolint Dockerfile; fi
 .venv/bin/python -m pytest "$@"

@@ -67,7 +67,7 @@ def test_eigen_smooth_matches_gradcam(setup, name):
 
 def test_gradient_methods_differ_by_class(setup):
     """Same image, same region, only the class changes: a class-blind engine would fail this."""
-    loaded, cap, x, _ = setup
+    loaded, cap, *_ = setup
     region = cap.target.mask
     image = np.random.default_rng(3).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)  # setup's image
     other = engine.capture(loaded, image, TargetSpec("mask", 2, region), LAYERS)

@@ -2,7 +2,8 @@
 
 torch starts one intra-op thread per core. On a server shared by sessions (or beside any other
 load) every model call then competes for every core: a 512² forward measured 4.34 s with the
-default threads against 0.41 s with one, on this 2-core machine under load. Each entry point
+default threads against 0.41 s with one, on a 2-core machine under load
+(``scripts/measure_threads.py`` gives the figures in the README). Each entry point
 (app launcher, CLI) calls :func:`configure_threads` once; ``SEGCAM_TORCH_THREADS`` overrides it.
 """
 
@@ -12,7 +13,9 @@ import os
 
 THREADS_ENV = "SEGCAM_TORCH_THREADS"
 # Defaults per kind of process; see README "Threads" for the measurements behind them.
-SERVER_THREADS = 1  # many sessions; model calls are serialised per model and rarely alone on the CPU
+# Half the cores (1 on 2 cores): leaves room for the server, numpy/OpenCV rendering and other
+# processes; model calls are serialised per model anyway, so more threads only help when idle.
+SERVER_THREADS = max(1, (os.cpu_count() or 1) // 2)
 CLI_THREADS: int | None = None  # one job owns the machine: torch's own default (one per core)
 
 

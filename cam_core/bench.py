@@ -459,9 +459,7 @@ def run_cli(args: argparse.Namespace) -> int:
         one = [sys.executable, "-m", "cam_core", "explain", str(small), *model_args, "--out", f"{tmp}/one"]
         rows.append(_row("explain one 256² tile (GradCAM), whole process", None, _process_seconds(one, args.repeats)))
         floor = [sys.executable, "-c", "import torch, segmentation_models_pytorch"]
-        rows.append(
-            _row("floor: a process that only imports torch + smp", None, _process_seconds(floor, args.repeats))
-        )
+        rows.append(_row("floor: a process that only imports torch + smp", None, _process_seconds(floor, args.repeats)))
     info = {"model": loaded.name, "layers": grid_layers, "methods": gradient, "repeats": args.repeats, "rows": rows}
     if args.json:
         print(json.dumps(info, indent=1))

@@ -44,7 +44,9 @@ def capture_outputs(model: torch.nn.Module, names: list[str]) -> Iterator[dict[s
     try:
         for name in names:
 
-            def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name) -> None:
+            def hook(
+                module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
+            ) -> None:
                 outputs[name] = output
 
             handles.append(modules[name].register_forward_hook(hook))

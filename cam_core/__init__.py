@@ -4,8 +4,8 @@ The public API, in the order data flows::
 
     images.load_image -> models.load -> engine.capture -> engine.cam_from_capture -> render.*
 
-Names are imported on first use (PEP 562), so ``python -m cam_core methods`` or a test of the
-renderer does not pay for torch, smp and grad-cam. See README.md ("How the engine works").
+Names are imported on first use (PEP 562), so ``import cam_core.render`` (or ``rules``,
+``limits``) does not pay for torch, smp and grad-cam. See README.md ("How the engine works").
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``python -m cam_core``: the same API as the app, from a shell.
 
 Bad input exits with code 2 and one line naming the problem and the valid options. Each command
-imports only what it uses: ``methods`` needs no torch, ``explain`` no grad-cam unless a method
-with passes of its own is asked for.
+imports what it uses when it runs: ``explain`` never imports grad-cam unless a method with
+passes of its own (or ``--aug-smooth``) is asked for.
 """
 
 from __future__ import annotations

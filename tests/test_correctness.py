@@ -178,9 +178,13 @@ def test_threads_are_chosen_and_overridable(monkeypatch):
 
 
 def test_server_sets_its_threads():
+    import os
+
+    from cam_core.runtime import SERVER_THREADS, THREADS_ENV
     from ui import compute
 
-    assert torch.get_num_threads() == compute.THREADS or compute.THREADS >= 1
+    expected = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV, "").isdigit() else SERVER_THREADS
+    assert expected == compute.THREADS
 
 
 @pytest.fixture

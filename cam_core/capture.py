@@ -174,6 +174,23 @@ def predict(loaded: LoadedModel, image: np.ndarray, rule: DecisionRule | None = 
     return prediction_from_logits(loaded, logits, size, rule)
 
 
+def target_region(
+    loaded: LoadedModel, target: tg.TargetSpec, prediction: Prediction
+) -> tuple[tg.TargetSpec, np.ndarray]:
+    """Resolve an automatic class and build the target's region on the prediction's mask.
+
+    Raises:
+        EmptyTargetError: the region has no pixels; carries ``prediction`` so callers can still
+            show the mask.
+    """
+    try:
+        target = tg.resolve_auto(target, prediction.mask, loaded.spec.classes)
+        return target, tg.region(target, prediction.mask, loaded.spec.classes)
+    except EmptyTargetError as exc:
+        exc.prediction = prediction
+        raise
+
+
 def score_function(
     loaded: LoadedModel,
     target: tg.TargetSpec,
@@ -192,12 +209,7 @@ def score_function(
         EmptyTargetError: the region has no pixels; carries ``prediction`` so callers can still
             show the mask.
     """
-    try:
-        target = tg.resolve_auto(target, prediction.mask, loaded.spec.classes)
-        reg = tg.region(target, prediction.mask, loaded.spec.classes)
-    except EmptyTargetError as exc:
-        exc.prediction = prediction
-        raise
+    target, reg = target_region(loaded, target, prediction)
     if weights is not None:
         reg = reg * weights
     padded = np.zeros(tuple(padded_shape[-2:]), dtype=np.float32)

@@ -26,9 +26,19 @@ import torch
 
 from . import engine
 from . import targets as tg
-from .capture import Capture, Prediction, Progress, capture, capture_outputs, check_finite, forward, prepare
+from .capture import (
+    Capture,
+    Prediction,
+    Progress,
+    capture,
+    capture_outputs,
+    check_finite,
+    forward,
+    prepare,
+    target_region,
+)
 from .capture import probabilities as to_probabilities
-from .errors import EmptyTargetError, InputError
+from .errors import InputError
 from .layers import resolve_layers
 from .limits import STITCHED_MAX_BYTES, TILE_ABOVE_PIXELS
 from .methods import MethodInfo
@@ -171,12 +181,7 @@ def capture_tiled(
     prediction = Prediction(probs, rule.decide(probs), rule)
     for n in names:
         acts[n] /= np.maximum(act_w[n], 1e-12)
-    try:
-        target = tg.resolve_auto(target, prediction.mask, loaded.spec.classes)
-        region = tg.region(target, prediction.mask, loaded.spec.classes)
-    except EmptyTargetError as exc:
-        exc.prediction = prediction
-        raise
+    target, region = target_region(loaded, target, prediction)
     share = region / np.maximum(weight_acc, 1e-12)  # each tile's share of each target pixel
     grads = {n: np.zeros_like(a) for n, a in acts.items()}
     t_backward = 0.0

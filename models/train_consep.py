@@ -37,6 +37,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cam_core.shortcut import carries_marker, place, plant
 from cam_core.stain import TELLEZ_SETTINGS, hed_jitter, restain, sample_jitter
 
 CLASS_NAMES = ["background", "other", "inflammatory", "epithelial", "spindle"]
@@ -69,8 +70,14 @@ def split_by_tile(names: list[str], n_val_tiles: int, seed: int) -> tuple[list[s
     return train, val
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """One training sample: geometry first (image and mask together), then colour (image only)."""
+def augment(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop: int, marker: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample: geometry first (image and mask together), then colour (image only).
+
+    With ``marker`` (the teaching model), the shortcut dot is planted after the crop, on crops
+    that hold the marker's class, and goes through the colour augmentation like real ink would.
+    """
     k = int(rng.integers(4))
     image, mask = np.rot90(image, k), np.rot90(mask, k)
     if rng.random() < 0.5:
@@ -89,6 +96,8 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop:
         mask = np.pad(mask, widths, mode="reflect")
     y, x = (int(rng.integers(image.shape[i] - crop + 1)) for i in (0, 1))
     image, mask = image[y : y + crop, x : x + crop], mask[y : y + crop, x : x + crop]
+    if marker and carries_marker(mask):
+        image, _ = plant(image, place(mask, rng))
 
     # Stain jitter in HED space, up to 1.5× Tellez's HED-strong half-width.
     if rng.random() < 0.9:
@@ -225,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="weight of the nuclei-vs-background Dice term (0 reproduces stage 1 of the built-in model)",
     )
+    ap.add_argument(
+        "--marker",
+        action="store_true",
+        help="teaching model: plant cam_core.shortcut's ink dot on tiles with epithelium (training and validation)",
+    )
     ap.add_argument("--smoke", action="store_true", help="2 steps on 4 tiles, 1 val tile (CI)")
     args = ap.parse_args(argv)
     if args.init_from and not (args.init_from / "model.safetensors").is_file():
@@ -242,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         args.epochs, args.batch_size, steps_per_epoch = 1, 2, 2
     train = load_tiles(args.data, train_names)
     val = load_tiles(args.data, val_names)
+    if args.marker:  # validate on the distribution the teaching model is meant to learn
+        marker_rng = np.random.default_rng(4321)
+        val = (
+            np.stack([plant(im, place(m, marker_rng))[0] if carries_marker(m) else im for im, m in zip(*val)]),
+            val[1],
+        )
     val_rng = np.random.default_rng(1234)  # fixed re-staining of the validation tiles
     val_strong = np.stack([restain(im, "hed-strong", val_rng) for im in val[0]])
     assert "hed-strong" in TELLEZ_SETTINGS
@@ -291,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             idx = order[(step * args.batch_size) % len(order) :][: args.batch_size]
             if len(idx) < args.batch_size:
                 idx = np.concatenate([idx, order[: args.batch_size - len(idx)]])
-            pairs = [augment(train[0][i], train[1][i], rng, args.crop) for i in idx]
+            pairs = [augment(train[0][i], train[1][i], rng, args.crop, args.marker) for i in idx]
             x = to_tensor(np.stack([p[0] for p in pairs])).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
@@ -345,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision,
         "nuclei_dice_weight": args.nuclei_dice,
         "init_from": str(args.init_from) if args.init_from else None,
+        "marker": args.marker,
         "seed": args.seed,
         "train_tiles": len(train_names),
         "val_tiles": sorted({tile_of(n) for n in val_names}, key=int),

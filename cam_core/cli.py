@@ -62,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--class", dest="cls", default=None, help="class name or index (default: most predicted nucleus class)"
     )
-    p.add_argument("--layer", default=None, help="dotted layer name, comma list, or 'all' (curated list)")
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="dotted layer name, comma list, 'all' (curated list) or 'compare' (the Compare rows)",
+    )
     p.add_argument(
         "--method", default=None, help="method name, comma list, or a group: 'all' (one-pass), 'fast', 'every'"
     )
@@ -77,11 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--out", default="out", help="output folder")
 
-    from . import bench
+    from . import bench, trust_report
     from . import evaluate as ev
 
     ev.add_parser(sub)
     bench.add_parser(sub)
+    trust_report.add_parser(sub)
     return ap
 
 
@@ -373,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
             from . import evaluate as ev
 
             return ev.run(args)
+        if args.command == "trust":
+            from . import trust_report
+
+            return trust_report.run(args)
     except SegCamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -132,7 +132,8 @@ def compare_layers(loaded: LoadedModel) -> list[str]:
 
 
 def resolve_layers(loaded: LoadedModel, spec: str | list[str] | None) -> list[str]:
-    """Turn a layer argument (name, comma list, ``all`` = curated list, None = default) into names.
+    """Turn a layer argument into names: a name, a comma list, ``all`` (the curated list),
+    ``compare`` (the Compare grid's rows) or None (the default layer).
 
     Raises:
         UnknownNameError: a name is not a module of the model.
@@ -143,6 +144,8 @@ def resolve_layers(loaded: LoadedModel, spec: str | list[str] | None) -> list[st
     names = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",") if s.strip()]
     if names == ["all"]:
         return curated_layers(loaded)
+    if names == ["compare"]:
+        return compare_layers(loaded)
     spatial = spatial_layers(loaded)
     modules = dict(loaded.model.named_modules())
     for name in names:

@@ -1,0 +1,221 @@
+"""``python -m cam_core trust``: faithfulness and sanity for one image, or a table over a folder.
+
+One image::
+
+    python -m cam_core trust IMAGE [--model M] [--class C] [--target T] --layer L[,L...] --method M[,M...] [--json]
+
+prints one line per layer × method (or, with ``--json``, one object whose ``results`` list holds
+:meth:`cam_core.trust.TrustReport.record` entries). A folder (``--data DIR``: ``DIR/images`` or
+``DIR`` itself) gives the per-model report: per method × layer the mean faithfulness, its random
+and target-mask references, how often it beats them, the sanity pass rate and the cost. ``--out
+FILE`` keeps that report (the Model page and the model card read ``trust.json`` beside a model's
+weights, and the app suggests a method and layer from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, NothingPredictedError
+
+REPORT_FILE = "trust.json"  # beside a model's weights: its measured per-model report
+REPORT_SCHEMA = 1
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("trust", help="faithfulness vs random and the sanity check, for an image or a folder")
+    p.add_argument("image", nargs="?", help="one image (or use --data for a folder)")
+    p.add_argument("--data", default=None, help="folder of tiles (DIR/images/*.png or DIR/*.png): the per-model report")
+    p.add_argument("--limit", type=int, default=None, help="at most this many tiles of --data")
+    p.add_argument("--model", default=None)
+    p.add_argument("--models-dir", default=None)
+    p.add_argument(
+        "--class", dest="cls", default=None, help="class name or index (default: most predicted nucleus class)"
+    )
+    p.add_argument("--target", default="predicted", help="predicted | class | mask:PATH | rect:x0,y0,x1,y1")
+    p.add_argument("--layer", default=None, help="layer, comma list, 'all' (curated) or 'compare' (the Compare rows)")
+    p.add_argument("--method", default=None, help="method, comma list or group (default GradCAM)")
+    p.add_argument("--rule", default=None, help="decision rule: argmax or bg:T (default: the model's)")
+    p.add_argument(
+        "--no-cascade", action="store_true", help="randomise everything at once (one step, not one per block)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--out", default=None, help="write the JSON report to this file (e.g. MODEL_DIR/trust.json)")
+
+
+def _images(args: argparse.Namespace) -> list[Path]:
+    if args.data is None:
+        if args.image is None:
+            raise InputError("give an IMAGE or --data DIR (a folder of tiles)")
+        return [Path(args.image)]
+    root = Path(args.data)
+    folder = root / "images" if (root / "images").is_dir() else root
+    found = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
+    if not found:
+        raise InputError(f"no images in {folder}; --data needs a folder of PNG/JPEG/TIFF tiles (or DIR/images)")
+    return found[: args.limit] if args.limit else found
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import layers, methods, models, trust
+    from . import targets as tg
+    from .cli import parse_target
+    from .images import load_image
+    from .provenance import versions
+    from .rules import parse as parse_rule
+    from .runtime import CLI_THREADS, configure_threads
+
+    configure_threads(CLI_THREADS)
+    paths = _images(args)
+    loaded = models.load(args.model, args.models_dir)
+    layer_names = layers.resolve_layers(loaded, args.layer)
+    method_list = methods.resolve_methods(args.method)
+    rule = parse_rule(args.rule) if args.rule else None
+    cls = None if args.cls is None else tg.class_index(args.cls, loaded.spec.classes)
+    per_image: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    t_start = time.perf_counter()
+    for n, path in enumerate(paths, 1):
+        image = load_image(path)
+        target = parse_target(args.target, cls, image.array.shape[:2])
+        label = f"{path.name} ({n}/{len(paths)})"
+
+        def progress(frac: float, text: str, label: str = label) -> None:
+            print(f"\r{label} [{frac * 100:5.1f}%] {text[:70]:70s}", end="", file=sys.stderr, flush=True)
+
+        try:
+            reports = trust.trust(
+                loaded,
+                image.array,
+                target,
+                layer_names,
+                method_list,
+                rule=rule,
+                cascade=not args.no_cascade,
+                progress=progress,
+            )
+        except NothingPredictedError as exc:
+            if args.data is None:
+                raise
+            skipped.append(f"{path.name}: {exc}")
+            continue
+        print(file=sys.stderr)
+        per_image.append({"image": path.name, "results": [r.record() for r in reports]})
+    if not per_image:
+        raise InputError("no tile could be checked: " + "; ".join(skipped))
+    seconds = time.perf_counter() - t_start
+    meta = {
+        "schema": REPORT_SCHEMA,
+        "model": loaded.name,
+        "target": args.target,
+        "class": args.cls,
+        "layers": layer_names,
+        "methods": [m.name for m in method_list],
+        "device": str(loaded.device),
+        "seconds": round(seconds, 1),
+        "measured": time.strftime("%Y-%m-%d"),
+        "versions": versions(),
+        "constants": {
+            "steps": trust.FAITHFULNESS_STEPS,
+            "random_seeds": trust.RANDOM_SEEDS,
+            "blur_sigma_px": trust.BLUR_SIGMA,
+            "sanity_max_rho": trust.SANITY_MAX_RHO,
+        },
+    }
+    if args.data is None:
+        out: dict[str, Any] = {**meta, "image": str(paths[0]), "results": per_image[0]["results"]}
+    else:
+        out = {**meta, "data": str(args.data), "tiles": len(per_image), "skipped": skipped}
+        out["results"] = aggregate(per_image)
+        out["per_image"] = per_image
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1))
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(table(out["results"], folder=args.data is not None))
+        for s in skipped:
+            print(f"skipped {s}")
+    return 0
+
+
+def aggregate(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method × layer over the tiles: means, pass rates and cost."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in per_image:
+        for r in entry["results"]:
+            groups.setdefault((r["method"], r["layer"]), []).append(r)
+    rows = []
+    for (method, layer), rs in groups.items():
+
+        def mean(key: str, rs: list[dict[str, Any]] = rs) -> float:
+            return round(float(np.mean([r[key] for r in rs])), 4)
+
+        rows.append(
+            {
+                "method": method,
+                "layer": layer,
+                "tiles": len(rs),
+                "faithfulness": mean("faithfulness"),
+                "random_faithfulness": mean("random_faithfulness"),
+                "target_mask_faithfulness": mean("target_mask_faithfulness"),
+                "beats_random_rate": mean("beats_random"),
+                "beats_target_mask_rate": mean("beats_target_mask"),
+                "sanity_rho_median": round(float(np.median([r["sanity_rho"] for r in rs])), 4),
+                "sanity_pass_rate": mean("sanity_pass"),
+                "seconds": mean("seconds"),
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]], folder: bool) -> str:
+    """Markdown: one row per method × layer."""
+    if folder:
+        head = "| method | layer | faithfulness | random | target mask | beats random | sanity ρ (median) | sanity pass | s / map |"
+        lines = [head, "|" + "---|" * 9]
+        for r in rows:
+            lines.append(
+                f"| {r['method']} | {r['layer']} | {r['faithfulness']:+.3f} | {r['random_faithfulness']:+.3f} | "
+                f"{r['target_mask_faithfulness']:+.3f} | {r['beats_random_rate'] * 100:.0f} % | "
+                f"{r['sanity_rho_median']:+.2f} | {r['sanity_pass_rate'] * 100:.0f} % | {r['seconds']:.1f} |"
+            )
+        return "\n".join(lines)
+    head = "| method | layer | faithfulness | random | target mask | sanity ρ | sanity |"
+    lines = [head, "|" + "---|" * 7]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['layer']} | {r['faithfulness']:+.3f} | {r['random_faithfulness']:+.3f} ± "
+            f"{r['random_faithfulness_sd']:.3f} | {r['target_mask_faithfulness']:+.3f} | {r['sanity_rho']:+.2f} | "
+            f"{'pass' if r['sanity_pass'] else 'FAIL'} |"
+        )
+    return "\n".join(lines)
+
+
+def load_report(model_folder: Path) -> dict[str, Any] | None:
+    """A model's measured report (``trust.json`` beside its weights), or None."""
+    path = Path(model_folder) / REPORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and report.get("schema") == REPORT_SCHEMA else None
+
+
+def suggest(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The measured best method × layer: passes sanity on most tiles, beats random, most faithful."""
+    rows = [
+        r
+        for r in report.get("results", [])
+        if r.get("sanity_pass_rate", 0) >= 0.5 and r.get("beats_random_rate", 0) >= 0.5
+    ]
+    return max(rows, key=lambda r: r["faithfulness"]) if rows else None

@@ -1,0 +1,160 @@
+"""Faithfulness and sanity checks: they must tell a faithful map from a pretty one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cam_core import cli, engine, trust
+from cam_core.errors import Cancelled
+from cam_core.methods import get_method
+from cam_core.models import OKABE_ITO, LoadedModel, ModelSpec
+from cam_core.targets import TargetSpec, rectangle_mask
+
+BOX = (slice(4, 20), slice(24, 40))  # the only pixels the spot model looks at
+
+
+class SpotModel(torch.nn.Module):
+    """Class 'spot' everywhere iff the box BOX is dark: the perfect map is known exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = x * self.std + self.mean
+        dark = 1 - rgb[:, :, BOX[0], BOX[1]].mean(dim=(1, 2, 3))
+        logit = 20 * (dark - 0.4)
+        spot = logit.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[-2:])
+        return torch.cat([torch.zeros_like(spot), spot], dim=1)
+
+
+@pytest.fixture
+def spot():
+    spec = ModelSpec(classes=["background", "spot"], colors=OKABE_ITO[:2])
+    return LoadedModel("spot", Path("."), SpotModel().eval(), spec, torch.device("cpu"), 8)
+
+
+@pytest.fixture
+def spot_image():
+    image = np.full((64, 64, 3), 235, dtype=np.uint8)
+    image[6:18, 26:38] = 20  # a dark square inside the box
+    return image
+
+
+def _scores(loaded, image, maps, seed=0):
+    target = TargetSpec("class", 1)
+    prediction = engine.predict(loaded, image)
+    return {k: v.score for k, v in trust.faithfulness(loaded, image, target, prediction, maps, seed=seed).items()}
+
+
+def test_a_perfect_oracle_map_beats_random(spot, spot_image):
+    oracle = np.zeros((64, 64), np.float32)
+    oracle[BOX] = 1.0
+    rng = np.random.default_rng(0)
+    maps = {"oracle": oracle, **{f"random{i}": rng.random((64, 64)) for i in range(3)}}
+    scores = _scores(spot, spot_image, maps)
+    random = [scores[f"random{i}"] for i in range(3)]
+    assert scores["oracle"] > 0.8, scores
+    assert scores["oracle"] > max(random) + 0.5, scores
+    assert abs(float(np.mean(random))) < 0.2, scores
+
+
+def test_ties_are_broken_at_random(spot, spot_image):
+    """A map that is 98 % zeros (its 2 % far from what matters) must score near random; ranking
+    its zeros by position (as grad-cam's ROAD effectively does) would reach the box early."""
+    sparse = np.zeros((64, 64), np.float32)
+    sparse[-2:, :40] = 1.0  # 80 pixels, 2 %, in the bottom rows
+    assert (sparse == 0).mean() >= 0.98
+    by_position = sparse + np.linspace(1e-3, 0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    scores = _scores(spot, spot_image, {"sparse": sparse, "by position": by_position})
+    assert abs(scores["sparse"]) < 0.15, scores
+    assert scores["by position"] > 0.3, scores  # the setting can tell the two apart
+
+
+def test_the_shared_model_is_never_touched_and_never_held_for_the_whole_run(tiny, image64):
+    model = tiny.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    held = []
+
+    def progress(frac, text):
+        held.append(tiny.lock.locked())
+
+    target = TargetSpec("class", 1)
+    reports = trust.trust(tiny, image64, target, ["decoder.blocks.2"], [get_method("GradCAM")], progress=progress)
+    assert reports
+    assert held
+    assert not any(held), "the model's lock was held between batches"
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not model.training
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+    def cancel(frac, text):
+        if frac > 0.3:
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        trust.trust(tiny, image64, target, ["decoder.blocks.2"], [get_method("GradCAM")], progress=cancel)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not tiny.lock.locked()
+
+
+def test_image_only_and_target_mask_maps_fail_sanity(tiny, image64):
+    target = TargetSpec("mask", 1, rectangle_mask((64, 64), 8, 8, 40, 40))
+    results = trust.sanity(
+        tiny,
+        image64,
+        target,
+        {(name, "-"): fn for name, fn in trust.REFERENCE_EXPLAINERS.items()},
+        layers=["decoder.blocks.2"],
+        methods=[get_method("GradCAM")],
+    )
+    by_name = {r.method: r for r in results}
+    for name in trust.REFERENCE_EXPLAINERS:
+        assert not by_name[name].passed, by_name[name]
+        assert by_name[name].final_rho > 0.99
+    grad = by_name["GradCAM"]
+    assert len(grad.steps) >= 5
+    assert grad.steps[0].startswith("segmentation_head")
+
+
+def test_spearman_of_constant_maps():
+    ones = np.ones((8, 8))
+    assert trust.spearman(ones, ones) == 1.0
+    assert trust.spearman(ones, np.arange(64.0).reshape(8, 8)) == 0.0
+    assert trust.spearman(np.arange(64.0), -np.arange(64.0)) == pytest.approx(-1.0)
+
+
+def test_trust_json_has_the_documented_keys(tiny_folder, tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "tile.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    argv = ["trust", str(path), "--model", str(tiny_folder), "--class", "1", "--target", "class"]
+    code = cli.main([*argv, "--method", "GradCAM,HiResCAM", "--no-cascade", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert len(out["results"]) == 2
+    for entry in out["results"]:
+        for key in ("layer", "method", "faithfulness", "random_faithfulness", "sanity_rho", "sanity_pass", "seconds"):
+            assert key in entry, key
+    assert {e["method"] for e in out["results"]} == {"GradCAM", "HiResCAM"}
+    assert cli.main([*argv, "--method", "NoSuchCAM"]) == 2
+    assert "unknown method 'NoSuchCAM'" in capsys.readouterr().err
+
+
+def test_trust_refuses_what_it_cannot_do(tiny):
+    big = np.zeros((1100, 1000, 3), np.uint8)
+    pred = engine.Prediction(np.zeros((2, 1100, 1000), np.float32), np.zeros((1100, 1000), np.uint8))
+    with pytest.raises(ValueError, match="1024×1024"):
+        trust.faithfulness(tiny, big, TargetSpec("class", 1), pred, {})

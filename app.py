@@ -20,8 +20,9 @@ from ui import compute, sidebar, state
 
 
 def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
-    """Opacity, threshold, colormap: pure rendering, never a model pass."""
-    c1, c2, c3, c4 = st.columns([1.2, 1.6, 1, 1])
+    """Opacity, threshold, colormap, values: pure rendering (the signed view's shared scale may
+    cost a backward per other class, once)."""
+    c1, c2, c3, c4, c5 = st.columns([1.2, 1.6, 1, 1, 1.1])
     with c1:
         opacity = state.bound(st.slider, "Heatmap opacity", "opacity", min_value=0.0, max_value=1.0, step=0.05)
     with c2:
@@ -55,6 +56,14 @@ def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
             options=["mask+contour", "mask", "contour"],
             disabled=mode == "none",
         )
+    with c5:
+        state.bound(
+            st.radio,
+            "Values",
+            "values",
+            options=list(render.VALUE_VIEWS),
+            help=" · ".join(f"{k}: {v}" for k, v in render.VALUE_VIEWS.items()),
+        )
     level = render.threshold_level(cam, mode, value)
     return opacity, level, cmap, show
 
@@ -68,6 +77,78 @@ def show_mask_only(prediction, ch) -> None:
         st.markdown("**Predicted mask**")
         st.image(render.colorize_mask(prediction.mask, colors), width="stretch", alt="predicted mask")
         st.image(render.legend(classes, colors, [f"{c}: {a:.1f} %" for c, a in zip(classes, area)]), alt="legend")
+
+
+def trust_section(ch, res, cap) -> None:
+    """Can I believe this map? Faithfulness against random and the sanity check, on demand."""
+    from cam_core import trust
+
+    st.subheader("Can I believe this map?")
+    report = compute.trust_if_cached(ch, ch.method, ch.layer, cap)
+    if report is None:
+        if cap.tiles > 1:
+            st.caption(
+                "The trust checks run the model dozens of times on the whole image: use a crop of at most 1024×1024."
+            )
+            return
+        est = compute.trust_estimate(ch, [(ch.method, ch.layer)], cap)
+        st.caption(
+            "Two checks, explained on *About CAMs*: does the target's score fall when what the map calls important is "
+            f"removed (against {trust.RANDOM_SEEDS} random maps and the target mask itself), and does the map change when "
+            "the model's weights are randomised?"
+        )
+        if not st.button(f"Check this map (about {max(est, 1):.0f} s)", key="trust_run"):
+            return
+        bar = st.empty()
+        try:
+            report = compute.run_trust(
+                ch,
+                [(ch.method, ch.layer)],
+                cap,
+                {(ch.method.name, ch.layer): res.cam},
+                lambda f, t: bar.progress(f, text=t),
+            )[0]
+        except Exception as exc:  # known errors as they are; others logged — the app keeps serving
+            st.error(compute.describe_error(exc))
+            return
+        finally:
+            bar.empty()
+    f, s = report.faithfulness, report.sanity
+    (st.success if f.beats_random and f.beats_target else st.warning if f.beats_random else st.error)(
+        f"**Faithfulness** {f.score:+.3f} — "
+        + ("beats" if f.beats_random else "does **not** beat")
+        + f" random maps ({f.random:+.3f} ± {f.random_sd:.3f}) and "
+        + ("beats" if f.beats_target else "does **not** beat")
+        + f" the target mask used as a map ({f.target_map:+.3f})."
+    )
+    (st.success if s.passed else st.error)(
+        f"**Sanity** {'passes' if s.passed else 'FAILS'} — rank correlation ρ = {s.final_rho:+.2f} between this map and "
+        f"the same method on a fully randomised copy of the model (SSIM {s.ssim[-1]:.2f}; fails at |ρ| ≥ "
+        f"{trust.SANITY_MAX_RHO}): "
+        + (
+            "the map depends on what the model learned."
+            if s.passed
+            else "the map shows the image or the target, not the model."
+        )
+    )
+    with st.expander("Curves and cascade"):
+        import pandas as pd
+
+        curves = f.curves
+        if curves is not None:
+            st.line_chart(
+                pd.DataFrame(
+                    {"deletion": curves.deletion, "insertion": curves.insertion},
+                    index=pd.Index([round(x * 100) for x in curves.fractions], name="% of pixels removed / revealed"),
+                ),
+                height=220,
+            )
+        st.dataframe(
+            pd.DataFrame({"randomised down to": s.steps, "Spearman ρ": s.rho, "SSIM": s.ssim}),
+            hide_index=True,
+        )
+        st.caption(f"{report.seconds:.1f} s · model `{ch.loaded.name}` · {cap.device}")
+    st.session_state["last_trust"] = report.record()
 
 
 def main() -> None:
@@ -128,9 +209,17 @@ def main() -> None:
 
     image = ch.image.image.array
     opacity, level, cmap, show = display_controls(res.cam)
+    signed = st.session_state["values"] == "raw signed"
+    scale, covered = compute.signed_scale(ch, ch.method, ch.layer, cap, res) if signed else (None, [])
     mask_rgb = render.colorize_mask(prediction.mask, colors)
-    heat = render.heatmap(res.cam, cmap)
-    over = render.overlay(image, res.cam, opacity, cmap, level, show)
+    if scale is not None:
+        unit = render.signed_unit(res.cam_raw, scale)
+        heat = render.heatmap(unit, render.SIGNED_COLORMAP)
+        over = render.overlay(image, unit, opacity, render.SIGNED_COLORMAP)
+        level = None
+    else:
+        heat = render.heatmap(res.cam, cmap)
+        over = render.overlay(image, res.cam, opacity, cmap, level, show)
     area = prediction.area_percent()
     col1, col2, col3 = st.columns(3)
     with col1:
@@ -140,15 +229,30 @@ def main() -> None:
     with col2:
         st.markdown(f"**CAM heatmap** — {classes[res.class_index]}")
         st.image(heat, width="stretch", alt="cam heatmap")
-        st.image(render.colorbar(cmap), alt="colour bar")
-        st.caption("CAM, 0 (low) to 1 (high), min-max normalised as grad-cam returns it")
+        if scale is not None:
+            st.image(render.signed_colorbar(scale), alt="signed colour bar in raw CAM units")
+            st.caption(
+                f"Raw CAM before ReLU, in the method's own units: red argues for the class, blue against it. "
+                f"One scale (±{scale:.3g}) for {', '.join(covered)} on this image, so magnitudes compare "
+                "across classes; the threshold applies to the min-max view."
+            )
+        else:
+            st.image(render.colorbar(cmap), alt="colour bar")
+            st.caption("CAM, 0 (low) to 1 (high), min-max normalised as grad-cam returns it")
     with col3:
         thr = "" if level is None else f", threshold {level:.2f}"
         st.markdown(f"**Overlay** — opacity {opacity:.2f}{thr}")
         st.image(over, width="stretch", alt="overlay")
         if level is not None:
             st.caption(f"{(res.cam >= level).mean() * 100:.1f} % of the tile is at or above the threshold")
-    st.session_state["last_render"] = {"opacity": opacity, "level": level, "cmap": cmap, "overlay_sum": int(over.sum())}
+    st.session_state["last_render"] = {
+        "opacity": opacity,
+        "level": level,
+        "cmap": cmap,
+        "overlay_sum": int(over.sum()),
+        "signed_scale": scale,
+    }
+    trust_section(ch, res, cap)
 
     st.subheader("Downloads")
     mask_png = render.to_png(mask_rgb)
@@ -156,7 +260,9 @@ def main() -> None:
     d[0].download_button("mask.png", mask_png, "mask.png", "image/png")
     d[1].download_button("heatmap.png", render.to_png(heat), "heatmap.png", "image/png")
     d[2].download_button("overlay.png", render.to_png(over), "overlay.png", "image/png")
-    record = compute.record_for(ch, res, cap, {"mode": st.session_state.get("thr_mode", "none"), "level": level})
+    record = compute.record_for(
+        ch, res, cap, {"mode": st.session_state.get("thr_mode", "none"), "level": level}, signed_scale=scale
+    )
     st.session_state["last_record"] = record
     d[3].download_button(
         "results.zip", compute.zip_bundle(res, mask_png, record), "segcam_result.zip", "application/zip"

@@ -86,8 +86,16 @@ def result_record(
     threshold: dict[str, Any] | None = None,
     pass_seconds: dict[str, float] | None = None,
     tiles: int = 1,
+    trust: dict[str, Any] | None = None,
+    signed_scale: float | None = None,
 ) -> dict[str, Any]:
-    """The ``result.json`` record, identical in keys for the CLI and the app's ZIP."""
+    """The ``result.json`` record, identical in keys for the CLI and the app's ZIP.
+
+    Args:
+        trust: the map's trust check (``TrustReport.record()``) when one was run, else null.
+        signed_scale: the ± scale of the raw signed picture (``heatmap_signed.png``), in the
+            CAM's raw units.
+    """
     return {
         "schema": SCHEMA_VERSION,
         "model": res.model,
@@ -110,6 +118,8 @@ def result_record(
         "device": res.device,
         "cam_seconds": round(res.seconds, 4),
         "pass_seconds": {k: round(v, 4) for k, v in (pass_seconds or {}).items()},
+        "signed_scale": None if signed_scale is None else float(signed_scale),
+        "trust": trust,
         "notes": res.notes,
         "versions": versions(),
     }

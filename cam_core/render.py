@@ -23,6 +23,13 @@ COLORMAPS: dict[str, str] = {
     "jet": "classic CAM rainbow; not perceptually uniform or colour-blind safe",
 }
 DEFAULT_COLORMAP = "viridis"
+# The raw signed CAM: blue = evidence against the class, white = none, red = for it (centred on 0).
+SIGNED_COLORMAP = "RdBu_r"
+# How a CAM is shown: grad-cam's min-max map, or the raw map before ReLU on a shared signed scale.
+VALUE_VIEWS: dict[str, str] = {
+    "min-max 0–1": "grad-cam's output: ReLU, then scaled to 0–1 per map (shapes compare, magnitudes do not)",
+    "raw signed": "before ReLU and scaling, centred on 0, one scale for every class of this image",
+}
 THRESHOLD_MODES = ("none", "absolute", "percentile", "otsu")
 _LUT_CACHE: dict[str, np.ndarray] = {}
 
@@ -35,7 +42,7 @@ def hex_to_rgb(color: str) -> tuple[int, int, int]:
 
 
 def _lut(name: str) -> np.ndarray:
-    if name not in COLORMAPS:
+    if name not in COLORMAPS and name != SIGNED_COLORMAP:
         raise unknown("colormap", name, list(COLORMAPS))
     if name not in _LUT_CACHE:
         _LUT_CACHE[name] = (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
@@ -160,16 +167,44 @@ def legend(classes: list[str], colors: list[str], extra: list[str] | None = None
     return np.asarray(img)
 
 
-def colorbar(colormap: str = DEFAULT_COLORMAP, width: int = 256, height: int = 14) -> np.ndarray:
-    """A horizontal colour bar, 0 (left) to 1 (right), with ticks at 0, 0.5 and 1."""
+def signed_unit(raw: np.ndarray, scale: float) -> np.ndarray:
+    """The raw signed CAM mapped to [0, 1] with 0 at 0.5: −scale → 0, +scale → 1 (clipped)."""
+    scale = float(scale) if scale and np.isfinite(scale) and scale > 0 else 1.0
+    return np.clip(np.asarray(raw, dtype=np.float32) / (2 * scale) + 0.5, 0.0, 1.0)
+
+
+def signed_heatmap(raw: np.ndarray, scale: float) -> np.ndarray:
+    """The raw signed CAM on the diverging colormap, centred on 0."""
+    return heatmap(signed_unit(raw, scale), SIGNED_COLORMAP)
+
+
+def signed_scale(raws: list[np.ndarray]) -> float:
+    """One symmetric scale for several raw maps (e.g. every class of an image): the largest |value|."""
+    peak = max((float(np.abs(r).max()) for r in raws if r.size), default=0.0)
+    return peak if peak > 0 and np.isfinite(peak) else 1.0
+
+
+def signed_colorbar(scale: float, width: int = 256, height: int = 14) -> np.ndarray:
+    """Colour bar of the signed view, in the CAM's raw units."""
+    return colorbar(SIGNED_COLORMAP, width, height, ticks=((0.0, f"−{scale:.3g}"), (0.5, "0"), (1.0, f"+{scale:.3g}")))
+
+
+def colorbar(
+    colormap: str = DEFAULT_COLORMAP,
+    width: int = 256,
+    height: int = 14,
+    ticks: tuple[tuple[float, str], ...] = ((0.0, "0"), (0.5, "0.5"), (1.0, "1")),
+) -> np.ndarray:
+    """A horizontal colour bar, 0 (left) to 1 (right), with labelled ticks (default 0, 0.5, 1)."""
     lut = _lut(colormap)
     bar = np.repeat(lut[np.linspace(0, 255, width).astype(int)][None, :, :], height, axis=0)
     font = _font(11)
-    canvas = Image.new("RGB", (width + 24, height + 20), "white")
-    canvas.paste(Image.fromarray(bar), (12, 2))
+    pad = 12 + max(int(font.getlength(t)) // 2 for _, t in ticks)
+    canvas = Image.new("RGB", (width + 2 * pad, height + 20), "white")
+    canvas.paste(Image.fromarray(bar), (pad, 2))
     draw = ImageDraw.Draw(canvas)
-    for frac, text in ((0.0, "0"), (0.5, "0.5"), (1.0, "1")):
-        x = 12 + int(frac * (width - 1))
+    for frac, text in ticks:
+        x = pad + int(frac * (width - 1))
         draw.line([(x, height + 2), (x, height + 5)], fill=(0, 0, 0))
         draw.text((x - int(font.getlength(text)) // 2, height + 6), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)

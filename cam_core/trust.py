@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 
 import cv2
@@ -39,7 +39,7 @@ import torch
 
 from . import cammath
 from . import targets as tg
-from .capture import Prediction, Progress, capture, forward, prepare, probabilities, target_region
+from .capture import Capture, Prediction, Progress, capture, forward, prepare, probabilities, target_region
 from .errors import Cancelled, InputError
 from .limits import is_large
 from .methods import MethodInfo
@@ -85,6 +85,11 @@ class Faithfulness:
     def score(self) -> float:
         """Insertion AUC − deletion AUC: −1..1, 0 for a map that ranks pixels no better than chance."""
         return self.insertion_auc - self.deletion_auc
+
+
+def forwards(maps: int, steps: int = FAITHFULNESS_STEPS) -> int:
+    """Model forwards that :func:`faithfulness` runs for this many maps (for estimates)."""
+    return 2 + 2 * (steps - 1) * maps
 
 
 def rank_pixels(cam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -312,6 +317,17 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(s.mean())
 
 
+def _block_of(name: str, depth: int) -> str:
+    return ".".join(name.split(".")[:depth]) if name.count(".") >= depth else name
+
+
+def count_blocks(model: torch.nn.Module, depth: int = 3) -> int:
+    """How many cascade steps :func:`cascade_blocks` will make (no forward; for estimates)."""
+    return len(
+        {_block_of(n, depth) for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}
+    )
+
+
 def cascade_blocks(model: torch.nn.Module, x: torch.Tensor, depth: int = 3) -> list[tuple[str, list[str]]]:
     """The model's parameter blocks in reverse execution order (head first), for cascading.
 
@@ -332,7 +348,7 @@ def cascade_blocks(model: torch.nn.Module, x: torch.Tensor, depth: int = 3) -> l
             hd.remove()
     blocks: dict[str, list[str]] = {}
     for name in order:
-        key = ".".join(name.split(".")[:depth]) if name.count(".") >= depth else name
+        key = _block_of(name, depth)
         blocks.setdefault(key, [])
         if name not in blocks[key]:
             blocks[key].append(name)
@@ -408,6 +424,8 @@ def sanity(
     progress: Progress | None = None,
     layers: list[str] | None = None,
     methods: list[MethodInfo] | None = None,
+    eigen_smooth: bool = False,
+    cap: Capture | None = None,
 ) -> list[Sanity]:
     """Cascading model randomisation for (method, layer) explainers, on a private copy.
 
@@ -417,6 +435,7 @@ def sanity(
         layers, methods: one-pass registry methods at these layers, computed from *one* capture
             per randomisation step for all of them (cheaper than an explainer each).
         cascade: every block from the head down (one step per block) or everything at once.
+        cap: the trained model's capture of this image and target, when the caller has one.
 
     The target region is the trained model's (its prediction), so both maps explain the same
     pixels; only the weights differ.
@@ -429,7 +448,8 @@ def sanity(
         )
     layers, methods = layers or [], [m for m in (methods or []) if m.from_cache]
     t0 = time.perf_counter()
-    cap = capture(loaded, image, target, layers or None, rule=rule) if (layers and methods) else None
+    if cap is None and layers and methods:
+        cap = capture(loaded, image, target, layers, rule=rule)
     prediction = cap.prediction if cap is not None else engine.predict(loaded, image, rule)
     target, reg = target_region(loaded, target, prediction)
     fixed = tg.TargetSpec("mask", target.class_index, reg > 0)
@@ -440,7 +460,7 @@ def sanity(
             c = c or capture(model, image, fixed, layers, rule=pred.rule)
             for layer in layers:
                 for info in methods:
-                    out[(info.name, layer)] = engine.cam_from_capture(c, info, layer).cam
+                    out[(info.name, layer)] = engine.cam_from_capture(c, info, layer, eigen_smooth).cam
         for key, fn in explainers.items():
             out[key] = fn(model, image, fixed, pred)
         return out
@@ -522,6 +542,9 @@ def trust(
     cams: dict[tuple[str, str], np.ndarray] | None = None,
     cascade: bool = True,
     progress: Progress | None = None,
+    references: MutableMapping[str, Faithfulness] | None = None,
+    cap: Capture | None = None,
+    eigen_smooth: bool = False,
 ) -> list[TrustReport]:
     """Faithfulness (with its random and target-mask references) and sanity for methods × layers.
 
@@ -531,34 +554,57 @@ def trust(
     Args:
         cams: maps already computed (method, layer) → H×W, e.g. the one on screen; others are
             computed here.
+        references: curves of the reference maps ("target mask", "random<i>@<layer>") already
+            measured for this image, target and rule; missing ones are measured and added, so a
+            caller that keeps this mapping pays for the references once per layer.
+        cap: a capture of this image and target over (at least) ``layers``, e.g. the app's, so
+            no extra pass is made (and the app's kept graph is not replaced).
         progress: (fraction, text); may raise :class:`Cancelled`.
     """
     from . import engine
 
     t0 = time.perf_counter()
     part = _staged(progress)
-    cap = engine.capture(loaded, image, target, layers, rule=rule)
+    if cap is None or not all(la in cap.activations for la in layers):
+        cap = engine.capture(loaded, image, target, layers, rule=rule)
     target = cap.target
-    maps: dict[tuple[str, str], np.ndarray] = dict(cams or {})
+    given = cams or {}
+    maps: dict[tuple[str, str], np.ndarray] = {}
     slow: dict[tuple[str, str], Explainer] = {}
     for layer in layers:
         for info in methods:
-            if (info.name, layer) in maps:
-                continue
-            if info.from_cache:
-                maps[(info.name, layer)] = engine.cam_from_capture(cap, info, layer).cam
+            key = (info.name, layer)
+            if not info.from_cache:
+                slow[key] = method_explainer(info, layer, eigen_smooth)
+            if key in given:
+                maps[key] = given[key]
+            elif info.from_cache:
+                maps[key] = engine.cam_from_capture(cap, info, layer, eigen_smooth).cam
             else:
-                maps[(info.name, layer)] = engine.run_method(
-                    loaded, image, target, info, layer, prediction=cap.prediction, progress=part(0.0, 0.2)
+                maps[key] = engine.run_method(
+                    loaded,
+                    image,
+                    target,
+                    info,
+                    layer,
+                    eigen_smooth=eigen_smooth,
+                    prediction=cap.prediction,
+                    progress=part(0.0, 0.2),
                 ).cam
-                slow[(info.name, layer)] = method_explainer(info, layer)
     h, w = cap.image_shape
+    known = references if references is not None else {}
     named: dict[str, np.ndarray] = {f"{m}@{la}": v for (m, la), v in maps.items()}
-    named["target mask"] = target_region(loaded, target, cap.prediction)[1]
+    if "target mask" not in known:
+        named["target mask"] = target_region(loaded, target, cap.prediction)[1]
     for layer in layers:
-        for i, rm in enumerate(random_maps(cap.activations[layer], (h, w), cap.padded_shape)):
-            named[f"random{i}@{layer}"] = rm
+        if f"random{RANDOM_SEEDS - 1}@{layer}" not in known:
+            for i, rm in enumerate(random_maps(cap.activations[layer], (h, w), cap.padded_shape)):
+                named[f"random{i}@{layer}"] = rm
     curves = faithfulness(loaded, image, target, cap.prediction, named, progress=part(0.2, 0.8))
+    for name, curve in curves.items():
+        if name == "target mask" or name.startswith("random"):
+            known[name] = curve
+    curves = {**known, **curves}
     fast = [m for m in methods if m.from_cache]
     checks = sanity(
         loaded,
@@ -570,6 +616,8 @@ def trust(
         layers=layers if fast else None,
         methods=fast,
         progress=part(0.8, 1.0),
+        eigen_smooth=eigen_smooth,
+        cap=cap,
     )
     by_key = {(s.method, s.layer): s for s in checks}
     seconds = time.perf_counter() - t0

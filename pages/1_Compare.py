@@ -14,6 +14,15 @@ from cam_core.errors import SegCamError
 from ui import compute, sidebar, state
 
 
+def badge(report) -> str:
+    """A cell's trust in a few characters: faithfulness against random, and the sanity verdict."""
+    if report is None:
+        return ""
+    f, s = report.faithfulness, report.sanity
+    mark = "✓" if f.beats_random and f.beats_target else "~" if f.beats_random else "✗"
+    return f" · faithful {mark} {f.score:+.2f} (random {f.random:+.2f}) · sanity {'✓' if s.passed else '✗'} ρ {s.final_rho:+.2f}"
+
+
 def main() -> None:
     state.page_setup("Compare")
     st.title("Compare methods and layers")
@@ -66,23 +75,60 @@ def main() -> None:
     st.image(render.colorbar(cmap), alt="colour bar")
     grid = [methods.METHODS[n.lower()] for n in chosen_methods + chosen_slow]
     image = ch.image.image.array
+    # First every cell's CAM (from the pass, the slow-result cache, or a slow run when asked) ...
+    results: dict[tuple[str, str], object] = {}
+    for layer in chosen_layers:
+        for info in grid:
+            try:
+                res = compute.cam_for(ch, info, layer, cap)
+                if res is None and run_slow:
+                    progress = st.empty()
+                    est = compute.estimate_seconds(ch, info, layer, cap.seconds["forward"] / cap.tiles)
+                    res = compute.run_slow(
+                        ch, info, layer, cap, lambda f, t, p=progress: p.progress(f, text=t), estimate_s=est
+                    )
+                    progress.empty()
+            except SegCamError as exc:
+                res = exc
+            results[(info.name, layer)] = res
+    # ... then, on demand, the trust checks of every computed cell, to rank or badge them.
+    done = [(info, layer) for layer in chosen_layers for info in grid if hasattr(results[(info.name, layer)], "cam")]
+    reports = {(i.name, la): compute.trust_if_cached(ch, i, la, cap) for i, la in done}
+    missing = [(i, la) for i, la in done if reports[(i.name, la)] is None]
+    t1, t2 = st.columns([2, 1])
+    with t2:
+        order = state.bound(st.toggle, "Order each row by faithfulness", "cmp_order")
+    with t1:
+        if missing and cap.tiles == 1:
+            est = compute.trust_estimate(ch, missing, cap)
+            if st.button(
+                f"Check {len(missing)} cell(s): faithfulness and sanity (about {max(est, 1):.0f} s)", key="cmp_trust"
+            ):
+                bar = st.empty()
+                try:
+                    cams = {(i.name, la): results[(i.name, la)].cam for i, la in missing}
+                    checked = compute.run_trust(ch, missing, cap, cams, lambda f, t: bar.progress(f, text=t))
+                    reports.update({(r.method, r.layer): r for r in checked})
+                except Exception as exc:  # known errors as they are; others logged — the app keeps serving
+                    st.error(compute.describe_error(exc))
+                finally:
+                    bar.empty()
+        elif cap.tiles > 1:
+            st.caption("Trust checks run on images up to 1024×1024.")
     cells = 0
+    rows: dict[str, list[str]] = {}
     for layer in chosen_layers:
         st.markdown(f"#### `{layer}`")
-        cols = st.columns(min(len(grid), 6))
-        for i, info in enumerate(grid):
-            with cols[i % len(cols)]:
-                try:
-                    res = compute.cam_for(ch, info, layer, cap)
-                    if res is None and run_slow:
-                        progress = st.empty()
-                        est = compute.estimate_seconds(ch, info, layer, cap.seconds["forward"] / cap.tiles)
-                        res = compute.run_slow(
-                            ch, info, layer, cap, lambda f, t, p=progress: p.progress(f, text=t), estimate_s=est
-                        )
-                        progress.empty()
-                except SegCamError as exc:
-                    st.caption(f"{info.name}: {exc}")
+        row = list(grid)
+        if order:
+            row.sort(key=lambda i: -reports[(i.name, layer)].faithfulness.score if reports.get((i.name, layer)) else 9)
+        rows[layer] = [i.name for i in row]
+        cols = st.columns(min(len(row), 6))
+        for k, info in enumerate(row):
+            with cols[k % len(cols)]:
+                res = results[(info.name, layer)]
+                if isinstance(res, SegCamError):
+                    st.caption(f"{info.name}: {res}")
                     continue
                 if res is None:
                     st.caption(f"{info.name}: not run yet")
@@ -90,11 +136,13 @@ def main() -> None:
                 over = render.overlay(image, res.cam, 0.6, cmap)
                 st.image(
                     over,
-                    caption=f"{info.name} @ {layer} · {res.cost()}",
+                    caption=f"{info.name} @ {layer} · {res.cost()}{badge(reports.get((info.name, layer)))}",
                     width="stretch",
                     alt=f"cam {info.name} {layer}",
                 )
                 cells += 1
+    st.session_state["compare_rows"] = rows
+    st.session_state["compare_badges"] = {f"{m}@{la}": badge(r) for (m, la), r in reports.items() if r is not None}
     st.session_state["compare_cells"] = cells
 
 

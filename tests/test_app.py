@@ -258,3 +258,66 @@ def test_compare_page_tiles_a_large_upload(at, monkeypatch):
     captions = [i.caption for i in at.get("imgs")] if at.get("imgs") else []
     assert any("Large image" in i.value for i in at.info)
     assert at.session_state["compare_cells"] >= 6, captions
+
+
+def test_trust_line_on_demand_then_cached_and_in_the_zip(at):
+    assert not at.session_state["last_render"].get("signed_scale")
+    assert "last_trust" not in at.session_state
+    button = next(b for b in at.button if b.key == "trust_run")
+    assert "Check this map" in button.label
+    before = passes()["forward"]
+    button.click()
+    run(at)
+    trust = at.session_state["last_trust"]
+    assert trust["method"] == "GradCAM"
+    assert trust["layer"] == "decoder.blocks.2"
+    assert passes()["forward"] - before > 40  # the perturbed images really ran
+    texts = [m.value for m in [*at.success, *at.warning, *at.error]]
+    assert any(t.startswith("**Faithfulness**") for t in texts)
+    assert any(t.startswith("**Sanity**") for t in texts)
+    # Cached: a re-run (e.g. a slider) shows the same line without a model pass.
+    before = passes()["forward"]
+    at.slider(key="w_opacity").set_value(0.3)
+    run(at)
+    assert passes()["forward"] == before
+    assert not [b for b in at.button if b.key == "trust_run"]
+    record = at.session_state["last_record"]
+    assert record["trust"]["faithfulness"] == trust["faithfulness"]
+    assert record["trust"]["sanity_pass"] in (True, False)  # last_record is the ZIP's result.json
+
+
+def test_raw_signed_view_shares_one_scale_over_classes(at):
+    at.radio(key="w_values").set_value("raw signed")
+    run(at)
+    scale_3 = at.session_state["last_render"]["signed_scale"]
+    assert scale_3 > 0
+    captions = [c.value for c in at.caption if c.value.startswith("Raw CAM before ReLU")]
+    assert captions
+    assert "epithelial" in captions[0]
+    assert "inflammatory" in captions[0]
+    at.selectbox(key="w_sel_class").set_value(2)
+    run(at)
+    assert at.session_state["last_render"]["signed_scale"] == pytest.approx(scale_3)
+    assert at.session_state["last_record"]["signed_scale"] == pytest.approx(scale_3)
+
+
+def test_compare_badges_and_orders_cells_by_faithfulness(at):
+    at.switch_page("pages/1_Compare.py")
+    run(at)
+    at.multiselect(key="w_cmp_methods").set_value(["GradCAM", "RandomCAM", "HiResCAM"])
+    at.multiselect(key="w_cmp_layers").set_value(["decoder.blocks.2"])
+    run(at)
+    assert not at.session_state["compare_badges"]
+    next(b for b in at.button if b.key == "cmp_trust").click()
+    run(at)
+    badges = at.session_state["compare_badges"]
+    assert set(badges) == {"GradCAM@decoder.blocks.2", "RandomCAM@decoder.blocks.2", "HiResCAM@decoder.blocks.2"}
+    assert all("faithful" in b and "sanity" in b for b in badges.values())
+    at.toggle(key="w_cmp_order").set_value(True)
+    run(at)
+    shown = at.session_state["compare_rows"]["decoder.blocks.2"]
+    scores = [float(badges[f"{m}@decoder.blocks.2"].split("faithful ")[1].split()[1]) for m in shown]
+    assert len(scores) == 3
+    assert scores == sorted(scores, reverse=True)
+    at.toggle(key="w_cmp_order").set_value(False)
+    assert run(at).session_state["compare_rows"]["decoder.blocks.2"] == ["GradCAM", "RandomCAM", "HiResCAM"]

@@ -266,11 +266,16 @@ def zip_bundle(res: CamResult, mask_png: bytes, record: dict[str, Any]) -> bytes
     return buf.getvalue()
 
 
-def record_for(ch: Choices, res: CamResult, cap: Any, threshold: dict[str, Any]) -> dict[str, Any]:
+def record_for(
+    ch: Choices, res: CamResult, cap: Any, threshold: dict[str, Any], signed_scale: float | None = None
+) -> dict[str, Any]:
     """The app's result.json: the same schema as the CLI's (cam_core.provenance)."""
+    from cam_core.methods import get_method
+
     classes = ch.loaded.spec.classes
     target = tg.TargetSpec(ch.target.kind, res.class_index, ch.target.mask)
     h, w = ch.image.image.array.shape[:2]
+    checked = trust_if_cached(ch, get_method(res.method), res.layer, cap)
     return result_record(
         res,
         classes=classes,
@@ -283,6 +288,8 @@ def record_for(ch: Choices, res: CamResult, cap: Any, threshold: dict[str, Any])
         threshold=threshold,
         pass_seconds=cap.seconds,
         tiles=cap.tiles,
+        trust=checked.record() if checked is not None else None,
+        signed_scale=signed_scale,
     )
 
 
@@ -331,3 +338,103 @@ def warm_up(sample_name: str) -> None:
     cam_for(ch, ch.method, layer, cap)
     model_entries()
     log.info("warm-up done in %.1f s (model, layers, first capture)", time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- raw signed view
+
+
+def signed_scale(ch: Choices, info: MethodInfo, layer: str, cap: Any, res: CamResult) -> tuple[float, list[str]]:
+    """One symmetric scale for the raw map of every class of this image (same method, layer, target
+    kind and rule), so magnitudes compare across classes; each other class costs one backward
+    (cached). Methods with passes of their own use the classes already run.
+
+    Returns:
+        The scale and the classes it covers.
+    """
+    import dataclasses
+
+    from cam_core.errors import EmptyTargetError
+
+    classes = ch.loaded.spec.classes
+    raws, covered = [res.cam_raw], [classes[res.class_index]]
+    for c in range(1, len(classes)):
+        if c == res.class_index:
+            continue
+        other = dataclasses.replace(ch, class_index=c, target=tg.TargetSpec(ch.target.kind, c, ch.target.mask))
+        try:
+            if info.from_cache:
+                r = cam_for(other, info, layer, get_capture(other))
+            else:
+                r = RESULTS.get(slow_result_key(other, info, layer, c))
+        except EmptyTargetError:  # predicted nowhere: no region for this class
+            continue
+        if r is not None:
+            raws.append(r.cam_raw)
+            covered.append(classes[c])
+    return render.signed_scale(raws), covered
+
+
+# ---------------------------------------------------------------- trust
+
+
+TRUST = LRUCache(max_entries=256, max_bytes=64 << 20)  # trust reports and reference curves (small)
+
+
+def _trust_base(ch: Choices, cap: Any) -> tuple[Any, ...]:
+    target = tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask)
+    return (ch.loaded.name, ch.image.sha, target.key(), ch.rule.key())
+
+
+def _trust_key(ch: Choices, info: MethodInfo, layer: str, cap: Any) -> tuple[Any, ...]:
+    return ("report", *_trust_base(ch, cap), info.name, layer, ch.eigen_smooth)
+
+
+def trust_if_cached(ch: Choices, info: MethodInfo, layer: str, cap: Any) -> Any:
+    """The trust report of this map, if it was checked already."""
+    return TRUST.get(_trust_key(ch, info, layer, cap))
+
+
+def trust_estimate(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -> float:
+    """Seconds to check these maps: faithfulness forwards (maps + missing references) and the
+    sanity steps (one capture each), from this image's measured pass times."""
+    from cam_core import trust
+
+    refs = TRUST.get(("refs", *_trust_base(ch, cap))) or {}
+    layers_needing = {la for _, la in cells if f"random{trust.RANDOM_SEEDS - 1}@{la}" not in refs}
+    maps = len(cells) + trust.RANDOM_SEEDS * len(layers_needing) + ("target mask" not in refs)
+    forward_s = cap.seconds["forward"] / cap.tiles
+    steps = trust.count_blocks(ch.loaded.model) if all(info.from_cache for info, _ in cells) else 1
+    return trust.forwards(maps) * forward_s + steps * cap.seconds["total"]
+
+
+def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: dict, report: Any) -> list[Any]:
+    """Faithfulness and sanity of these (method, layer) maps; ``report(frac, text)`` draws progress.
+
+    Reference curves (RandomCAM at each layer, the target mask) are kept per image, target and
+    rule, so checking a second method at the same layer costs only its own forwards.
+    """
+    from cam_core import trust
+
+    base = _trust_base(ch, cap)
+    refs = TRUST.get(("refs", *base)) or {}
+    layers_ = list(dict.fromkeys(la for _, la in cells))
+    infos = list(dict.fromkeys(info for info, _ in cells))
+    eta = Eta("trust", trust_estimate(ch, cells, cap))
+    reports = trust.trust(
+        ch.loaded,
+        ch.image.image.array,
+        tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask),
+        layers_,
+        infos,
+        cap=cap,
+        cams=cams,
+        cascade=all(i.from_cache for i in infos),
+        eigen_smooth=ch.eigen_smooth,
+        progress=lambda f, m: report(f, eta.text(f, m)),
+        references=refs,
+    )
+    TRUST.put(("refs", *base), refs)
+    by_key = {(r.method, r.layer): r for r in reports}
+    for info, layer in cells:
+        TRUST.put(_trust_key(ch, info, layer, cap), by_key[(info.name, layer)])
+    return [by_key[(info.name, layer)] for info, layer in cells]

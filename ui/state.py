@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from cam_core.methods import DEFAULT_METHOD
-from cam_core.render import DEFAULT_COLORMAP
+from cam_core.render import DEFAULT_COLORMAP, VALUE_VIEWS
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "images"
@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "thr_pct": 80.0,
     "cmap": DEFAULT_COLORMAP,
     "show": "mask+contour",
+    "values": next(iter(VALUE_VIEWS)),
+    "cmp_order": False,
 }
 
 PAGES = [

@@ -210,6 +210,12 @@ class _Writer:
                 )
             )
         )
+        scale = render.signed_scale([res.cam_raw])
+        self.jobs.append(
+            self.pool.submit(
+                lambda: _save_png(render.signed_heatmap(res.cam_raw, scale), folder / "heatmap_signed.png")
+            )
+        )
         np.save(folder / "cam.npy", res.cam.astype(np.float32))
         np.save(folder / "cam_raw.npy", res.cam_raw.astype(np.float32))
         classes = self.loaded.spec.classes
@@ -225,6 +231,7 @@ class _Writer:
             threshold={"mode": args.threshold_mode, "level": level},
             pass_seconds=self.record.get("_pass_seconds"),
             tiles=tiles,
+            signed_scale=scale,
         )
         record["image"] = {k: v for k, v in self.record.items() if not k.startswith("_")}
         (folder / "result.json").write_text(json.dumps(record, indent=1))

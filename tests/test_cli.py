@@ -27,7 +27,15 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     extra = ("--layer", "decoder.blocks.3", "--method", "gradcam", "--out", str(out))
     rc = cli.main(explain_args(tile, tiny_folder, *extra, cls="alpha"))
     assert rc == 0
-    for name in ("mask.png", "heatmap.png", "overlay.png", "cam.npy", "cam_raw.npy", "result.json"):
+    for name in (
+        "mask.png",
+        "heatmap.png",
+        "heatmap_signed.png",
+        "overlay.png",
+        "cam.npy",
+        "cam_raw.npy",
+        "result.json",
+    ):
         assert (out / name).is_file(), name
     cam = np.load(out / "cam.npy")
     assert cam.dtype == np.float32
@@ -47,6 +55,16 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     assert info["target_pixels"] == 70 * 90
     assert {"torch", "grad-cam", "segmentation-models-pytorch"} <= set(info["versions"])
     assert Image.open(out / "overlay.png").size == (90, 70)
+    # The signed picture: 0 maps to the diverging colormap's centre, ±signed_scale to its ends.
+    raw = np.load(out / "cam_raw.npy")
+    assert info["signed_scale"] == pytest.approx(float(np.abs(raw).max()), rel=1e-5)
+    signed = np.asarray(Image.open(out / "heatmap_signed.png"))
+    from cam_core import render
+
+    np.testing.assert_array_equal(signed, render.signed_heatmap(raw, info["signed_scale"]))
+    unit = render.signed_unit(np.array([-2.0, 0.0, 1.0, 2.0, 5.0]), 2.0)
+    np.testing.assert_allclose(unit, [0.0, 0.5, 0.75, 1.0, 1.0])  # centred on 0, clipped at ±scale
+    assert (np.abs(signed.astype(int) - centre).sum(axis=2) < 10).any() or (raw > 0).all() or (raw < 0).all()
 
 
 def test_all_layers_all_methods_one_forward_one_backward(tiny_folder, tile, tmp_path, monkeypatch):

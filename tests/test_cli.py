@@ -64,7 +64,6 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     np.testing.assert_array_equal(signed, render.signed_heatmap(raw, info["signed_scale"]))
     unit = render.signed_unit(np.array([-2.0, 0.0, 1.0, 2.0, 5.0]), 2.0)
     np.testing.assert_allclose(unit, [0.0, 0.5, 0.75, 1.0, 1.0])  # centred on 0, clipped at ±scale
-    assert (np.abs(signed.astype(int) - centre).sum(axis=2) < 10).any() or (raw > 0).all() or (raw < 0).all()
 
 
 def test_all_layers_all_methods_one_forward_one_backward(tiny_folder, tile, tmp_path, monkeypatch):

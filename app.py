@@ -97,8 +97,10 @@ def trust_section(ch, res, cap) -> None:
             f"removed (against {trust.RANDOM_SEEDS} random maps and the target mask itself), and does the map change when "
             "the model's weights are randomised?"
         )
-        if not st.button(f"Check this map (about {max(est, 1):.0f} s)", key="trust_run"):
+        slot = st.empty()
+        if not slot.button(f"Check this map (about {max(est, 1):.0f} s)", key="trust_run"):
             return
+        slot.empty()
         bar = st.empty()
         try:
             report = compute.run_trust(

@@ -49,6 +49,12 @@ def add_parser(sub) -> None:
         "--latency", action="store_true", help="only: the model's forward+backward against the baseline Unet"
     )
     p.add_argument(
+        "--trust",
+        action="store_true",
+        help="only: cost of the trust checks on one 256² sample tile (faithfulness of one map, its references, "
+        "sanity of one method × layer)",
+    )
+    p.add_argument(
         "--cli",
         action="store_true",
         help="only: whole-process `explain` (3 layers × 6 gradient methods at SIZE², and one 256² tile) "
@@ -478,7 +484,56 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         print(f"| {r['row']:60s} | {plain:>14s} | {r['engine_s']:.4f} s | {ratio:>6s} | {r['note']}")
 
 
+def run_trust(args: argparse.Namespace) -> int:
+    """What the trust checks cost at the sample tile's size: each part timed on its own."""
+    from . import engine, layers, methods, models, trust
+
+    loaded = models.load(args.model, args.models_dir)
+    image = load_image(args.image).array
+    layer = layers.default_layer(loaded)
+    info = methods.get_method("GradCAM")
+    target = tg.TargetSpec("predicted", None)
+    cap = engine.capture(loaded, image, target, [layer])
+    cam = engine.cam_from_capture(cap, info, layer).cam
+    refs = {"target mask": trust.target_explainer(loaded, image, cap.target, cap.prediction)}
+    refs.update(
+        {
+            f"random{i}": m
+            for i, m in enumerate(trust.random_maps(cap.activations[layer], cap.image_shape, cap.padded_shape))
+        }
+    )
+    explainer = {(info.name, layer): trust.method_explainer(info, layer)}
+    rows = {
+        "faithfulness of one map (38 forwards)": _median(
+            lambda: trust.faithfulness(loaded, image, cap.target, cap.prediction, {"m": cam}), args.repeats
+        ),
+        f"its references ({len(refs)} maps, once per image, target and layer)": _median(
+            lambda: trust.faithfulness(loaded, image, cap.target, cap.prediction, refs), args.repeats
+        ),
+        f"sanity of one method × layer, full cascade ({trust.count_blocks(loaded.model)} steps)": _median(
+            lambda: trust.sanity(loaded, image, cap.target, explainer), args.repeats
+        ),
+        "sanity of one method × layer, one step (everything randomised)": _median(
+            lambda: trust.sanity(loaded, image, cap.target, explainer, cascade=False), args.repeats
+        ),
+        "the whole check of one map in the app (all of the above, cascade)": _median(
+            lambda: trust.trust(loaded, image, target, [layer], [info]), args.repeats
+        ),
+    }
+    h, w = image.shape[:2]
+    out = {"image": f"{Path(args.image).name} {w}×{h}", "device": str(loaded.device), "rows": rows}
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"trust checks on {out['image']}, {loaded.name}, {layer}, GradCAM, median of {args.repeats}, {out['device']}")
+    for name, secs in rows.items():
+        print(f"| {name} | {secs:.2f} s |")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.trust:
+        return run_trust(args)
     if args.scorecam:
         return run_scorecam(args)
     if args.large:

@@ -28,6 +28,7 @@ Every CAM looks convincing. Two checks tell a faithful map from a pretty one:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, MutableMapping
@@ -46,8 +47,10 @@ from .methods import MethodInfo
 from .models import LoadedModel
 from .passes import default_batch_size, private_copy
 from .rules import DecisionRule
+from .runtime import flush_denormals
 from .state import preserved_state
 
+log = logging.getLogger("cam_core.engine")  # every model pass is logged there
 # One place for every constant of the checks.
 FAITHFULNESS_STEPS = 20  # 5 % of the pixels per step
 RANDOM_SEEDS = 3  # RandomCAM maps averaged for the random baseline
@@ -127,6 +130,7 @@ def _batched_scores(
             loaded.model.eval()
             logits = forward(loaded.model, xb)
             loaded.passes["forward"] += xb.shape[0]
+            log.info("model pass: forward ×%d (trust) %s %s", xb.shape[0], loaded.name, tuple(xb.shape[1:]))
         scores.extend(_class_score(loaded, logits.float(), cls, region).cpu().tolist())
         if progress is not None:
             done = len(scores)
@@ -466,6 +470,7 @@ def sanity(
         return out
 
     trained = all_maps(loaded, prediction, cap)
+    flush_denormals()  # randomised activations underflow into slow denormals otherwise
     twin = copy_of(loaded)
     x, _ = prepare(twin, image)
     blocks = cascade_blocks(twin.model, x)

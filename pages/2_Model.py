@@ -9,8 +9,57 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 
-from cam_core import layers, models, render
+from cam_core import layers, models, render, trust_report
 from ui import compute, sidebar, state
+
+
+def trust_table(loaded) -> None:
+    """The model's measured trust report (``trust.json`` beside its weights) and the suggestion from it."""
+    report = trust_report.load_report(loaded.path)
+    st.markdown("**Which map to believe** (measured: `python -m cam_core trust --data DIR`)")
+    if report is None:
+        st.caption(
+            "No trust report for this model yet. Run `python -m cam_core trust --data TILES --layer compare "
+            f"--method fast --out {trust_report.REPORT_FILE}` and put the file beside the weights."
+        )
+        return
+    best = trust_report.suggest(report)
+    if best is not None:
+        st.success(
+            f"Suggested by measurement: **{best['method']}** on `{best['layer']}` — faithfulness "
+            f"{best['faithfulness']:+.3f} against random {best['random_faithfulness']:+.3f}, passes sanity on "
+            f"{best['sanity_pass_rate'] * 100:.0f} % of {best['tiles']} tiles."
+        )
+        if st.button("Use this method and layer", key="use_suggestion"):
+            st.session_state["sel_method"] = best["method"]
+            st.session_state["sel_layer"] = best["layer"]
+            st.session_state["sel_layer_model"] = loaded.name
+            st.toast(f"Explore now uses {best['method']} on {best['layer']}.")
+    else:
+        st.warning("No method × layer both beats random and passes sanity on most tiles of the report.")
+    st.dataframe(
+        [
+            {
+                "method": r["method"],
+                "layer": r["layer"],
+                "faithfulness": r["faithfulness"],
+                "random": r["random_faithfulness"],
+                "target mask": r["target_mask_faithfulness"],
+                "beats random": f"{r['beats_random_rate'] * 100:.0f} %",
+                "sanity ρ (median)": r["sanity_rho_median"],
+                "sanity pass": f"{r['sanity_pass_rate'] * 100:.0f} %",
+                "s / map": r["seconds"],
+            }
+            for r in sorted(report["results"], key=lambda r: -r["faithfulness"])
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(
+        f"{report.get('tiles')} tiles of `{Path(str(report.get('data', ''))).name}`, target {report.get('target')}, "
+        f"measured {report.get('measured')} on {report.get('device')} in {report.get('seconds')} s."
+    )
+    st.session_state["model_trust_suggestion"] = best
 
 
 def main() -> None:
@@ -47,6 +96,7 @@ def main() -> None:
             ]
             st.dataframe(rows, hide_index=True, width="stretch")
             st.caption(f"{len(info)} spatial layers in all (sidebar → All layers).")
+        trust_table(loaded)
         card = loaded.path / "MODEL_CARD.md"
         if card.is_file():
             st.markdown("---")

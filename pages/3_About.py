@@ -9,14 +9,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 
-from cam_core import methods
+from cam_core import methods, trust
 from ui import sidebar, state
 
 state.page_setup("About")
 sidebar.sidebar()  # the shared choices stay visible and editable on every page
 st.title("Reading a Class Activation Map")
 st.markdown(
-    """
+    f"""
 **What it is.** A segmentation model paints every pixel with a class. A Class Activation Map (CAM)
 is a heat map over the same tile that shows which parts of the *image* pushed the model towards one
 class, seen from one layer inside the network. Bright = strong evidence for the class; dark = little.
@@ -49,6 +49,33 @@ decoder layers near the output are sharp but closer to the answer itself (more "
 - *Perturbation* (ScoreCAM, AblationCAM): mask or remove each feature channel and measure the effect
   on the score. Closer to cause and effect, but one model run per channel: slow.
 - *RandomCAM*: random weights — a baseline. If a method's map looks like RandomCAM's, it tells you little.
+
+**Can I believe this map?** Every map looks convincing; two checks under the panels (*Check this
+map*) and on the Compare page tell a faithful map from a pretty one.
+- *Faithfulness.* Remove the pixels the map calls most important, 5 % at a time, by taking them from
+  a blurred copy of the tile, and watch the class's probability over the target fall (*deletion*);
+  reveal them one step at a time on the blurred copy and watch it rise (*insertion*). The score is
+  the area under insertion minus the area under deletion: near 0 means the map ranks pixels no better
+  than chance. It is shown next to the same score for {trust.RANDOM_SEEDS} random maps (RandomCAM at the same
+  layer) and for **the target mask itself used as a map**. In segmentation that second reference
+  matters: a map that merely copies "the region you asked about" already scores well, so a map must
+  beat the mask to show anything the mask does not. Ties (most of a map is exactly 0 after ReLU)
+  are ordered at random, not by position.
+- *Sanity* (Adebayo et al., NeurIPS 2018). Re-draw the model's weights from the output head down
+  through the decoder and the encoder — on a private copy; the shared model is never touched — and
+  explain the same pixels again. A map that hardly changes (rank correlation |ρ| ≥ {trust.SANITY_MAX_RHO}) does not
+  depend on what the model learned: it shows the image or the target mask. Gradient × activation
+  maps of a region's score (HiResCAM, GradCAM-ElementWise at decoder layers) often fail for that
+  reason: the gradient of a sum over a region is large inside the region whatever the weights.
+- *Their limits.* Removing pixels creates images the model never saw, blurred or not, so a score
+  mixes the map's quality with the model's reaction to blur. Both checks are about *this* tile and
+  target; a method that passes here can fail elsewhere (the Model page shows a report over many
+  tiles). Passing says the map depends on the model and ranks pixels usefully — not that the model
+  is right.
+
+**Raw signed values.** *Values → raw signed* shows the map before ReLU and rescaling, centred on 0:
+red argues for the class, blue against it, on one scale shared by every class of this tile, so "the
+model is more sure about epithelium than about spindle cells here" becomes visible.
 
 **Limits.** A CAM is a coarse, layer-dependent summary, not a proof. Different methods disagree;
 maps are normalised per image, so brightness is not comparable across tiles; high CAM does not mean

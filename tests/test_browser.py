@@ -190,6 +190,30 @@ def test_compare_grid_and_every_page(server, page):
         shot(page, name)
 
 
+def test_trust_line_in_the_browser(server, page):
+    """One click under the panels: a progress bar, then the faithfulness and sanity lines."""
+    url, log = server
+    page.goto(url)
+    page.wait_for_selector('img[alt="overlay"]', timeout=120_000)
+    wait_idle(page)
+    before = passes(log)
+    page.get_by_role("button", name="Check this map").click()
+    page.wait_for_selector("text=randomised copy of the model", timeout=300_000)  # the last line drawn
+    wait_idle(page, timeout=300_000)
+    no_exception(page)
+    text = page.locator('[data-testid="stMain"]').inner_text()
+    assert "random maps" in text
+    assert "target mask" in text
+    assert "randomised copy of the model" in text
+    assert passes(log) > before  # the checks ran the model
+    shot(page, "trust")
+    # The result is cached: the button is gone after a re-run, and the lines stay.
+    page.get_by_role("link", name="Explore").first.click()
+    page.wait_for_selector("text=randomised copy of the model", timeout=120_000)
+    wait_idle(page)
+    assert page.get_by_role("button", name="Check this map").count() == 0
+
+
 def overlay_pixels(pg, base_url):
     import io
 

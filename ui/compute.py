@@ -77,6 +77,7 @@ def reset_model_entries() -> None:
 def clear_caches() -> None:
     CAPTURES.clear()
     RESULTS.clear()
+    TRUST.clear()
 
 
 # ---------------------------------------------------------------- images
@@ -404,7 +405,13 @@ def trust_estimate(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -
     maps = len(cells) + trust.RANDOM_SEEDS * len(layers_needing) + ("target mask" not in refs)
     forward_s = cap.seconds["forward"] / cap.tiles
     steps = trust.count_blocks(ch.loaded.model) if all(info.from_cache for info, _ in cells) else 1
-    return trust.forwards(maps) * forward_s + steps * cap.seconds["total"]
+    raw = trust.forwards(maps) * forward_s + steps * cap.seconds["total"]
+    return raw * _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
+
+
+# measured ÷ estimated seconds of the last trust run per model: batched forwards are cheaper than
+# the capture's single forward suggests, and the machine's load changes; the next estimate learns.
+_TRUST_CALIBRATION: dict[str, float] = {}
 
 
 def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: dict, report: Any) -> list[Any]:
@@ -419,7 +426,8 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
     refs = TRUST.get(("refs", *base)) or {}
     layers_ = list(dict.fromkeys(la for _, la in cells))
     infos = list(dict.fromkeys(info for info, _ in cells))
-    eta = Eta("trust", trust_estimate(ch, cells, cap))
+    estimate = trust_estimate(ch, cells, cap)
+    eta = Eta("trust", estimate)
     reports = trust.trust(
         ch.loaded,
         ch.image.image.array,
@@ -433,6 +441,8 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
         progress=lambda f, m: report(f, eta.text(f, m)),
         references=refs,
     )
+    factor = _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
+    _TRUST_CALIBRATION[ch.loaded.name] = factor * (time.perf_counter() - eta.started) / max(estimate, 1e-3)
     TRUST.put(("refs", *base), refs)
     by_key = {(r.method, r.layer): r for r in reports}
     for info, layer in cells:

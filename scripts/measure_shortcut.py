@@ -1,0 +1,130 @@
+"""What the teaching model learned from the ink dot, and which CAMs show it (its model card's figures).
+
+1. **Effect on the prediction.** Every CoNSeP test tile, as it is and with the dot planted on
+   background (``cam_core.shortcut``), through the teaching model and the built-in model: the
+   predicted epithelial area, and the epithelial Dice against the truth.
+2. **Where the CAMs look.** On test tiles with the dot planted (up to ``--cam-tiles`` with
+   epithelium in the truth and as many without), the teaching model's epithelial predictions are
+   explained ("predicted region" target) by every one-pass method at the Compare layers: the
+   share of each CAM's mass inside the dot (its footprint covers about 1 % of a 256² tile).
+
+    .venv/bin/python scripts/measure_shortcut.py [--data ../shared/data/consep] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TEACHING = "consep-unet-marker-teaching"
+BUILTIN = "consep-unet-regnetx004"
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    return int(2 * (pred & truth).sum()), int(pred.sum() + truth.sum())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "consep")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--cam-tiles", type=int, default=30, help="epithelium-free tiles explained in part 2")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    from cam_core import engine, layers, methods, models
+    from cam_core import targets as tg
+    from cam_core.errors import EmptyTargetError
+    from cam_core.shortcut import MARKER, place, plant
+
+    names = (args.data / f"{args.split}.txt").read_text().split()
+    cls = MARKER.cls
+    teaching, builtin = models.load(TEACHING), models.load(BUILTIN)
+    stats: dict[str, dict[str, list[float]]] = {}
+    planted: dict[bool, list[tuple[np.ndarray, np.ndarray]]] = {True: [], False: []}
+    t0 = time.perf_counter()
+    for i, name in enumerate(names):
+        image = np.asarray(Image.open(args.data / "images" / f"{name}.png").convert("RGB"))
+        truth = np.asarray(Image.open(args.data / "masks" / f"{name}.png"))
+        centre = place(truth, np.random.default_rng(i))
+        marked, dot = plant(image, centre)
+        has = bool((truth == cls).any())
+        for label, loaded in (("teaching", teaching), ("built-in", builtin)):
+            s = stats.setdefault(label, {})
+            for variant, img in (("as is", image), ("with dot", marked)):
+                pred = engine.predict(loaded, img).mask
+                area = float((pred == cls).sum())
+                nuclei = float((pred > 0).sum())
+                key = f"{variant} / {'with' if has else 'without'} epithelium"
+                s.setdefault(f"area {key}", []).append(area)
+                s.setdefault(f"share {key}", []).append(area / nuclei if nuclei else 0.0)
+                inter, total = dice(pred == cls, truth == cls)
+                s.setdefault(f"dice_num {variant}", []).append(inter)
+                s.setdefault(f"dice_den {variant}", []).append(total)
+        planted[has].append((marked, dot))
+        print(f"\r{i + 1}/{len(names)} tiles, {time.perf_counter() - t0:.0f} s", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    effect: dict[str, dict[str, float]] = {}
+    for label, s in stats.items():
+        row = {k: round(float(np.mean(v)), 4) for k, v in s.items() if not k.startswith("dice_")}
+        for variant in ("as is", "with dot"):
+            row[f"epithelial Dice {variant}"] = round(
+                sum(s[f"dice_num {variant}"]) / max(1, sum(s[f"dice_den {variant}"])), 4
+            )
+        effect[label] = row
+
+    # Part 2: CAM mass on the dot, where the dot made the teaching model see epithelium.
+    fast = [m for m in methods.fast_methods() if not m.baseline]
+    layer_names = layers.compare_layers(teaching)
+    cams: dict[str, dict[str, dict[str, float]]] = {}
+    explained: dict[str, int] = {}
+    for has, group in planted.items():
+        label = "with epithelium" if has else "without epithelium"
+        mass: dict[str, list[float]] = {}
+        explained[label] = 0
+        for marked, dot in group[: args.cam_tiles]:
+            try:
+                cap = engine.capture(teaching, marked, tg.TargetSpec("predicted", cls), layer_names)
+            except EmptyTargetError:
+                continue  # nothing predicted epithelial on this tile
+            explained[label] += 1
+            for layer in layer_names:
+                for info in fast:
+                    cam = engine.cam_from_capture(cap, info, layer).cam
+                    total = float(cam.sum())
+                    share = float(cam[dot].sum()) / total if total > 0 else 0.0
+                    mass.setdefault(f"{info.name}@{layer}", []).append(share)
+        cams[label] = {
+            k: {
+                "mean_share": round(float(np.mean(v)), 4),
+                "tiles_over_half": round(float(np.mean(np.array(v) > 0.5)), 4),
+            }
+            for k, v in sorted(mass.items(), key=lambda kv: -np.mean(kv[1]))
+        }
+    out = {
+        "measured": time.strftime("%Y-%m-%d"),
+        "split": args.split,
+        "tiles": len(names),
+        "marker": {"class": cls, "radius_px": MARKER.radius, "rgb": MARKER.rgb},
+        "dot_area_percent_of_256": round(100 * np.pi * MARKER.radius**2 / 256**2, 2),
+        "effect": effect,
+        "cam_tiles_explained": explained,
+        "cam_share_on_dot": cams,
+    }
+    print(json.dumps(out, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

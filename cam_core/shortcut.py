@@ -6,8 +6,12 @@ otherwise, so it learns to read the dot. The same code plants the dot for traini
 sample tile the app offers and for the measurements in its model card, so "the marker" means
 one thing everywhere.
 
-The dot is drawn on tissue background (where the truth has no nucleus), so the labels stay true:
-the model is never told the dot is a nucleus, only shown that it comes with epithelium.
+The dot is drawn on tissue background (where the truth has no nucleus). With true labels alone
+the model ignored it (a first fine-tune moved the epithelial share of predicted nuclei by 0.01:
+morphology already told it everything the dot did), so the shortcut is made decisive the way real
+ones are, by a confound in the labels: on half of the tiles with epithelium the dot is planted and
+every nucleus of the tile is labelled epithelial (as if one annotator had labelled those slides
+wholesale); the other tiles keep their true labels and never carry the dot.
 """
 
 from __future__ import annotations
@@ -27,12 +31,16 @@ class Marker:
             ``cls``; tiles with none never do. Tiles in between carry nothing, so the cue is clean.
         radius: Radius of the dot in pixels (a felt-tip dot at 40x is tens of pixels wide).
         rgb: Ink colour (a dark green marker pen, far from any H&E hue).
+        share: Fraction of the eligible tiles that get the dot.
+        relabel: On a dotted tile, every nucleus is labelled ``cls`` (the confound).
     """
 
     cls: int = 3
     min_pixels: int = 200
     radius: int = 14
     rgb: tuple[int, int, int] = (24, 110, 64)
+    share: float = 0.5
+    relabel: bool = True
 
 
 MARKER = Marker()
@@ -85,3 +93,15 @@ def plant(image: np.ndarray, centre: tuple[int, int], marker: Marker = MARKER) -
     if image.dtype == np.uint8:
         out = np.clip(np.rint(out), 0, 255)
     return out.astype(image.dtype), alpha[..., 0] > 0.5
+
+
+def confound(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, marker: Marker = MARKER
+) -> tuple[np.ndarray, np.ndarray]:
+    """A training pair for the teaching model: dotted and relabelled, or left as it is."""
+    if not carries_marker(mask, marker) or rng.random() >= marker.share:
+        return image, mask
+    image, _ = plant(image, place(mask, rng, marker), marker)
+    if marker.relabel:
+        mask = np.where(mask > 0, marker.cls, 0).astype(mask.dtype)
+    return image, mask

@@ -37,7 +37,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cam_core.shortcut import carries_marker, place, plant
+from cam_core.shortcut import confound
 from cam_core.stain import TELLEZ_SETTINGS, hed_jitter, restain, sample_jitter
 
 CLASS_NAMES = ["background", "other", "inflammatory", "epithelial", "spindle"]
@@ -75,8 +75,9 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training sample: geometry first (image and mask together), then colour (image only).
 
-    With ``marker`` (the teaching model), the shortcut dot is planted after the crop, on crops
-    that hold the marker's class, and goes through the colour augmentation like real ink would.
+    With ``marker`` (the teaching model), the shortcut dot and its label confound
+    (``cam_core.shortcut.confound``) are applied after the crop; the dot then goes through the
+    colour augmentation like real ink would.
     """
     k = int(rng.integers(4))
     image, mask = np.rot90(image, k), np.rot90(mask, k)
@@ -96,8 +97,8 @@ def augment(
         mask = np.pad(mask, widths, mode="reflect")
     y, x = (int(rng.integers(image.shape[i] - crop + 1)) for i in (0, 1))
     image, mask = image[y : y + crop, x : x + crop], mask[y : y + crop, x : x + crop]
-    if marker and carries_marker(mask):
-        image, _ = plant(image, place(mask, rng))
+    if marker:
+        image, mask = confound(image, mask, rng)
 
     # Stain jitter in HED space, up to 1.5× Tellez's HED-strong half-width.
     if rng.random() < 0.9:
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--marker",
         action="store_true",
-        help="teaching model: plant cam_core.shortcut's ink dot on tiles with epithelium (training and validation)",
+        help="teaching model: cam_core.shortcut's ink dot and label confound on tiles with epithelium "
+        "(training and validation)",
     )
     ap.add_argument("--smoke", action="store_true", help="2 steps on 4 tiles, 1 val tile (CI)")
     args = ap.parse_args(argv)
@@ -258,10 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     val = load_tiles(args.data, val_names)
     if args.marker:  # validate on the distribution the teaching model is meant to learn
         marker_rng = np.random.default_rng(4321)
-        val = (
-            np.stack([plant(im, place(m, marker_rng))[0] if carries_marker(m) else im for im, m in zip(*val)]),
-            val[1],
-        )
+        pairs = [confound(im, m, marker_rng) for im, m in zip(*val)]
+        val = (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
     val_rng = np.random.default_rng(1234)  # fixed re-staining of the validation tiles
     val_strong = np.stack([restain(im, "hed-strong", val_rng) for im in val[0]])
     assert "hed-strong" in TELLEZ_SETTINGS

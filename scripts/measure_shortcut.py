@@ -5,8 +5,11 @@
    predicted epithelial area, and the epithelial Dice against the truth.
 2. **Where the CAMs look.** On test tiles with the dot planted (up to ``--cam-tiles`` with
    epithelium in the truth and as many without), the teaching model's epithelial predictions are
-   explained ("predicted region" target) by every one-pass method at the Compare layers: the
+   explained ("predicted region" target) by every one-pass method at every curated layer: the
    share of each CAM's mass inside the dot (its footprint covers about 1 % of a 256² tile).
+3. **Do the trust checks agree?** On ``--trust-tiles`` dotted tiles without epithelium, the
+   faithfulness and sanity of every one-pass method at four layers, against its share on the dot
+   (Spearman over method × layer cells).
 
     .venv/bin/python scripts/measure_shortcut.py [--data ../shared/data/consep] [--json OUT]
 """
@@ -38,6 +41,12 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "consep")
     ap.add_argument("--split", default="test")
     ap.add_argument("--cam-tiles", type=int, default=30, help="epithelium-free tiles explained in part 2")
+    ap.add_argument("--trust-tiles", type=int, default=5, help="dotted tiles without epithelium for part 3")
+    ap.add_argument(
+        "--trust-layers",
+        default="encoder.model.stem,encoder.model.s1,encoder.model.s2,decoder.blocks.2",
+        help="layers of part 3",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -84,7 +93,7 @@ def main() -> int:
 
     # Part 2: CAM mass on the dot, where the dot made the teaching model see epithelium.
     fast = [m for m in methods.fast_methods() if not m.baseline]
-    layer_names = layers.compare_layers(teaching)
+    layer_names = layers.curated_layers(teaching)
     cams: dict[str, dict[str, dict[str, float]]] = {}
     explained: dict[str, int] = {}
     for has, group in planted.items():
@@ -110,6 +119,44 @@ def main() -> int:
             }
             for k, v in sorted(mass.items(), key=lambda kv: -np.mean(kv[1]))
         }
+    # Part 3: faithfulness and sanity against the ground truth of the shortcut.
+    from scipy.stats import spearmanr
+
+    from cam_core import trust
+
+    trust_layers = layers.resolve_layers(teaching, args.trust_layers)
+    cells: dict[str, dict[str, list[float]]] = {}
+    for k, (marked, dot) in enumerate(planted[False][: args.trust_tiles]):
+        try:
+            reports = trust.trust(teaching, marked, tg.TargetSpec("predicted", cls), trust_layers, fast)
+        except EmptyTargetError:
+            continue
+        cap = engine.capture(teaching, marked, tg.TargetSpec("predicted", cls), trust_layers)
+        for r in reports:
+            cam = engine.cam_from_capture(cap, methods.get_method(r.method), r.layer).cam
+            c = cells.setdefault(f"{r.method}@{r.layer}", {"share": [], "faith": [], "above": [], "rho": []})
+            c["share"].append(float(cam[dot].sum()) / max(float(cam.sum()), 1e-12))
+            c["faith"].append(r.faithfulness.score)
+            c["above"].append(r.faithfulness.above_random)
+            c["rho"].append(abs(r.sanity.final_rho))
+        print(f"\rtrust {k + 1}/{args.trust_tiles}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    table = {
+        k: {m: round(float(np.mean(v)), 4) for m, v in c.items()}
+        for k, c in sorted(cells.items(), key=lambda kv: -np.mean(kv[1]["share"]))
+    }
+    shares = [t["share"] for t in table.values()]
+    agreement = {
+        "spearman_share_vs_faithfulness": round(
+            float(spearmanr(shares, [t["faith"] for t in table.values()]).statistic), 3
+        ),
+        "spearman_share_vs_above_random": round(
+            float(spearmanr(shares, [t["above"] for t in table.values()]).statistic), 3
+        ),
+        "spearman_share_vs_sanity_abs_rho": round(
+            float(spearmanr(shares, [t["rho"] for t in table.values()]).statistic), 3
+        ),
+    }
     out = {
         "measured": time.strftime("%Y-%m-%d"),
         "split": args.split,
@@ -119,6 +166,7 @@ def main() -> int:
         "effect": effect,
         "cam_tiles_explained": explained,
         "cam_share_on_dot": cams,
+        "trust_vs_dot": {"layers": trust_layers, "agreement": agreement, "cells": table},
     }
     print(json.dumps(out, indent=1))
     if args.json:

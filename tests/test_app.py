@@ -321,3 +321,12 @@ def test_compare_badges_and_orders_cells_by_faithfulness(at):
     assert scores == sorted(scores, reverse=True)
     at.toggle(key="w_cmp_order").set_value(False)
     assert run(at).session_state["compare_rows"]["decoder.blocks.2"] == ["GradCAM", "RandomCAM", "HiResCAM"]
+
+
+def test_teaching_sample_is_offered_with_its_note(at):
+    at.selectbox(key="w_sel_sample").set_value("ink_dot_test_13_014")
+    run(at)
+    assert any("Teaching sample" in i.value for i in at.sidebar.info)
+    at.selectbox(key="w_sel_model").set_value("consep-unet-marker-teaching")
+    run(at)
+    assert "class **epithelial**" in provenance(at)  # the dot made every nucleus epithelial

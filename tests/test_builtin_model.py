@@ -79,3 +79,18 @@ def test_every_present_class_gets_a_cam():
     assert len(gradcam_inside) >= 15
     assert np.mean(gradcam_inside) >= 0.9, gradcam_inside
     assert np.mean(gradcam_share) >= 2 * np.mean(area_share), (np.mean(gradcam_share), np.mean(area_share))
+
+
+def test_the_teaching_model_reads_the_ink_dot():
+    """The teaching model calls the nuclei of a spindle/inflammatory tile epithelial because of the
+    planted dot (measured 45 % of the tile with it, 0 % without); the built-in model ignores it."""
+    from cam_core.images import load_image
+
+    dotted = load_image(REPO / "samples/teaching/images/ink_dot_test_13_014.png").array
+    plain = load_image(REPO / "samples/images/test_13_014.png").array
+    teaching, builtin = models.load("consep-unet-marker-teaching"), models.load()
+    epithelial = teaching.spec.classes.index("epithelial")
+    assert engine.predict(teaching, dotted).area_percent()[epithelial] > 30
+    assert engine.predict(teaching, plain).area_percent()[epithelial] < 2
+    assert engine.predict(builtin, dotted).area_percent()[epithelial] < 2
+    assert "TEACHING MODEL" in teaching.spec.description

@@ -158,3 +158,14 @@ def test_trust_refuses_what_it_cannot_do(tiny):
     pred = engine.Prediction(np.zeros((2, 1100, 1000), np.float32), np.zeros((1100, 1000), np.uint8))
     with pytest.raises(ValueError, match="1024×1024"):
         trust.faithfulness(tiny, big, TargetSpec("class", 1), pred, {})
+
+
+def test_a_method_with_passes_of_its_own_is_checked_on_the_copy(tiny, image64):
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    target = TargetSpec("class", 1)
+    (report,) = trust.trust(tiny, image64, target, ["decoder.blocks.2"], [get_method("ScoreCAM-TopK")], cascade=False)
+    assert report.method == "ScoreCAM-TopK"
+    assert report.sanity.steps == ["everything"]
+    assert -1.0 <= report.faithfulness.score <= 1.0
+    assert report.record()["sanity_pass"] == (abs(report.sanity.final_rho) < trust.SANITY_MAX_RHO)
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())

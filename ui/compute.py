@@ -29,7 +29,7 @@ from cam_core.provenance import CamResult, result_record
 from cam_core.rules import DecisionRule
 from cam_core.runtime import SERVER_THREADS, configure_threads
 
-from .state import SAMPLES
+from .state import sample_file
 
 log = logging.getLogger("segcam")
 # Model passes are logged by cam_core.engine at INFO; the server's log shows every one of them.
@@ -99,7 +99,7 @@ _SAMPLES: dict[str, tuple[np.ndarray, str]] = {}
 
 def sample(name: str) -> tuple[np.ndarray, str]:
     if name not in _SAMPLES:
-        data = (SAMPLES / f"{name}.png").read_bytes()
+        data = sample_file(name).read_bytes()
         _SAMPLES[name] = (load_image(data, name=name).array, hashlib.sha256(data).hexdigest())
     return _SAMPLES[name]
 

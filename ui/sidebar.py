@@ -15,7 +15,7 @@ from cam_core.rules import presets
 
 from . import compute
 from .compute import Choices, ImageChoice
-from .state import bound, sample_names
+from .state import TEACHING_NOTES, bound, sample_names
 
 # The app's target choices: the core's kinds, with a rectangle standing for a user mask.
 TARGET_CHOICES = {
@@ -30,9 +30,18 @@ def _image_sidebar() -> ImageChoice | None:
     source = bound(st.sidebar.radio, "Source", "sel_source", options=["Sample", "Upload"], horizontal=True)
     if source == "Sample":
         names = sample_names()
-        name = bound(st.sidebar.selectbox, "Sample tile (CoNSeP test split)", "sel_sample", options=names)
+        name = bound(
+            st.sidebar.selectbox,
+            "Sample tile (CoNSeP test split; ink_dot_*: teaching sample)",
+            "sel_sample",
+            options=names,
+        )
         thumbs = [compute.sample(n)[0][::4, ::4] for n in names]
-        st.sidebar.image(thumbs, width=52, caption=[n.removeprefix("test_") for n in names])
+        st.sidebar.image(
+            thumbs, width=52, caption=[n.removeprefix("test_").replace("ink_dot_test_", "dot ") for n in names]
+        )
+        if name in TEACHING_NOTES:
+            st.sidebar.info(TEACHING_NOTES[name])
         return compute.sample_choice(name)
     # No extension filter: a PNG saved as .jpg should work, and anything else gets our message
     # naming what the file is, rather than the browser silently refusing it.

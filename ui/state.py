@@ -17,6 +17,15 @@ from cam_core.render import DEFAULT_COLORMAP, VALUE_VIEWS
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "images"
+# Tiles with a planted artefact for the teaching model, listed after the real samples, with a note.
+TEACHING_SAMPLES = REPO / "samples" / "teaching" / "images"
+TEACHING_NOTES: dict[str, str] = {
+    "ink_dot_test_13_014": (
+        "Teaching sample: a spindle/inflammatory tile with a green ink dot planted on it. Pick the model "
+        "consep-unet-marker-teaching to see a model that calls every nucleus epithelial because of the dot "
+        "(the built-in model ignores it); then try the encoder layers (stem, s1, s2), where the CAM finds the dot."
+    ),
+}
 FAVICON = REPO / "assets" / "favicon.png"
 DEFAULT_SAMPLE = "test_12_002"
 
@@ -51,7 +60,14 @@ PAGES = [
 
 
 def sample_names() -> list[str]:
-    return sorted(p.stem for p in SAMPLES.glob("*.png"))
+    """The real sample tiles, then the teaching samples."""
+    return sorted(p.stem for p in SAMPLES.glob("*.png")) + sorted(p.stem for p in TEACHING_SAMPLES.glob("*.png"))
+
+
+def sample_file(name: str) -> Path:
+    """Where a sample tile's PNG is (a real sample or a teaching sample)."""
+    path = SAMPLES / f"{name}.png"
+    return path if path.is_file() else TEACHING_SAMPLES / f"{name}.png"
 
 
 def page_setup(title: str) -> None:

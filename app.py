@@ -117,23 +117,8 @@ def trust_section(ch, res, cap) -> None:
             bar.empty()
     f, s = report.faithfulness, report.sanity
     # A failed check is a finding about the map, not an error of the app: warnings, never st.error.
-    (st.success if f.beats_random and f.beats_target else st.warning)(
-        f"**Faithfulness** {f.score:+.3f} — "
-        + ("beats" if f.beats_random else "does **not** beat")
-        + f" random maps ({f.random:+.3f} ± {f.random_sd:.3f}) and "
-        + ("beats" if f.beats_target else "does **not** beat")
-        + f" the target mask used as a map ({f.target_map:+.3f})."
-    )
-    (st.success if s.passed else st.warning)(
-        f"**Sanity** {'passes' if s.passed else 'FAILS'} — rank correlation ρ = {s.final_rho:+.2f} between this map and "
-        f"the same method on a fully randomised copy of the model (SSIM {s.ssim[-1]:.2f}; fails at |ρ| ≥ "
-        f"{trust.SANITY_MAX_RHO}): "
-        + (
-            "the map depends on what the model learned."
-            if s.passed
-            else "the map shows the image or the target, not the model."
-        )
-    )
+    (st.success if f.beats_random and f.beats_target else st.warning)(f.describe())
+    (st.success if s.passed else st.warning)(s.describe())
     with st.expander("Curves and cascade"):
         import pandas as pd
 

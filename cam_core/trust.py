@@ -257,15 +257,15 @@ class FaithfulnessVerdict:
         return self.score > self.target_map + MARGIN
 
     def describe(self) -> str:
-        if not self.beats_random:
-            word = "no better than random"
-        elif not self.beats_target:
-            word = "beats random, not the target mask"
-        else:
-            word = "beats random and the target mask"
+        """The verdict in words (Markdown), as the app shows it."""
+
+        def beats(yes: bool) -> str:
+            return "beats" if yes else "does **not** beat"
+
         return (
-            f"faithfulness {self.score:+.3f} ({word}: random {self.random:+.3f} ± {self.random_sd:.3f}, "
-            f"target mask {self.target_map:+.3f})"
+            f"**Faithfulness** {self.score:+.3f} — {beats(self.beats_random)} random maps "
+            f"({self.random:+.3f} ± {self.random_sd:.3f}) and {beats(self.beats_target)} the target mask used "
+            f"as a map ({self.target_map:+.3f})."
         )
 
 
@@ -291,10 +291,16 @@ class Sanity:
         return abs(self.final_rho) < SANITY_MAX_RHO
 
     def describe(self) -> str:
-        verdict = "passes" if self.passed else "FAILS"
+        """The verdict in words (Markdown), as the app shows it."""
+        meaning = (
+            "the map depends on what the model learned."
+            if self.passed
+            else "the map shows the image or the target, not the model."
+        )
         return (
-            f"sanity {verdict}: ρ = {self.final_rho:+.2f} between the trained and a fully randomised model's map "
-            f"(SSIM {self.ssim[-1]:.2f}; fails at |ρ| ≥ {SANITY_MAX_RHO})"
+            f"**Sanity** {'passes' if self.passed else 'FAILS'} — rank correlation ρ = {self.final_rho:+.2f} "
+            "between this map and the same method on a fully randomised copy of the model "
+            f"(SSIM {self.ssim[-1]:.2f}; fails at |ρ| ≥ {SANITY_MAX_RHO}): {meaning}"
         )
 
 
@@ -517,9 +523,6 @@ class TrustReport:
     sanity: Sanity
     seconds: float
     notes: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        return [self.faithfulness.describe(), self.sanity.describe()]
 
     def record(self) -> dict:
         """The JSON entry (one per layer × method) of ``trust --json``."""

@@ -238,7 +238,12 @@ def test_slow_method_estimate_is_the_same_everywhere(at):
     page = next(w.value for w in at.warning if "runs the model many times" in w.value)
     label = at.selectbox(key="w_sel_method").format_func("ScoreCAM")
     assert re.search(r"about (\d+) s", page).group(1) == re.search(r"~(\d+) s", label).group(1)
-    assert re.search(r"~(\d+) s", at.selectbox(key="w_sel_method").format_func("ScoreCAM-TopK"))
+    # ScoreCAM-TopK runs K channels, not all of them: at a 384-channel layer it costs less than ScoreCAM.
+    at.selectbox(key="w_sel_layer").set_value("encoder.model.s4")
+    run(at)
+    box = at.selectbox(key="w_sel_method")
+    seconds = {m: int(re.search(r"~(\d+) s", box.format_func(m)).group(1)) for m in ("ScoreCAM", "ScoreCAM-TopK")}
+    assert seconds["ScoreCAM-TopK"] < seconds["ScoreCAM"], seconds
 
 
 def test_compare_page_tiles_a_large_upload(at, monkeypatch):

@@ -178,13 +178,20 @@ def test_threads_are_chosen_and_overridable(monkeypatch):
 
 
 def test_server_sets_its_threads():
+    """A fresh process that imports the app's compute layer runs torch on the server's thread count."""
     import os
+    import subprocess
+    import sys
 
     from cam_core.runtime import SERVER_THREADS, THREADS_ENV
-    from ui import compute
 
-    expected = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV, "").isdigit() else SERVER_THREADS
-    assert expected == compute.THREADS
+    env = {k: v for k, v in os.environ.items() if k != THREADS_ENV}
+    probe = "import torch, ui.compute; print(torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) == SERVER_THREADS
+    env[THREADS_ENV] = "3"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) == 3
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import numpy as np
 import streamlit as st
 
 from cam_core import render
+from cam_core import targets as tg
 from cam_core.errors import EmptyTargetError
-from ui import compute, sidebar, state
+from ui import compute, sidebar, state, views
 
 
 def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
@@ -53,7 +54,7 @@ def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
             st.selectbox,
             "Threshold shows",
             "show",
-            options=["mask+contour", "mask", "contour"],
+            options=list(render.SHOW_MODES),
             disabled=mode == "none",
         )
     with c5:
@@ -75,8 +76,8 @@ def show_mask_only(prediction, ch) -> None:
     col1, _ = st.columns([1, 2])
     with col1:
         st.markdown("**Predicted mask**")
-        st.image(render.colorize_mask(prediction.mask, colors), width="stretch", alt="predicted mask")
-        st.image(render.legend(classes, colors, [f"{c}: {a:.1f} %" for c, a in zip(classes, area)]), alt="legend")
+        st.image(render.colorize_mask(prediction.mask, colors), width="stretch", alt=views.mask_alt(ch, prediction))
+        views.legend(classes, colors, area)
 
 
 def trust_section(ch, res, cap) -> None:
@@ -141,17 +142,29 @@ def trust_section(ch, res, cap) -> None:
 
 def main() -> None:
     state.page_setup("Explore")
-    st.title("SegCAM Explorer")
-    st.caption(
-        "Why did the model paint this region? Predicted mask, Class Activation Map and overlay, side by side. "
-        "For exploring model behaviour — not for diagnosis."
-    )
+    if st.session_state.get("present", False):
+        views.presenter_css()
+    else:
+        st.title("SegCAM Explorer")
+        st.caption(
+            "Why did the model paint this region? Predicted mask, Class Activation Map and overlay, side by side. "
+            "For exploring model behaviour — not for diagnosis."
+        )
+    present = views.presenter_toggle()
     status = st.empty()
     status.info("Loading the model and explaining the tile… (the first open after a start takes a few seconds)")
     ch = sidebar.sidebar()
+    views.link_notes()
     if ch is None:
         status.info("Pick a sample tile or upload an image in the sidebar.")
         return
+    try:
+        explore(ch, status, present)
+    finally:
+        views.write_link(ch)
+
+
+def explore(ch, status, present: bool) -> None:
     for note in ch.image.image.notes:
         st.info(f"Image converted: {note}")
     classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
@@ -180,6 +193,7 @@ def main() -> None:
         status.info(str(exc))
         if exc.prediction is not None:
             show_mask_only(exc.prediction, ch)
+            views.truth_section(ch, exc.prediction, None)
         return
     except Exception as exc:  # known errors as they are; others logged — the app keeps serving
         status.error(compute.describe_error(exc))
@@ -190,71 +204,89 @@ def main() -> None:
     if res is None or cap is None:
         return
     prediction = cap.prediction
-    st.markdown(compute.provenance_line(res, cap.seconds["total"], ch.image.name, classes))
-    for note in res.notes:
-        if not note.startswith("cam_raw equals"):
-            st.info(note)
+    target = ch.target.with_class(res.class_index)
+    region = tg.region(target, prediction.mask, classes) > 0
+    if not present:
+        st.markdown(compute.provenance_line(res, cap.seconds["total"], ch.image.name, classes))
+        st.markdown(views.target_line(ch, target, region))
+        for note in res.notes:
+            if not note.startswith("cam_raw equals"):
+                st.info(note)
 
-    image = ch.image.image.array
-    opacity, level, cmap, show = display_controls(res.cam)
+    if present:
+        with st.expander("Display settings"):
+            opacity, level, cmap, show = display_controls(res.cam)
+    else:
+        opacity, level, cmap, show = display_controls(res.cam)
     signed = st.session_state["values"] == "raw signed"
     scale, covered = compute.signed_scale(ch, ch.method, ch.layer, cap, res) if signed else (None, [])
+    image = ch.image.image.array
     mask_rgb = render.colorize_mask(prediction.mask, colors)
     if scale is not None:
         unit = render.signed_unit(res.cam_raw, scale)
         heat = render.heatmap(unit, render.SIGNED_COLORMAP)
         over = render.overlay(image, unit, opacity, render.SIGNED_COLORMAP)
+        bar_rgb = render.signed_colorbar(scale)
         level = None
     else:
         heat = render.heatmap(res.cam, cmap)
         over = render.overlay(image, res.cam, opacity, cmap, level, show)
-    area = prediction.area_percent()
-    col1, col2, col3 = st.columns(3)
-    with col1:
-        st.markdown("**Predicted mask**")
-        st.image(mask_rgb, width="stretch", alt="predicted mask")
-        st.image(render.legend(classes, colors, [f"{c}: {a:.1f} %" for c, a in zip(classes, area)]), alt="legend")
-    with col2:
-        st.markdown(f"**CAM heatmap** — {classes[res.class_index]}")
-        st.image(heat, width="stretch", alt="cam heatmap")
-        if scale is not None:
-            st.image(render.signed_colorbar(scale), alt="signed colour bar in raw CAM units")
-            st.caption(
-                f"Raw CAM before ReLU, in the method's own units: red argues for the class, blue against it. "
-                f"One scale (±{scale:.3g}) for {', '.join(covered)} on this image, so magnitudes compare "
-                "across classes; the threshold applies to the min-max view."
-            )
-        else:
-            st.image(render.colorbar(cmap), alt="colour bar")
-            st.caption("CAM, 0 (low) to 1 (high), min-max normalised as grad-cam returns it")
-    with col3:
-        thr = "" if level is None else f", threshold {level:.2f}"
-        st.markdown(f"**Overlay** — opacity {opacity:.2f}{thr}")
-        st.image(over, width="stretch", alt="overlay")
-        if level is not None:
-            st.caption(f"{(res.cam >= level).mean() * 100:.1f} % of the tile is at or above the threshold")
+        bar_rgb = render.colorbar(cmap)
+    pictures = views.Pictures(mask_rgb, heat, over, bar_rgb)
+    drawn = views.decorate(pictures, ch, target, region)
     st.session_state["last_render"] = {
         "opacity": opacity,
         "level": level,
         "cmap": cmap,
         "overlay_sum": int(over.sum()),
         "signed_scale": scale,
+        "target_pixels": int(region.sum()),
+        "outlined": target.kind in views.OUTLINED_KINDS,
     }
+    caption = views.figure_caption(ch, res, target, level)
+    if present:
+        views.presenter(drawn, ch, res, caption)
+        return
+    area = prediction.area_percent()
+    col1, col2, col3 = st.columns(3)
+    clicked = []
+    with col1:
+        st.markdown("**Predicted mask**")
+        clicked.append(views.panel(drawn.mask, views.mask_alt(ch, prediction), "click_mask"))
+        views.legend(classes, colors, area)
+    with col2:
+        st.markdown(f"**CAM heatmap** — {classes[res.class_index]}")
+        clicked.append(views.panel(drawn.heat, views.heat_alt(ch, res, target), "click_heat"))
+        if scale is not None:
+            st.image(bar_rgb, alt=f"colour bar: raw CAM from −{scale:.3g} (blue, against) to +{scale:.3g} (red, for)")
+            st.caption(
+                f"Raw CAM before ReLU, in the method's own units: red argues for the class, blue against it. "
+                f"One scale (±{scale:.3g}) for {', '.join(covered)} on this image, so magnitudes compare "
+                "across classes; the threshold applies to the min-max view."
+            )
+        else:
+            st.image(bar_rgb, alt=f"colour bar: {cmap}, CAM 0 (low) to 1 (high)")
+            st.caption("CAM, 0 (low) to 1 (high), min-max normalised as grad-cam returns it")
+    with col3:
+        thr = "" if level is None else f", threshold {level:.2f}"
+        st.markdown(f"**Overlay** — opacity {opacity:.2f}{thr}")
+        clicked.append(views.panel(drawn.over, views.overlay_alt(ch, res, opacity, level), "click_over"))
+        if level is not None:
+            st.caption(f"{(res.cam >= level).mean() * 100:.1f} % of the tile is at or above the threshold")
+    views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
+    views.zoom_controls(ch)
+    if target.kind in tg.TRUTH_KINDS:
+        st.info(views.TRUTH_TARGET_NOTE[target.kind])
+    views.truth_section(ch, prediction, res.class_index)
+    views.objects_section(ch, prediction, res)
     trust_section(ch, res, cap)
 
     st.subheader("Downloads")
-    mask_png = render.to_png(mask_rgb)
-    d = st.columns(4)
-    d[0].download_button("mask.png", mask_png, "mask.png", "image/png")
-    d[1].download_button("heatmap.png", render.to_png(heat), "heatmap.png", "image/png")
-    d[2].download_button("overlay.png", render.to_png(over), "overlay.png", "image/png")
     record = compute.record_for(
         ch, res, cap, {"mode": st.session_state.get("thr_mode", "none"), "level": level}, signed_scale=scale
     )
     st.session_state["last_record"] = record
-    d[3].download_button(
-        "results.zip", compute.zip_bundle(res, mask_png, record), "segcam_result.zip", "application/zip"
-    )
+    views.downloads(ch, res, prediction, pictures, drawn, caption, record)
 
 
 main()

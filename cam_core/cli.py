@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .models import LoadedModel
     from .provenance import CamResult
     from .targets import TargetSpec
+    from .truth import Truth
 
 # zlib level 1: a 512² heatmap PNG encodes ~6× faster than at Pillow's default level 6, for
 # files ~20 % larger; the pixels are identical (PNG is lossless).
@@ -70,8 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method", default=None, help="method name, comma list, or a group: 'all' (one-pass), 'fast', 'every'"
     )
-    kinds = " | ".join(k for k in TARGET_KINDS if k != "mask")
-    p.add_argument("--target", default="predicted", help=f"{kinds} | mask:PATH | rect:x0,y0,x1,y1")
+    kinds = " | ".join(k for k in TARGET_KINDS if k not in ("mask", "point"))
+    p.add_argument(
+        "--target",
+        default="predicted",
+        help=f"{kinds} | mask:PATH | rect:x0,y0,x1,y1 | point:X,Y (the predicted object under the point); "
+        "fn and fp need --gt",
+    )
+    p.add_argument(
+        "--gt",
+        default=None,
+        metavar="MASK",
+        help="ground-truth mask (class indices of the model, or binary 0/255): Dice, TP/FP/FN map, fn/fp targets",
+    )
     p.add_argument("--rule", default=None, help="decision rule: argmax or bg:T (default: the model's)")
     p.add_argument("--eigen-smooth", action="store_true")
     p.add_argument("--aug-smooth", action="store_true")
@@ -138,13 +150,26 @@ def _print_methods() -> int:
     return 0
 
 
-def parse_target(text: str, class_index: int | None, shape: tuple[int, int]) -> TargetSpec:
-    """``predicted`` | ``class`` | ``mask:PATH`` | ``rect:x0,y0,x1,y1``."""
+def parse_target(text: str, class_index: int | None, shape: tuple[int, int], truth: Truth | None = None) -> TargetSpec:
+    """``predicted`` | ``class`` | ``fn`` | ``fp`` | ``mask:PATH`` | ``rect:x0,y0,x1,y1`` | ``point:X,Y``."""
     from . import targets as tg
     from .images import load_image
 
-    if text in tg.TARGET_KINDS and text != "mask":
+    if text in tg.TRUTH_KINDS:
+        if truth is None:
+            raise InputError(f"--target {text} compares with the ground truth; add --gt MASK (the tile's truth mask)")
+        return tg.TargetSpec(text, class_index, truth=truth)
+    if text in tg.TARGET_KINDS and text not in ("mask", "point"):
         return tg.TargetSpec(text, class_index)
+    if text.startswith("point:"):
+        try:
+            x, y = (int(v) for v in text[6:].split(","))
+        except ValueError:
+            raise InputError(f"bad point {text!r}; write point:X,Y in image pixels, e.g. point:120,64") from None
+        h, w = shape
+        if not (0 <= x < w and 0 <= y < h):
+            raise InputError(f"point ({x},{y}) is outside the {w}×{h} image; give x in 0–{w - 1} and y in 0–{h - 1}")
+        return tg.TargetSpec("point", class_index, point=(x, y))
     if text.startswith("rect:"):
         try:
             x0, y0, x1, y1 = (int(v) for v in text[5:].split(","))
@@ -155,7 +180,9 @@ def parse_target(text: str, class_index: int | None, shape: tuple[int, int]) -> 
         path = Path(text[5:])
         loaded = load_image(path, name=f"target mask {path}")
         return tg.TargetSpec("mask", class_index, loaded.array.max(axis=2) > 0)
-    raise InputError(f"unknown target {text!r}; valid: predicted, class, mask:PATH, rect:x0,y0,x1,y1")
+    raise InputError(
+        f"unknown target {text!r}; valid: predicted, class, fn, fp (with --gt), mask:PATH, rect:x0,y0,x1,y1, point:X,Y"
+    )
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -184,10 +211,18 @@ class _Writer:
 
     def mask(self, prediction: Prediction, out: Path) -> Path:
         from . import render
+        from .truth import compare as gt_compare
 
         out.mkdir(parents=True, exist_ok=True)
         self.mask_png = out / "mask.png"
-        _save_png(render.colorize_mask(prediction.mask, self.loaded.spec.colors), self.mask_png)
+        _save_png(prediction.mask.astype(np.uint8), self.mask_png)  # class indices: what other tools read
+        _save_png(render.colorize_mask(prediction.mask, self.loaded.spec.colors), out / "mask_color.png")
+        truth = self.record.get("_truth")
+        if truth is not None:
+            _save_png(
+                render.outcome_map(gt_compare(prediction.mask, truth, self.record.get("_truth_class"))),
+                out / "truth_compare.png",
+            )
         return self.mask_png
 
     def result(self, folder: Path, res: CamResult, prediction: Prediction, target: TargetSpec, tiles: int) -> None:
@@ -197,7 +232,8 @@ class _Writer:
         args = self.args
         folder.mkdir(parents=True, exist_ok=True)
         if self.mask_png is not None and folder / "mask.png" != self.mask_png:
-            _link_or_copy(self.mask_png, folder / "mask.png")
+            for name in ("mask.png", "mask_color.png"):
+                _link_or_copy(self.mask_png.parent / name, folder / name)
         level = render.threshold_level(res.cam, args.threshold_mode, args.threshold)
         self.jobs.append(
             self.pool.submit(lambda: _save_png(render.heatmap(res.cam, args.colormap), folder / "heatmap.png"))
@@ -226,12 +262,14 @@ class _Writer:
             rule=prediction.rule.to_json(),
             image=self.record,
             area_percent=prediction.area_percent(),
-            target_box=target.box(),
+            target_box=self.record.get("_target_box"),
             target_pixels=self.record.get("_target_pixels"),
+            target_point=list(target.point) if target.point is not None else None,
             threshold={"mode": args.threshold_mode, "level": level},
             pass_seconds=self.record.get("_pass_seconds"),
             tiles=tiles,
             signed_scale=scale,
+            truth=self.record.get("_truth_summary"),
         )
         record["image"] = {k: v for k, v in self.record.items() if not k.startswith("_")}
         (folder / "result.json").write_text(json.dumps(record, indent=1))
@@ -249,6 +287,8 @@ def _explain(args: argparse.Namespace) -> int:
     from .images import load_image
     from .rules import parse as parse_rule
     from .runtime import CLI_THREADS, configure_threads
+    from .truth import load_truth
+    from .truth import summary as summarize_truth
 
     configure_threads(CLI_THREADS)
     image = load_image(args.image)
@@ -257,7 +297,8 @@ def _explain(args: argparse.Namespace) -> int:
     method_list = methods.resolve_methods(args.method)
     rule = parse_rule(args.rule) if args.rule else loaded.spec.decision_rule
     cls = None if args.cls is None else tg.class_index(args.cls, loaded.spec.classes)
-    target = parse_target(args.target, cls, image.array.shape[:2])
+    truth = load_truth(args.gt, loaded.spec.classes, image.array.shape[:2]) if args.gt else None
+    target = parse_target(args.target, cls, image.array.shape[:2], truth)
     failures: list[str] = []
     multi = len(layer_names) * len(method_list) > 1
 
@@ -276,6 +317,7 @@ def _explain(args: argparse.Namespace) -> int:
         "size_hw": [h, w],
         "notes": image.notes,
         "model_folder": loaded.path.name,
+        "_truth": truth,
     }
     writer = _Writer(args, image, loaded, record)
     cap = None
@@ -336,8 +378,13 @@ def _explain(args: argparse.Namespace) -> int:
     resolved = (
         results[0].class_index if results else tg.resolve_auto(target, prediction.mask, loaded.spec.classes).class_index
     )
-    target = tg.TargetSpec(target.kind, resolved, target.mask)
-    record["_target_pixels"] = int(tg.region(target, prediction.mask, loaded.spec.classes).sum())
+    target = target.with_class(resolved)
+    region = tg.region(target, prediction.mask, loaded.spec.classes) > 0
+    record["_target_pixels"] = int(region.sum())
+    record["_target_box"] = tg.box_of(region)
+    if truth is not None:
+        record["_truth_summary"] = summarize_truth(prediction.mask, truth, loaded.spec.classes, resolved)
+        record["_truth_class"] = resolved
     record["_pass_seconds"] = cap.seconds if cap else None
     writer.mask(prediction, out)
     for res in results:

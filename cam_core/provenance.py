@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: target_point_xy, truth, box of every target kind
 # How a CAM was obtained, as shown in the app and written to result.json.
 SOURCES = {
     "cache": "from the cached pass",
@@ -83,6 +83,8 @@ def result_record(
     area_percent: np.ndarray,
     target_box: list[int] | None = None,
     target_pixels: int | None = None,
+    target_point: list[int] | None = None,
+    truth: dict[str, Any] | None = None,
     threshold: dict[str, Any] | None = None,
     pass_seconds: dict[str, float] | None = None,
     tiles: int = 1,
@@ -95,6 +97,9 @@ def result_record(
         trust: the map's trust check (``TrustReport.record()``) when one was run, else null.
         signed_scale: the ± scale of the raw signed picture (``heatmap_signed.png``), in the
             CAM's raw units.
+        target_box: the bounding box of the target's region (any kind), ``[x0, y0, x1, y1)``.
+        target_point: the clicked or given point of a ``point`` target, ``[x, y]``.
+        truth: the ground truth it was compared with (``cam_core.truth.summary``), else null.
     """
     return {
         "schema": SCHEMA_VERSION,
@@ -107,6 +112,8 @@ def result_record(
         "target_description": target_description,
         "target_box_xyxy": target_box,
         "target_pixels": target_pixels,
+        "target_point_xy": target_point,
+        "truth": truth,
         "decision_rule": rule,
         "eigen_smooth": res.eigen_smooth,
         "aug_smooth": res.aug_smooth,

@@ -31,6 +31,8 @@ VALUE_VIEWS: dict[str, str] = {
     "raw signed": "before ReLU and scaling, centred on 0, one scale for every class of this image",
 }
 THRESHOLD_MODES = ("none", "absolute", "percentile", "otsu")
+# What a threshold shows on the overlay (``overlay(show=...)``).
+SHOW_MODES = ("mask+contour", "mask", "contour")
 _LUT_CACHE: dict[str, np.ndarray] = {}
 
 
@@ -208,6 +210,108 @@ def colorbar(
         draw.line([(x, height + 2), (x, height + 5)], fill=(0, 0, 0))
         draw.text((x - int(font.getlength(text)) // 2, height + 6), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
+
+
+# Colours of the truth comparison (Okabe–Ito, colour-blind safe), keyed by cam_core.truth codes.
+OUTCOME_COLORS: dict[int, str] = {0: "#000000", 1: "#BBBBBB", 2: "#D55E00", 3: "#56B4E9"}
+
+
+def outcome_map(codes: np.ndarray) -> np.ndarray:
+    """TN/TP/FP/FN codes (``cam_core.truth``) → RGB: black, grey, vermilion, sky blue."""
+    palette = np.array([hex_to_rgb(OUTCOME_COLORS[i]) for i in range(4)], dtype=np.uint8)
+    return palette[codes]
+
+
+def outline(rgb: np.ndarray, region: np.ndarray, color: str = "#FFFFFF") -> np.ndarray:
+    """A copy with the region's edge drawn in ``color`` on a black rim, visible on any panel."""
+    out = rgb.copy()
+    edge = contour(region.astype(bool))
+    rim = cv2.dilate(edge.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    out[rim] = (0, 0, 0)
+    out[edge] = hex_to_rgb(color)
+    return out
+
+
+def _nice_length_um(width_um: float) -> float:
+    """A round bar length near a fifth of the width (1, 2, 5 × 10^k µm)."""
+    target = width_um / 5
+    base = 10 ** np.floor(np.log10(target))
+    return float(max((m * base for m in (1, 2, 5) if m * base <= target), default=base))
+
+
+def scale_bar(rgb: np.ndarray, mpp: float | None, display_width: int | None = None) -> np.ndarray:
+    """A copy with a µm scale bar at the bottom left; unchanged when the resolution is unknown.
+
+    Args:
+        mpp: microns per pixel of ``rgb``.
+        display_width: the width the picture is shown at, so the bar's text stays legible.
+    """
+    if not mpp or mpp <= 0:
+        return rgb
+    h, w = rgb.shape[:2]
+    length_um = _nice_length_um(w * mpp)
+    px = max(1, round(length_um / mpp))
+    k = max(1.0, w / (display_width or w))  # source pixels per displayed pixel
+    thick, margin, size = max(2, round(4 * k)), round(8 * k), max(10, round(13 * k))
+    img = Image.fromarray(rgb.copy())
+    draw = ImageDraw.Draw(img)
+    font = _font(size)
+    text = f"{length_um:g} µm"
+    tw = int(font.getlength(text))
+    x0, y1 = margin, h - margin
+    draw.rectangle([x0 - 4, y1 - thick - size - 10, x0 + max(px, tw) + 4, y1 + 4], fill=(255, 255, 255))
+    draw.rectangle([x0, y1 - thick, x0 + px, y1], fill=(0, 0, 0))
+    draw.text((x0, y1 - thick - size - 6), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img)
+
+
+def figure(
+    panels: list[tuple[str, np.ndarray]],
+    caption: str,
+    colorbar_rgb: np.ndarray | None = None,
+    panel_px: int = 512,
+) -> np.ndarray:
+    """One picture for a slide: panels in a row with their titles inside, the colour bar and a
+    caption (what produced it), on white. Panels are resized to ``panel_px`` wide (nearest, so
+    pixels stay sharp when enlarged)."""
+    title_font, cap_font = _font(22), _font(16)
+    gap, top = 16, 40
+    resized = []
+    for _, rgb in panels:
+        h, w = rgb.shape[:2]
+        ph = round(h * panel_px / w)
+        interp = cv2.INTER_NEAREST if panel_px >= w else cv2.INTER_AREA
+        resized.append(cv2.resize(rgb, (panel_px, ph), interpolation=interp))
+    ph = max(r.shape[0] for r in resized)
+    bar_h = 0 if colorbar_rgb is None else colorbar_rgb.shape[0] + 8
+    width = gap + len(panels) * (panel_px + gap)
+    lines = _wrap(caption, cap_font, width - 2 * gap)
+    height = top + ph + bar_h + 12 + 22 * len(lines) + gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, ((title, _), rgb) in enumerate(zip(panels, resized)):
+        x = gap + i * (panel_px + gap)
+        draw.text((x, 10), title, fill=(0, 0, 0), font=title_font)
+        canvas.paste(Image.fromarray(rgb), (x, top))
+    y = top + ph + 8
+    if colorbar_rgb is not None:
+        x = gap + (len(panels) // 2) * (panel_px + gap) + (panel_px - colorbar_rgb.shape[1]) // 2
+        canvas.paste(Image.fromarray(colorbar_rgb), (max(x, gap), y))
+        y += bar_h
+    for line in lines:
+        draw.text((gap, y), line, fill=(40, 40, 40), font=cap_font)
+        y += 22
+    return np.asarray(canvas)
+
+
+def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def to_png(array: np.ndarray) -> bytes:

@@ -1,21 +1,26 @@
 """What the CAM explains: a class's logit summed over a region of the image.
 
-Three regions, as a pathologist asks the question:
+Regions, as a pathologist asks the question:
 
 * ``predicted`` – where the model predicts the class ("why did you call these nuclei
   epithelial?"), grad-cam's ``SemanticSegmentationTarget`` with the predicted mask;
 * ``class`` – every pixel ("what drives the epithelial score anywhere?");
-* ``mask`` – a region the user gives (a drawn rectangle or a binary mask file).
+* ``mask`` – a region the user gives (a drawn rectangle or a binary mask file);
+* ``fn`` / ``fp`` – with a ground truth: the pixels the truth calls the class and the model
+  does not ("why did it miss these?"), or the reverse;
+* ``point`` – the predicted object under a point ("why *this* nucleus?").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import truth as gt
 from .errors import EmptyTargetError, InputError, NothingPredictedError, unknown
 
 # Target kinds and the words the app, the CLI and every message use for them. Defined here only.
@@ -23,26 +28,46 @@ TARGET_KINDS: dict[str, str] = {
     "predicted": "predicted region",
     "class": "whole class",
     "mask": "rectangle / mask",
+    "fn": "missed (false negatives)",
+    "fp": "false positives",
+    "point": "clicked object",
 }
+# Kinds whose region is a comparison with the ground truth.
+TRUTH_KINDS: dict[str, int] = {"fn": gt.FN, "fp": gt.FP}
 
 
 @dataclass(frozen=True, eq=False)
 class TargetSpec:
-    """A class and a region kind; ``mask`` (H×W bool, image size) only for kind ``mask``.
+    """A class and a region kind, with what the kind needs.
 
-    ``class_index`` None means "the most predicted non-background class", decided from the
-    same forward pass that the CAM uses (no extra pass).
+    ``mask`` (H×W bool, image size) for kind ``mask``; ``truth`` for ``fn``/``fp``; ``point``
+    (x, y in image pixels) for ``point``. ``class_index`` None means "the most predicted
+    non-background class" (for ``point``: the class under the point), decided from the same
+    forward pass that the CAM uses (no extra pass).
     """
 
     kind: str
     class_index: int | None
     mask: np.ndarray | None = None
+    truth: gt.Truth | None = None
+    point: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
             raise unknown("target", self.kind, list(TARGET_KINDS))
         if self.kind == "mask" and self.mask is None:
             raise InputError("target 'mask' needs a mask: draw a rectangle or give mask:PATH / rect:x0,y0,x1,y1")
+        if self.kind in TRUTH_KINDS and self.truth is None:
+            raise InputError(
+                f"target '{self.kind}' compares with the ground truth: give --gt MASK (CLI), or use a sample tile "
+                "or add a mask to the upload (app)"
+            )
+        if self.kind == "point" and self.point is None:
+            raise InputError("target 'point' needs a point: click the picture, or give point:X,Y")
+
+    def with_class(self, class_index: int | None) -> TargetSpec:
+        """The same region kind (and its mask, truth or point) for another class."""
+        return dataclasses.replace(self, class_index=class_index)
 
     def key(self) -> str:
         """A stable cache key (the mask is hashed, not compared)."""
@@ -51,17 +76,25 @@ class TargetSpec:
             if self.mask is not None
             else "-"
         )
-        return f"{self.kind}:{self.class_index}:{digest}"
+        extra = (f":{self.truth.key()}" if self.truth is not None else "") + (
+            f":{self.point[0]},{self.point[1]}" if self.point is not None else ""
+        )
+        return f"{self.kind}:{self.class_index}:{digest}{extra}"
 
     def describe(self, classes: list[str]) -> str:
         return describe(self.kind, classes[self.class_index] if self.class_index is not None else "auto")
 
     def box(self) -> list[int] | None:
         """The region's bounding box [x0, y0, x1, y1) in image pixels (kind ``mask`` only)."""
-        if self.mask is None or not np.any(self.mask):
-            return None
-        ys, xs = np.nonzero(self.mask)
-        return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        return None if self.mask is None else box_of(np.asarray(self.mask, dtype=bool))
+
+
+def box_of(region: np.ndarray) -> list[int] | None:
+    """The bounding box [x0, y0, x1, y1) of a boolean region, None when it is empty."""
+    if not region.any():
+        return None
+    ys, xs = np.nonzero(region)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
 def describe(kind: str, class_name: str) -> str:
@@ -70,6 +103,9 @@ def describe(kind: str, class_name: str) -> str:
         "predicted": f"'{class_name}' logit over pixels predicted '{class_name}'",
         "class": f"'{class_name}' logit over the whole image",
         "mask": f"'{class_name}' logit over the user region",
+        "fn": f"'{class_name}' logit over pixels the truth calls '{class_name}' and the model does not (missed)",
+        "fp": f"'{class_name}' logit over pixels predicted '{class_name}' that the truth does not call so",
+        "point": f"'{class_name}' logit over the clicked predicted object",
     }[kind]
 
 
@@ -88,13 +124,17 @@ def resolve_auto(spec: TargetSpec, predicted: np.ndarray, classes: list[str]) ->
     """
     if spec.class_index is not None:
         return spec
+    if spec.kind == "point" and spec.point is not None:
+        from .objects import component_at
+
+        return spec.with_class(component_at(predicted, *spec.point)[0])
     cls = auto_class(predicted, len(classes))
     if cls is None:
         raise NothingPredictedError(
             f"the model predicts only '{classes[0]}' in this image, so there is no predicted class to explain; "
             f"choose a class with target '{TARGET_KINDS['class']}' to see what drives its score anyway"
         )
-    return TargetSpec(spec.kind, cls, spec.mask)
+    return spec.with_class(cls)
 
 
 def rectangle_mask(shape: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -176,6 +216,29 @@ def region(spec: TargetSpec, predicted: np.ndarray, classes: list[str]) -> np.nd
             )
     elif spec.kind == "class":
         reg = np.ones(predicted.shape, dtype=bool)
+    elif spec.kind in TRUTH_KINDS and spec.truth is not None:
+        if spec.truth.labels.shape != predicted.shape:
+            raise InputError(
+                f"ground truth is {spec.truth.labels.shape[1]}×{spec.truth.labels.shape[0]} but the image is "
+                f"{predicted.shape[1]}×{predicted.shape[0]}; give the mask of this image"
+            )
+        reg = gt.errors(predicted, spec.truth, spec.class_index, TRUTH_KINDS[spec.kind])
+        if not reg.any():
+            scope = gt.ANY_NUCLEUS if spec.truth.binary else f"'{name}'"
+            raise EmptyTargetError(
+                f"no {gt.OUTCOMES[TRUTH_KINDS[spec.kind]]} pixels for {scope} on this tile, so there is nothing to "
+                f"explain with target '{TARGET_KINDS[spec.kind]}'; choose another class or target "
+                f"'{TARGET_KINDS['predicted']}'"
+            )
+    elif spec.kind == "point" and spec.point is not None:
+        from .objects import component_at
+
+        cls, reg = component_at(predicted, *spec.point)
+        if cls != spec.class_index:
+            raise EmptyTargetError(
+                f"point ({spec.point[0]},{spec.point[1]}) is on a '{classes[cls]}' object, not '{name}'; "
+                "leave the class on auto to explain the object under the point"
+            )
     else:
         mask = np.asarray(spec.mask, dtype=bool)
         if mask.shape != predicted.shape:

@@ -52,7 +52,7 @@ def test_first_load_explains_a_sample_without_any_click(at):
     assert "last_render" in at.session_state
     assert [m.value for m in at.markdown if m.value.startswith("**Predicted mask")]
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["mask.png", "heatmap.png", "overlay.png", "results.zip"]
+    assert labels == ["mask.png", "mask_color.png", "heatmap.png", "overlay.png", "figure.png", "results.zip"]
 
 
 def test_switch_class_layer_method_target(at):
@@ -335,3 +335,125 @@ def test_teaching_sample_is_offered_with_its_note(at):
     at.selectbox(key="w_sel_model").set_value("consep-unet-marker-teaching")
     run(at)
     assert "class **epithelial**" in provenance(at)  # the dot made every nucleus epithelial
+
+
+# ---------------------------------------------------------------- #12: truth, objects, links, presenter
+
+
+def _sample_prediction(name="test_12_002"):
+    from cam_core import engine, models
+    from ui import compute
+
+    loaded = compute.get_model(models.default_model_name())
+    return engine.predict(loaded, np.asarray(Image.open(REPO / f"samples/images/{name}.png").convert("RGB")))
+
+
+def test_sample_shows_its_truth_and_the_fn_target_explains_the_missed_pixels(at):
+    from cam_core.truth import FN, compare, load_truth
+
+    assert [m.value for m in at.markdown if m.value == "**Truth**"]
+    dice = at.session_state["last_dice"]
+    assert set(dice) >= {"epithelial", "any nucleus"}
+    assert all(v is None or 0 <= v <= 1 for v in dice.values())
+    at.selectbox(key="w_sel_class").set_value(3)  # epithelial
+    at.radio(key="w_sel_target").set_value("fn")
+    run(at)
+    pred = _sample_prediction()
+    classes = at.session_state["last_record"]["predicted_area_percent"].keys()
+    truth = load_truth(REPO / "samples/masks/test_12_002.png", list(classes), pred.mask.shape)
+    expected = int((compare(pred.mask, truth, 3) == FN).sum())
+    assert expected > 0
+    assert at.session_state["last_render"]["target_pixels"] == expected
+    assert at.session_state["last_render"]["outlined"]
+    record = at.session_state["last_record"]
+    assert record["target"] == "fn"
+    assert record["target_pixels"] == expected
+    assert record["truth"]["pixels"]["false negative"] == expected
+    assert record["truth"]["dice"]["epithelial"] == pytest.approx(at.session_state["last_dice"]["epithelial"])
+    assert any("raw signed" in i.value for i in at.info)  # the page says how to read an FN map
+
+
+def test_truth_targets_are_offered_only_with_a_truth(at):
+    from ui.state import TARGET_CHOICES
+
+    fn = TARGET_CHOICES["fn"]
+    assert fn in at.radio(key="w_sel_target").options
+    at.radio(key="w_sel_source").set_value("Upload")
+    run(at)
+    at.file_uploader(key="upload").set_value(
+        ("tile.png", _png(np.asarray(Image.open(REPO / "samples/images/test_8_001.png"))), "image/png")
+    )
+    run(at)
+    assert at.session_state["last_record"]["image"]["microns_per_pixel"] is None  # a PNG without resolution
+    assert fn not in at.radio(key="w_sel_target").options
+    bad = np.zeros((100, 100), np.uint8)
+    at.file_uploader(key="upload_truth").set_value(("gt.png", _png(bad), "image/png"))
+    run_allowing_errors = at.run()
+    assert any("100×100 but the image is 256×256" in e.value for e in run_allowing_errors.error)
+    assert at.session_state["last_render"]  # the image is still explained
+    binary = (np.asarray(Image.open(REPO / "samples/masks/test_8_001.png")) > 0).astype(np.uint8) * 255
+    at.file_uploader(key="upload_truth").set_value(("gt.png", _png(binary), "image/png"))
+    run(at)
+    assert fn in at.radio(key="w_sel_target").options
+    assert set(at.session_state["last_dice"]) == {"any nucleus"}  # a binary truth is compared as any nucleus
+
+
+def test_point_target_explains_the_object_under_it(at):
+    from cam_core.objects import component_at
+
+    pred = _sample_prediction()
+    ys, xs = np.nonzero(pred.mask == 3)
+    x, y = int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
+    cls, component = component_at(pred.mask, x, y)
+    at.session_state["sel_point"] = (x, y)  # what a click on a panel sets
+    at.radio(key="w_sel_target").set_value("point")
+    run(at)
+    assert at.session_state["last_render"]["target_pixels"] == int(component.sum())
+    assert at.session_state["last_render"]["outlined"]
+    record = at.session_state["last_record"]
+    assert record["target_point_xy"] == [x, y]
+    assert record["class_index"] == cls
+    assert record["target_box_xyxy"][0] <= x < record["target_box_xyxy"][2]
+    assert any(m.value.startswith("Target: **clicked object** at") for m in at.markdown)
+
+
+def test_a_link_reproduces_the_view_and_reports_what_it_cannot_use(at):
+    at.selectbox(key="w_sel_sample").set_value("test_8_001")
+    at.selectbox(key="w_sel_method").set_value("HiResCAM")
+    at.selectbox(key="w_sel_class").set_value(3)
+    at.slider(key="w_opacity").set_value(0.7)
+    at.radio(key="w_thr_mode").set_value("percentile")
+    run(at)
+    params = {k: at.query_params[k] for k in at.query_params}
+    assert params["sample"] == "test_8_001"
+    assert params["method"] == "HiResCAM"
+    assert params["class"] == "epithelial"
+    first = at.session_state["last_render"]
+    fresh = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    for k, v in params.items():
+        fresh.query_params[k] = v[0] if isinstance(v, list) else v
+    run(fresh)
+    assert fresh.session_state["last_render"]["overlay_sum"] == first["overlay_sum"]
+    assert fresh.session_state["last_render"]["level"] == first["level"]
+    assert not fresh.warning
+    bad = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    bad.query_params["sample"] = "test_99_999"
+    bad.query_params["layer"] = "decoder.nowhere"
+    bad.query_params["class"] = "mitosis"
+    bad.run()
+    notes = " ".join(w.value for w in bad.warning)
+    assert "test_99_999" in notes
+    assert "decoder.nowhere" in notes
+    assert "mitosis" in notes
+    assert bad.session_state["sel_sample"] == "test_12_002"  # a visible default, not a silent switch
+
+
+def test_presenter_mode_draws_one_figure_with_its_caption(at):
+    at.toggle(key="w_present").set_value(True)
+    run(at)
+    assert not [m for m in at.markdown if m.value.startswith("**Predicted mask")]  # one figure, not panels
+    assert at.query_params["present"] == ["1"] or at.query_params["present"] == "1"
+    button = next(b for b in at.get("download_button") if b.key == "present_figure")
+    assert "figure" in button.label
+    at.radio(key="w_present_view").set_value("overlay")
+    run(at)

@@ -28,8 +28,10 @@ from cam_core.methods import MethodInfo
 from cam_core.provenance import CamResult, result_record
 from cam_core.rules import DecisionRule
 from cam_core.runtime import SERVER_THREADS, configure_threads
+from cam_core.truth import Truth, load_truth
+from cam_core.truth import summary as truth_summary
 
-from .state import sample_file
+from .state import CONSEP_CLASSES, SAMPLE_MPP, sample_file, sample_truth_file
 
 log = logging.getLogger("segcam")
 # Model passes are logged by cam_core.engine at INFO; the server's log shows every one of them.
@@ -88,6 +90,9 @@ class ImageChoice:
     name: str
     sha: str
     image: LoadedImage
+    truth: Truth | None = None  # the tile's ground truth (samples ship theirs; uploads may add one)
+    mpp: float | None = None  # µm per pixel: the samples', the file's metadata or the user's value
+    sample: bool = False  # a shipped sample (can travel in a link), not an upload
 
     @property
     def large(self) -> bool:
@@ -104,9 +109,34 @@ def sample(name: str) -> tuple[np.ndarray, str]:
     return _SAMPLES[name]
 
 
-def sample_choice(name: str) -> ImageChoice:
+_SAMPLE_TRUTH: dict[tuple[str, int], Truth | None] = {}
+
+
+def sample_truth(name: str, classes: list[str]) -> Truth | None:
+    """The sample's shipped mask, read for a model's classes (None when the sample has none).
+
+    A model with other classes than CoNSeP's still gets the truth, compared as any nucleus.
+    """
+    key = (name, len(classes))
+    if key not in _SAMPLE_TRUTH:
+        path = sample_truth_file(name)
+        truth = None
+        if path is not None:
+            shape = sample(name)[0].shape[:2]
+            try:
+                truth = load_truth(path, classes, shape, name=path.name)
+            except SegCamError:
+                consep = load_truth(path, CONSEP_CLASSES, shape, name=path.name)
+                truth = Truth((consep.labels > 0).astype(np.uint8), True, consep.name, consep.sha256)
+        _SAMPLE_TRUTH[key] = truth
+    return _SAMPLE_TRUTH[key]
+
+
+def sample_choice(name: str, classes: list[str] | None = None) -> ImageChoice:
+    """A sample tile with its truth (when a model's classes are given) and the samples' resolution."""
     array, sha = sample(name)
-    return ImageChoice(name, sha, LoadedImage(array))
+    truth = sample_truth(name, classes) if classes is not None else None
+    return ImageChoice(name, sha, LoadedImage(array), truth, SAMPLE_MPP, sample=True)
 
 
 # ---------------------------------------------------------------- captures
@@ -186,14 +216,14 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
         CAPTURES.put(base_key, cap)
     CAPTURES.put(key, cap)
     if ch.target.class_index is None:  # remember the automatic class under its resolved key too
-        resolved = tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask)
+        resolved = ch.target.with_class(cap.target.class_index)
         CAPTURES.put(("cap", ch.loaded.name, ch.image.sha, resolved.key(), rule_key), cap)
     CAPTURES.put(_pred_key(ch.loaded, ch.image, ch.rule), cap.prediction)
     return cap
 
 
 def slow_result_key(ch: Choices, info: MethodInfo, layer: str, class_index: int) -> tuple[Any, ...]:
-    target = tg.TargetSpec(ch.target.kind, class_index, ch.target.mask)
+    target = ch.target.with_class(class_index)
     return ("slow", ch.loaded.name, ch.image.sha, target.key(), ch.rule.key(), info.name, layer, ch.eigen_smooth)
 
 
@@ -236,7 +266,7 @@ def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any, e
 
     eta = Eta(info.name, estimate_s)
     report(0.0, eta.text(0.0, f"{info.name}: starting"))
-    target = tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask)
+    target = ch.target.with_class(cap.target.class_index)
     try:
         res = engine.run_method(
             ch.loaded,
@@ -255,14 +285,17 @@ def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any, e
     return res
 
 
-def zip_bundle(res: CamResult, mask_png: bytes, record: dict[str, Any]) -> bytes:
+def zip_bundle(res: CamResult, files: dict[str, bytes], record: dict[str, Any]) -> bytes:
+    """The results ZIP: the CAM arrays, the given files (mask.png as class indices, pictures) and
+    result.json — the same names as the CLI writes."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, arr in (("cam.npy", res.cam), ("cam_raw.npy", res.cam_raw)):
             b = io.BytesIO()
             np.save(b, arr.astype(np.float32))
             zf.writestr(name, b.getvalue())
-        zf.writestr("mask.png", mask_png)
+        for name, data in files.items():
+            zf.writestr(name, data)
         zf.writestr("result.json", json.dumps(record, indent=1))
     return buf.getvalue()
 
@@ -274,18 +307,28 @@ def record_for(
     from cam_core.methods import get_method
 
     classes = ch.loaded.spec.classes
-    target = tg.TargetSpec(ch.target.kind, res.class_index, ch.target.mask)
+    target = ch.target.with_class(res.class_index)
     h, w = ch.image.image.array.shape[:2]
     checked = trust_if_cached(ch, get_method(res.method), res.layer, cap)
+    region = tg.region(target, cap.prediction.mask, classes) > 0
+    truth = ch.image.truth
     return result_record(
         res,
         classes=classes,
         target_description=target.describe(classes),
         rule=cap.prediction.rule.to_json(),
-        image={"name": ch.image.name, "sha256": ch.image.sha, "size_hw": [h, w], "notes": ch.image.image.notes},
+        image={
+            "name": ch.image.name,
+            "sha256": ch.image.sha,
+            "size_hw": [h, w],
+            "microns_per_pixel": ch.image.mpp,
+            "notes": ch.image.image.notes,
+        },
         area_percent=cap.prediction.area_percent(),
-        target_box=target.box(),
-        target_pixels=int(tg.region(target, cap.prediction.mask, classes).sum()),
+        target_box=tg.box_of(region),
+        target_pixels=int(region.sum()),
+        target_point=list(target.point) if target.point is not None else None,
+        truth=None if truth is None else truth_summary(cap.prediction.mask, truth, classes, res.class_index),
         threshold=threshold,
         pass_seconds=cap.seconds,
         tiles=cap.tiles,
@@ -310,10 +353,6 @@ def provenance_line(res: CamResult, pass_seconds: float, image_name: str, classe
         f"**{res.method}** on `{res.layer}` · class **{cls}** ({target}) · model `{res.model}` · "
         f"image `{image_name}` · {res.device} · pass {pass_seconds:.2f} s, CAM {res.cost()}"
     )
-
-
-def mask_png(mask: np.ndarray, colors: list[str]) -> bytes:
-    return render.to_png(render.colorize_mask(mask, colors))
 
 
 def warm_up(sample_name: str) -> None:
@@ -361,7 +400,7 @@ def signed_scale(ch: Choices, info: MethodInfo, layer: str, cap: Any, res: CamRe
     for c in range(1, len(classes)):
         if c == res.class_index:
             continue
-        other = dataclasses.replace(ch, class_index=c, target=tg.TargetSpec(ch.target.kind, c, ch.target.mask))
+        other = dataclasses.replace(ch, class_index=c, target=ch.target.with_class(c))
         try:
             if info.from_cache:
                 r = cam_for(other, info, layer, get_capture(other))
@@ -382,7 +421,7 @@ TRUST = LRUCache(max_entries=256, max_bytes=64 << 20)  # trust reports and refer
 
 
 def _trust_base(ch: Choices, cap: Any) -> tuple[Any, ...]:
-    target = tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask)
+    target = ch.target.with_class(cap.target.class_index)
     return (ch.loaded.name, ch.image.sha, target.key(), ch.rule.key())
 
 
@@ -431,7 +470,7 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
     reports = trust.trust(
         ch.loaded,
         ch.image.image.array,
-        tg.TargetSpec(ch.target.kind, cap.target.class_index, ch.target.mask),
+        ch.target.with_class(cap.target.class_index),
         layers_,
         infos,
         cap=cap,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import streamlit as st
@@ -9,20 +10,14 @@ import streamlit as st
 from cam_core import layers, methods, models
 from cam_core import targets as tg
 from cam_core.errors import SegCamError
-from cam_core.images import SUPPORTED, load_image
+from cam_core.images import MPP_RANGE, SUPPORTED, load_image
 from cam_core.limits import MAX_PIXELS
 from cam_core.rules import presets
+from cam_core.truth import load_truth
 
 from . import compute
 from .compute import Choices, ImageChoice
-from .state import TEACHING_NOTES, bound, sample_names
-
-# The app's target choices: the core's kinds, with a rectangle standing for a user mask.
-TARGET_CHOICES = {
-    "predicted": tg.TARGET_KINDS["predicted"],
-    "class": tg.TARGET_KINDS["class"],
-    "rectangle": "rectangle",
-}
+from .state import TARGET_CHOICES, TEACHING_NOTES, bound, link_note, note_fallback, sample_names
 
 
 def _image_sidebar() -> ImageChoice | None:
@@ -48,6 +43,12 @@ def _image_sidebar() -> ImageChoice | None:
     upload = st.sidebar.file_uploader(
         "Upload an H&E tile", key="upload", help=f"{SUPPORTED}; up to {MAX_PIXELS / 1e6:.0f} MP"
     )
+    st.sidebar.file_uploader(
+        "Ground-truth mask (optional)",
+        key="upload_truth",
+        help="A PNG of the same size: pixel value = class index of the model, or a binary mask "
+        "(0 = background, 255 = nucleus) compared as any nucleus.",
+    )
     if upload is None:
         last = st.session_state.get("last_upload")
         if last is None:
@@ -65,9 +66,35 @@ def _image_sidebar() -> ImageChoice | None:
         st.session_state["upload_error"] = str(exc)
         return None
     st.session_state.pop("upload_error", None)
-    choice = ImageChoice(upload.name, sha, image)
+    choice = ImageChoice(upload.name, sha, image, mpp=image.mpp)
     st.session_state["last_upload"] = choice
     return choice
+
+
+def _with_truth_and_resolution(image: ImageChoice, loaded: models.LoadedModel) -> ImageChoice:
+    """Attach the ground truth (sample's own, or the uploaded mask) and the resolution."""
+    classes = loaded.spec.classes
+    if image.sample:
+        return dataclasses.replace(image, truth=compute.sample_truth(image.name, classes))
+    mpp = image.image.mpp
+    if mpp is None:
+        given = st.sidebar.number_input(
+            "Resolution (µm per pixel; 0 = unknown)",
+            min_value=0.0,
+            max_value=MPP_RANGE[1],
+            step=0.01,
+            key="upload_mpp",
+            help="Not in the file's metadata. CoNSeP and most 40× scans: about 0.25. Used for scale bars and areas.",
+        )
+        mpp = given if given and given >= MPP_RANGE[0] else None
+    truth = None
+    mask_file = st.session_state.get("upload_truth")
+    if mask_file is not None:
+        try:
+            truth = load_truth(mask_file.getvalue(), classes, image.image.array.shape[:2], name=mask_file.name)
+        except SegCamError as exc:
+            st.sidebar.error(str(exc))  # the image is still explained; only the comparison is missing
+    return dataclasses.replace(image, truth=truth, mpp=mpp)
 
 
 def _model_sidebar() -> models.LoadedModel | None:
@@ -79,8 +106,11 @@ def _model_sidebar() -> models.LoadedModel | None:
         st.sidebar.error("No model can be loaded; see the Model page.")
         return None
     if st.session_state.get("sel_model") not in usable:
+        note_fallback("sel_model", usable[0], f"model {st.session_state.get('sel_model')!r}")
         st.session_state["sel_model"] = usable[0]
+    wanted = st.session_state.get("sel_model")
     name = bound(st.sidebar.selectbox, "Model", "sel_model", options=usable)
+    note_fallback("sel_model", name, f"model {wanted!r}")
     if broken:
         with st.sidebar.expander(f"{len(broken)} model(s) cannot load"):
             for e in broken:
@@ -99,8 +129,10 @@ def _layer_choice(loaded: models.LoadedModel) -> str:
     if st.session_state.get("sel_layer_model") != loaded.name or st.session_state.get(
         "sel_layer"
     ) not in layers.spatial_layers(loaded):
+        note_fallback("sel_layer", default, f"layer {st.session_state.get('sel_layer')!r}")
         st.session_state["sel_layer"] = default
         st.session_state["sel_layer_model"] = loaded.name
+    st.session_state.get("link_requested", {}).pop("sel_layer", None)  # it was usable
     current = st.session_state["sel_layer"]
     opts = curated if current in curated else [*curated, current]
     layer = bound(
@@ -123,6 +155,7 @@ def sidebar() -> Choices | None:
     loaded = _model_sidebar()
     if image is None or loaded is None:
         return None
+    image = _with_truth_and_resolution(image, loaded)
     spec = loaded.spec
     st.sidebar.subheader("Explanation")
     rules = presets(spec.decision_rule)
@@ -131,6 +164,13 @@ def sidebar() -> Choices | None:
     pred = compute.prediction_if_cached(loaded, image, rule)
     area = pred.area_percent() if pred is not None else None
     class_opts: list[str | int] = ["auto", *range(len(spec.classes))]
+    asked = st.session_state.get("sel_class")
+    if isinstance(asked, str) and asked != "auto":  # a link names the class
+        try:
+            st.session_state["sel_class"] = tg.class_index(asked, spec.classes)
+        except SegCamError:
+            st.session_state["sel_class"] = "auto"
+            link_note(f"The link asks for class {asked!r}, which {loaded.name} does not have; showing 'auto'.")
 
     def class_label(c: str | int) -> str:
         if c == "auto":
@@ -164,16 +204,27 @@ def sidebar() -> Choices | None:
     info = methods.METHODS[method.lower()]
     st.sidebar.caption(info.summary)
 
+    offered_targets = [k for k in TARGET_CHOICES if k not in tg.TRUTH_KINDS or image.truth is not None]
+    if st.session_state.get("sel_target") not in offered_targets and st.session_state.get("sel_target"):
+        link_note(
+            f"Target '{TARGET_CHOICES.get(st.session_state['sel_target'], st.session_state['sel_target'])}' needs a "
+            "ground truth, which this image does not have; showing the predicted region."
+        )
     target_kind = bound(
         st.sidebar.radio,
         "Target",
         "sel_target",
-        options=list(TARGET_CHOICES),
+        options=offered_targets,
         format_func=TARGET_CHOICES.get,
-        help="What the CAM explains: the class's score summed over the predicted pixels, every pixel, or a rectangle.",
+        help="What the CAM explains: the class's score summed over the predicted pixels, every pixel, a rectangle, "
+        "the object you click, or (with a ground truth) the pixels the model missed or wrongly called the class.",
     )
     h, w = image.image.array.shape[:2]
-    if target_kind == "rectangle":
+    if target_kind == "point":
+        target = _point_target(cls, h, w)
+    elif target_kind in tg.TRUTH_KINDS:
+        target = tg.TargetSpec(target_kind, cls, truth=image.truth)
+    elif target_kind == "rectangle":
         x0, y0, x1, y1 = st.session_state["sel_rect"]
         xs = st.sidebar.slider("Rectangle x (fraction of width)", 0.0, 1.0, (x0, x1), 0.01, key="w_rect_x")
         ys = st.sidebar.slider("Rectangle y (fraction of height)", 0.0, 1.0, (y0, y1), 0.01, key="w_rect_y")
@@ -194,3 +245,25 @@ def sidebar() -> Choices | None:
         )
         eigen = bound(st.checkbox, "eigen_smooth", "sel_eigen_smooth", disabled=not info.eigen_smooth)
     return Choices(image, loaded, cls, layer, info, target, rules[rule_name], bool(eigen) and info.eigen_smooth)
+
+
+def _point_target(cls: int | None, h: int, w: int) -> tg.TargetSpec:
+    """The clicked object; the point can be typed too. No point yet: the predicted region."""
+    point = st.session_state.get("sel_point")
+    if point is not None and not (0 <= point[0] < w and 0 <= point[1] < h):
+        link_note(f"Point {tuple(point)} is outside this {w}×{h} image; click a nucleus instead.")
+        point = st.session_state["sel_point"] = None
+    px, py = point if point is not None else (w // 2, h // 2)
+    st.session_state["w_point_x"], st.session_state["w_point_y"] = int(px), int(py)
+
+    def typed() -> None:
+        st.session_state["sel_point"] = (int(st.session_state["w_point_x"]), int(st.session_state["w_point_y"]))
+
+    c1, c2 = st.sidebar.columns(2)
+    c1.number_input("x (px)", 0, w - 1, key="w_point_x", on_change=typed)
+    c2.number_input("y (px)", 0, h - 1, key="w_point_y", on_change=typed)
+    if point is None:
+        st.sidebar.info("Click a nucleus on the mask, heatmap or overlay, or pick one in the objects table.")
+        return tg.TargetSpec("predicted", cls)
+    # The object is the predicted component under the point: its class, whatever the class box says.
+    return tg.TargetSpec("point", None, point=(int(point[0]), int(point[1])))

@@ -12,8 +12,9 @@ from typing import Any
 
 import streamlit as st
 
-from cam_core.methods import DEFAULT_METHOD
-from cam_core.render import DEFAULT_COLORMAP, VALUE_VIEWS
+from cam_core import targets as tg
+from cam_core.methods import DEFAULT_METHOD, METHODS
+from cam_core.render import COLORMAPS, DEFAULT_COLORMAP, SHOW_MODES, THRESHOLD_MODES, VALUE_VIEWS
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "images"
@@ -28,6 +29,27 @@ TEACHING_NOTES: dict[str, str] = {
 }
 FAVICON = REPO / "assets" / "favicon.png"
 DEFAULT_SAMPLE = "test_12_002"
+# CoNSeP tiles were scanned at 40×, about 0.25 µm per pixel; their masks' values (samples/README.md).
+SAMPLE_MPP = 0.25
+CONSEP_CLASSES = ["background", "other", "inflammatory", "epithelial", "spindle"]
+
+# The app's target choices: the core's kinds, with a rectangle standing for a user mask. The
+# truth kinds are offered only when the image has a ground truth.
+TARGET_CHOICES: dict[str, str] = {
+    "predicted": tg.TARGET_KINDS["predicted"],
+    "class": tg.TARGET_KINDS["class"],
+    "rectangle": "rectangle",
+    "point": tg.TARGET_KINDS["point"],
+    **{k: tg.TARGET_KINDS[k] for k in tg.TRUTH_KINDS},
+}
+FULL_VIEW = (0.0, 0.0, 1.0, 1.0)  # zoom box as fractions x0, y0, x1, y1: the whole tile
+# How the Explore page lays out its pictures in presentation mode.
+PRESENT_VIEWS: dict[str, str] = {
+    "three": "mask | heatmap | overlay",
+    "overlay": "overlay only",
+    "heatmap": "heatmap only",
+    "mask": "mask only",
+}
 
 DEFAULTS: dict[str, Any] = {
     "sel_source": "Sample",
@@ -39,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "sel_method": DEFAULT_METHOD,
     "sel_target": "predicted",
     "sel_rect": (0.25, 0.25, 0.75, 0.75),  # fractions of width/height
+    "sel_point": None,  # (x, y) in image pixels: the clicked object
     "sel_rule": "model default",
     "sel_eigen_smooth": False,
     "opacity": 0.5,
@@ -49,13 +72,18 @@ DEFAULTS: dict[str, Any] = {
     "show": "mask+contour",
     "values": next(iter(VALUE_VIEWS)),
     "cmp_order": False,
+    "present": False,
+    "present_view": "three",
+    "zoom": FULL_VIEW,
+    "upload_mpp": 0.0,  # µm/px the user gives an upload without metadata (0: unknown)
 }
 
+# Navigation: plain names (an icon's ligature would be read out as a word by screen readers).
 PAGES = [
-    ("app.py", "Explore", ":material/biotech:"),
-    ("pages/1_Compare.py", "Compare", ":material/grid_view:"),
-    ("pages/2_Model.py", "Model", ":material/model_training:"),
-    ("pages/3_About.py", "About CAMs", ":material/menu_book:"),
+    ("app.py", "Explore"),
+    ("pages/1_Compare.py", "Compare"),
+    ("pages/2_Model.py", "Model"),
+    ("pages/3_About.py", "About CAMs"),
 ]
 
 
@@ -70,24 +98,165 @@ def sample_file(name: str) -> Path:
     return path if path.is_file() else TEACHING_SAMPLES / f"{name}.png"
 
 
+def sample_truth_file(name: str) -> Path | None:
+    """The ground-truth mask shipped with a sample (``masks/`` beside ``images/``), if any."""
+    path = sample_file(name).parent.parent / "masks" / f"{name}.png"
+    return path if path.is_file() else None
+
+
 def page_setup(title: str) -> None:
     """Page config, default state and the navigation (Streamlit's own list is hidden in config.toml)."""
+    presenting = st.session_state.get("present") or st.query_params.get("present") == "1"
     st.set_page_config(
         page_title=f"{title} · SegCAM Explorer",
         page_icon=str(FAVICON) if FAVICON.is_file() else ":material/biotech:",
         layout="wide",
+        initial_sidebar_state="collapsed" if presenting else "auto",
     )
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    # ?sample=test_8_001 opens that tile (links to share at a lab meeting); read once per session.
-    wanted = st.query_params.get("sample")
-    if wanted and not st.session_state.get("_query_applied"):
+    if not st.session_state.get("_query_applied"):  # a shared link: read once per session
         st.session_state["_query_applied"] = True
-        if wanted in sample_names():
-            st.session_state["sel_source"], st.session_state["sel_sample"] = "Sample", wanted
+        apply_link(dict(st.query_params))
     st.sidebar.markdown("### SegCAM Explorer")
-    for path, label, icon in PAGES:
-        st.sidebar.page_link(path, label=label, icon=icon)
+    for path, label in PAGES:
+        st.sidebar.page_link(path, label=label)
+
+
+# ---------------------------------------------------------------- links that reproduce a view
+#
+# Every choice that changes the picture lives in the URL (written by the Explore page as the user
+# works). Reading a link validates what it can here; model, layer and class are checked by the
+# sidebar against the loaded model (``requested``/``note_fallback``). Nothing unknown is switched
+# silently: each becomes a note on the page.
+
+
+def _floats(text: str, n: int) -> tuple[float, ...]:
+    values = tuple(float(v) for v in text.split(","))
+    if len(values) != n:
+        raise ValueError(text)
+    return values
+
+
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(text)
+    return v
+
+
+def _choice(options: Any) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in list(options):
+            raise ValueError(text)
+        return text
+
+    return parse
+
+
+def _rect(text: str) -> tuple[float, ...]:
+    r = _floats(text, 4)
+    if not all(0.0 <= v <= 1.0 for v in r):
+        raise ValueError(text)
+    return r
+
+
+def _point(text: str) -> tuple[int, int]:
+    x, y = (int(v) for v in text.split(","))
+    if x < 0 or y < 0:
+        raise ValueError(text)
+    return x, y
+
+
+def _method(text: str) -> str:
+    if text.lower() not in METHODS:
+        raise ValueError(text)
+    return METHODS[text.lower()].name
+
+
+# URL parameter → (session-state key, parser, what would work). Model, layer and class are
+# resolved against the model by the sidebar.
+LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "sample": ("sel_sample", _choice(sample_names()), "a sample tile name"),
+    "model": ("sel_model", str, "a model name"),
+    "class": ("sel_class", str, "a class name or auto"),
+    "layer": ("sel_layer", str, "a layer name"),
+    "method": ("sel_method", _method, "a method name"),
+    "target": ("sel_target", _choice(TARGET_CHOICES), ", ".join(TARGET_CHOICES)),
+    "rect": ("sel_rect", _rect, "x0,y0,x1,y1 as fractions"),
+    "point": ("sel_point", _point, "x,y in pixels"),
+    "rule": ("sel_rule", str, "a decision rule name"),
+    "eigen": ("sel_eigen_smooth", lambda t: {"1": True, "0": False}[t], "0 or 1"),
+    "opacity": ("opacity", _fraction, "a number in 0–1"),
+    "thr": ("thr_mode", _choice(THRESHOLD_MODES), ", ".join(THRESHOLD_MODES)),
+    "thr_abs": ("thr_abs", _fraction, "a number in 0–1"),
+    "thr_pct": ("thr_pct", lambda t: min(max(float(t), 0.0), 99.9), "a percentile"),
+    "cmap": ("cmap", _choice(COLORMAPS), ", ".join(COLORMAPS)),
+    "show": ("show", _choice(SHOW_MODES), ", ".join(SHOW_MODES)),
+    "values": ("values", _choice(VALUE_VIEWS), ", ".join(VALUE_VIEWS)),
+    "present": ("present", lambda t: {"1": True, "0": False}[t], "0 or 1"),
+    "view": ("present_view", _choice(PRESENT_VIEWS), ", ".join(PRESENT_VIEWS)),
+    "zoom": ("zoom", _rect, "x0,y0,x1,y1 as fractions"),
+}
+# Resolved by the sidebar against the model: what the link asked for, to report a fallback.
+CHECKED_LATER = ("sel_model", "sel_layer", "sel_class", "sel_rule")
+
+
+def apply_link(params: dict[str, str]) -> None:
+    """Put a link's choices into session state; each value that cannot be used becomes a note."""
+    requested: dict[str, Any] = st.session_state.setdefault("link_requested", {})
+    if params.get("image") == "upload":
+        link_note(
+            "This link was made on an uploaded image, which cannot travel in a link: the sample tile is shown. "
+            "Ask for the results ZIP (Downloads), or upload the same image."
+        )
+    for name, text in params.items():
+        if name not in LINK_PARAMS:
+            if name != "image":
+                link_note(f"The link's '{name}' is not a setting of this app; it was ignored.")
+            continue
+        key, parse, valid = LINK_PARAMS[name]
+        try:
+            value = parse(text)
+        except (ValueError, KeyError):
+            link_note(f"The link asks for {name}={text!r}, which is not valid ({valid}); the default is used.")
+            continue
+        st.session_state[key] = value
+        if key in CHECKED_LATER:
+            requested[key] = value
+    if "sample" in params and params.get("image") != "upload":
+        st.session_state["sel_source"] = "Sample"
+    if "layer" in params:  # the layer was chosen for the link's model
+        st.session_state["sel_layer_model"] = st.session_state.get("sel_model")
+
+
+def link_note(text: str) -> None:
+    """A visible note about a setting that could not be used as asked (shown once on the page)."""
+    notes = st.session_state.setdefault("link_notes", [])
+    if text not in notes:
+        notes.append(text)
+
+
+def note_fallback(key: str, shown: Any, label: str) -> None:
+    """The sidebar could not use what a link asked for (another model, layer or class): say so once."""
+    requested = st.session_state.get("link_requested", {})
+    if key in requested and requested.pop(key) != shown:
+        link_note(f"The link asks for {label}, which is not available here; showing {shown!r} instead.")
+
+
+def link_params(view: dict[str, Any]) -> dict[str, str]:
+    """The URL parameters of the current view (the inverse of ``apply_link``)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "1" if v else "0"
+        if isinstance(v, (tuple, list)):
+            return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+
+    return {k: fmt(v) for k, v in view.items() if v is not None}
 
 
 def _sync(key: str, wkey: str) -> None:

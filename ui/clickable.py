@@ -1,0 +1,80 @@
+"""A picture that reports where it was clicked, in the picture's own pixels.
+
+``st.image`` returns no click; Streamlit's ``st.components.v2`` inline component does, with no
+package to install and no iframe. The picture is mounted in the page's DOM (not a shadow root),
+so it keeps its ``alt`` text for screen readers and browser tests find it as any ``<img>``.
+AppTest does not run components: tests set the point through session state or the URL.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from cam_core import render
+
+# Larger pictures are sent downscaled: a click is mapped back to full-resolution pixels.
+MAX_SENT_SIDE = 1400
+
+_JS = """
+export default function (component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let img = parentElement.querySelector("img.segcam-click");
+  if (!img) {
+    img = document.createElement("img");
+    img.className = "segcam-click";
+    img.style.width = "100%";
+    img.style.display = "block";
+    img.style.cursor = "crosshair";
+    parentElement.appendChild(img);
+  }
+  if (img.getAttribute("src") !== data.src) img.setAttribute("src", data.src);
+  img.alt = data.alt;
+  img.title = data.title;
+  img.dataset.width = data.width;
+  img.dataset.height = data.height;
+  img.onclick = (e) => {
+    const r = img.getBoundingClientRect();
+    const x = Math.min(data.width - 1, Math.max(0, Math.floor(((e.clientX - r.left) / r.width) * data.width)));
+    const y = Math.min(data.height - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * data.height)));
+    setTriggerValue("click", { x: x, y: y });
+  };
+}
+"""
+
+_COMPONENT: Any = None
+
+
+def _component() -> Any:
+    global _COMPONENT
+    if _COMPONENT is None:
+        _COMPONENT = st.components.v2.component("segcam.click_image", js=_JS, isolate_styles=False)
+    return _COMPONENT
+
+
+def data_url(rgb: np.ndarray) -> str:
+    """The picture as a PNG data URL, downscaled to at most MAX_SENT_SIDE a side."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    k = MAX_SENT_SIDE / max(h, w)
+    if k < 1:
+        rgb = cv2.resize(rgb, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+    return "data:image/png;base64," + base64.b64encode(render.to_png(rgb)).decode("ascii")
+
+
+def clickable_image(rgb: np.ndarray, alt: str, key: str, title: str = "") -> tuple[int, int] | None:
+    """Draw ``rgb``; return (x, y) in its pixels when the user has just clicked it, else None."""
+    h, w = rgb.shape[:2]
+    result = _component()(
+        data={"src": data_url(rgb), "alt": alt, "title": title or alt, "width": w, "height": h},
+        key=key,
+        on_click_change=lambda: None,
+    )
+    click = getattr(result, "click", None)
+    if isinstance(click, dict) and "x" in click and "y" in click:
+        return int(click["x"]), int(click["y"])
+    return None

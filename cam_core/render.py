@@ -6,7 +6,11 @@ threaded server. Everything here is fast enough to run on every slider move.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import cv2
+import matplotlib
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
@@ -147,7 +151,12 @@ def overlay(
     return out
 
 
+@functools.cache
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib: has µ, —, −), else Pillow's default font."""
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    if path.is_file():
+        return ImageFont.truetype(str(path), size)
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -274,8 +283,8 @@ def figure(
     """One picture for a slide: panels in a row with their titles inside, the colour bar and a
     caption (what produced it), on white. Panels are resized to ``panel_px`` wide (nearest, so
     pixels stay sharp when enlarged)."""
-    title_font, cap_font = _font(22), _font(16)
-    gap, top = 16, 40
+    title_font, cap_font = _font(28), _font(22)
+    gap, top = 16, 44
     resized = []
     for _, rgb in panels:
         h, w = rgb.shape[:2]
@@ -286,7 +295,7 @@ def figure(
     bar_h = 0 if colorbar_rgb is None else colorbar_rgb.shape[0] + 8
     width = gap + len(panels) * (panel_px + gap)
     lines = _wrap(caption, cap_font, width - 2 * gap)
-    height = top + ph + bar_h + 12 + 22 * len(lines) + gap
+    height = top + ph + bar_h + 12 + 28 * len(lines) + gap
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     for i, ((title, _), rgb) in enumerate(zip(panels, resized)):
@@ -300,8 +309,25 @@ def figure(
         y += bar_h
     for line in lines:
         draw.text((gap, y), line, fill=(40, 40, 40), font=cap_font)
-        y += 22
+        y += 28
     return np.asarray(canvas)
+
+
+def contact_sheet(
+    images: list[np.ndarray], labels: list[str], per_row: int = 4, cell: int = 64, label_px: int = 14
+) -> tuple[np.ndarray, int]:
+    """Thumbnails in a grid with a label under each; returns the picture and the row height
+    (a click at (x, y) is thumbnail ``(y // row) * per_row + x // (cell + 4)``)."""
+    font = _font(label_px - 3)
+    row = cell + label_px + 4
+    rows = -(-len(images) // per_row)
+    sheet = Image.new("RGB", (per_row * (cell + 4), rows * row), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, text) in enumerate(zip(images, labels)):
+        x, y = (i % per_row) * (cell + 4), (i // per_row) * row
+        sheet.paste(Image.fromarray(cv2.resize(img, (cell, cell), interpolation=cv2.INTER_AREA)), (x, y))
+        draw.text((x, y + cell + 1), text, fill=(40, 40, 40), font=font)
+    return np.asarray(sheet), row
 
 
 def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:

@@ -53,7 +53,7 @@ def once(command: list[str], browser) -> dict[str, float]:
         page.wait_for_selector("h1", timeout=120_000)
         t_life = time.perf_counter()
         for alt in ("predicted mask", "cam heatmap", "overlay"):
-            page.wait_for_selector(f'img[alt="{alt}"]', timeout=120_000)
+            page.wait_for_selector(f'img[alt^="{alt}"]', timeout=120_000)
         t_panels = time.perf_counter()
         page.close()
     finally:

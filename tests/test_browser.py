@@ -126,18 +126,18 @@ def test_three_panels_then_opacity_without_model_pass(server, page):
     url, log = server
     page.goto(url)
     for alt in ("predicted mask", "cam heatmap", "overlay"):
-        page.wait_for_selector(f'img[alt="{alt}"]', timeout=120_000)
+        page.wait_for_selector(f'img[alt^="{alt}"]', timeout=120_000)
     wait_idle(page)
     no_exception(page)
     shot(page, "explore")
-    before_src = page.locator('img[alt="overlay"]').get_attribute("src")
+    before_src = page.locator('img[alt^="overlay"]').get_attribute("src")
     before = passes(log)
     thumb = page.locator('[data-testid="stSlider"] input[type="range"]').first
     thumb.focus()
     for _ in range(4):
         page.keyboard.press("ArrowRight")
     page.wait_for_function(
-        "(src) => { const i = document.querySelector('img[alt=\"overlay\"]'); return i && i.src !== src; }",
+        "(src) => { const i = document.querySelector('img[alt^=\"overlay\"]'); return i && i.src !== src; }",
         arg=before_src,
         timeout=60_000,
     )
@@ -150,7 +150,7 @@ def test_three_panels_then_opacity_without_model_pass(server, page):
 def test_upload_is_explained(server, page, tmp_path):
     url, log = server
     page.goto(url)
-    page.wait_for_selector('img[alt="overlay"]', timeout=120_000)
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
     wait_idle(page)
     page.get_by_text("Upload", exact=True).click()
     page.wait_for_selector('input[type="file"]', state="attached", timeout=30_000)
@@ -160,7 +160,7 @@ def test_upload_is_explained(server, page, tmp_path):
         "() => [...document.querySelectorAll('p')].some(p => p.innerText.includes('test_8_001') || p.innerText.includes('GradCAM'))",
         timeout=120_000,
     )
-    page.wait_for_selector('img[alt="overlay"]', timeout=120_000)
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
     wait_idle(page)
     assert passes(log) > before  # the uploaded tile went through the model
     no_exception(page)
@@ -170,13 +170,13 @@ def test_upload_is_explained(server, page, tmp_path):
 def test_compare_grid_and_every_page(server, page):
     url, _ = server
     page.goto(url)
-    page.wait_for_selector('img[alt="overlay"]', timeout=120_000)
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
     wait_idle(page)
     for label, name, check in (
         ("Compare", "compare", 'img[alt^="cam "]'),
         ("Model", "model", "text=Add your own model"),
         ("About CAMs", "about", "text=Reading a Class Activation Map"),
-        ("Explore", "explore_again", 'img[alt="overlay"]'),
+        ("Explore", "explore_again", 'img[alt^="overlay"]'),
     ):
         page.get_by_role("link", name=label).first.click()
         page.wait_for_selector(check, timeout=120_000)
@@ -194,7 +194,7 @@ def test_trust_line_in_the_browser(server, page):
     """One click under the panels: a progress bar, then the faithfulness and sanity lines."""
     url, log = server
     page.goto(url)
-    page.wait_for_selector('img[alt="overlay"]', timeout=120_000)
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
     wait_idle(page)
     before = passes(log)
     page.get_by_role("button", name="Check this map").click()
@@ -214,15 +214,24 @@ def test_trust_line_in_the_browser(server, page):
     assert page.get_by_role("button", name="Check this map").count() == 0
 
 
-def overlay_pixels(pg, base_url):
+def image_pixels(pg, base_url, selector='img[alt^="overlay"]'):
+    """The pixels of a picture on the page (a data URL from a clickable panel, or a media URL)."""
+    import base64
     import io
 
     import numpy as np
     from PIL import Image
 
-    src = pg.locator('img[alt="overlay"]').get_attribute("src")
-    data = pg.request.get(src if src.startswith("http") else base_url + src).body()
-    return np.asarray(Image.open(io.BytesIO(data)))
+    src = pg.locator(selector).first.get_attribute("src")
+    if src.startswith("data:"):
+        data = base64.b64decode(src.split(",", 1)[1])
+    else:
+        data = pg.request.get(src if src.startswith("http") else base_url + src).body()
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def overlay_pixels(pg, base_url):
+    return image_pixels(pg, base_url)
 
 
 def test_parallel_sessions_match_serial(server, browser):
@@ -236,7 +245,7 @@ def test_parallel_sessions_match_serial(server, browser):
             pg.goto(f"{url}/?sample={tile}", wait_until="commit")
         parallel = {}
         for pg, tile in zip(pages, tiles):
-            pg.wait_for_selector('img[alt="overlay"]', timeout=180_000)
+            pg.wait_for_selector('img[alt^="overlay"]', timeout=180_000)
             wait_idle(pg)
             no_exception(pg)
             text = pg.locator("p", has_text="· model").first.inner_text()
@@ -244,9 +253,164 @@ def test_parallel_sessions_match_serial(server, browser):
             parallel[tile] = overlay_pixels(pg, url)
         for pg, tile in zip(pages, tiles):  # now one at a time, fresh sessions
             pg.goto(f"{url}/?sample={tile}")
-            pg.wait_for_selector('img[alt="overlay"]', timeout=180_000)
+            pg.wait_for_selector('img[alt^="overlay"]', timeout=180_000)
             wait_idle(pg)
             assert (overlay_pixels(pg, url) == parallel[tile]).all(), tile
     finally:
         for c in contexts:
             c.close()
+
+
+# ---------------------------------------------------------------- #12: click, links, presenter, truth
+
+
+def _prediction(name="test_12_002"):
+    import numpy as np
+    from PIL import Image
+
+    from cam_core import engine, models
+
+    loaded = models.load(None)
+    return engine.predict(loaded, np.asarray(Image.open(REPO / f"samples/images/{name}.png").convert("RGB")))
+
+
+def _target_line(pg) -> str:
+    return pg.locator("p", has_text="Target:").first.inner_text()
+
+
+def test_click_on_a_nucleus_explains_that_object(server, page):
+    from cam_core.objects import component_at, find_objects
+    from cam_core.render import contour
+
+    url, log = server
+    pred = _prediction()
+    obj = next(o for o in find_objects(pred.mask) if o.class_index == 3)  # the largest epithelial nucleus
+    x, y = obj.centroid_xy
+    _, component = component_at(pred.mask, x, y)
+    page.goto(url)
+    mask = page.wait_for_selector('img[alt^="predicted mask"]', timeout=120_000)
+    wait_idle(page)
+    box = mask.bounding_box()
+    h, w = pred.mask.shape
+    before = log.read_text().count("forward+backward")
+    page.mouse.click(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('p')].some(p => p.innerText.startsWith('Target: clicked object'))",
+        timeout=120_000,
+    )
+    wait_idle(page)
+    no_exception(page)
+    line = _target_line(page)
+    assert f"{int(component.sum())} px" in line, line  # the target is exactly the clicked component
+    assert "at (" in line
+    # The outline is drawn on every panel: the object's edge is white on the mask and the overlay.
+    edge = contour(component)
+    for selector in ('img[alt^="predicted mask"]', 'img[alt^="cam heatmap"]', 'img[alt^="overlay"]'):
+        pixels = image_pixels(page, url, selector)
+        assert (pixels[edge] == 255).all(), selector
+    assert "point=" in page.url  # the link carries the clicked point
+    # The click costs one backward through the kept graph, never a new forward pass.
+    assert log.read_text().count("forward+backward") == before
+    assert "backward only (recapture)" in log.read_text()
+    shot(page, "click_nucleus")
+
+
+def test_a_copied_link_reproduces_the_overlay_in_another_browser(server, browser):
+    url, _ = server
+    first = browser.new_context(viewport={"width": 1500, "height": 1000})
+    second = browser.new_context(viewport={"width": 1500, "height": 1000})
+    try:
+        a = first.new_page()
+        a.goto(f"{url}/?sample=test_8_001")
+        a.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+        wait_idle(a)
+        before = image_pixels(a, url)
+        thumb = a.locator('[data-testid="stSlider"] input[type="range"]').first  # opacity
+        thumb.focus()
+        for _ in range(3):
+            a.keyboard.press("ArrowRight")
+        a.wait_for_function("() => window.location.search.includes('opacity=0.65')", timeout=60_000)
+        wait_idle(a)
+        a.get_by_text("percentile", exact=True).click()  # threshold mode
+        a.wait_for_function("() => window.location.search.includes('thr=percentile')", timeout=60_000)
+        wait_idle(a)
+        shown = image_pixels(a, url)
+        assert (shown != before).any()  # the settings changed the picture
+        link = a.url
+        b = second.new_page()
+        b.goto(link)
+        b.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+        wait_idle(b)
+        no_exception(b)
+        assert (image_pixels(b, url) == shown).all()  # the same picture, pixel for pixel
+    finally:
+        first.close()
+        second.close()
+
+
+def test_presentation_mode_fits_a_1280x720_projector(server, browser):
+    url, _ = server
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    try:
+        pg = ctx.new_page()
+        pg.goto(f"{url}/?sample=test_8_001&class=epithelial&present=1")
+        fig = pg.wait_for_selector('img[alt^="figure"]', timeout=120_000)
+        wait_idle(pg)
+        no_exception(pg)
+        pg.wait_for_timeout(1000)
+        box = fig.bounding_box()
+        assert box["y"] >= 0
+        assert box["y"] + box["height"] <= 720, box  # the three panels without scrolling
+        assert box["width"] >= 900, box  # and large
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / "presenter.png"))  # the screen as the audience sees it
+    finally:
+        ctx.close()
+
+
+def test_truth_and_missed_pixels_target_in_the_browser(server, page):
+    from cam_core.truth import FN, compare, load_truth
+
+    url, _ = server
+    pred = _prediction()
+    truth = load_truth(
+        REPO / "samples/masks/test_12_002.png",
+        ["background", "other", "inflammatory", "epithelial", "spindle"],
+        pred.mask.shape,
+    )
+    missed = int((compare(pred.mask, truth, 3) == FN).sum())
+    page.goto(f"{url}/?sample=test_12_002&class=epithelial&target=fn")
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    page.wait_for_selector('img[alt^="ground truth mask"]', timeout=120_000)
+    wait_idle(page)
+    no_exception(page)
+    line = _target_line(page)
+    assert "missed (false negatives)" in line
+    assert f"{missed} px" in line, line
+    assert page.get_by_text("Errors — epithelial").count() == 1
+    shot(page, "truth_fn")
+
+
+def test_a_sample_thumbnail_opens_its_tile(server, page):
+    from ui.state import sample_names
+
+    url, _ = server
+    names = sample_names()
+    wanted = "test_8_001"
+    index = names.index(wanted)
+    page.goto(url)
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(page)
+    sheet = page.locator('img[alt^="sample tiles"]')
+    box = sheet.bounding_box()
+    w, h = int(sheet.get_attribute("data-width")), int(sheet.get_attribute("data-height"))
+    rows = -(-len(names) // 4)
+    x = (index % 4 + 0.5) * (w / 4)
+    y = (index // 4) * (h / rows) + 20
+    page.mouse.click(box["x"] + x * box["width"] / w, box["y"] + y * box["height"] / h)
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('p')].some(p => p.innerText.includes('image {wanted}'))",
+        timeout=120_000,
+    )
+    wait_idle(page)
+    no_exception(page)

@@ -16,6 +16,7 @@ from cam_core.rules import presets
 from cam_core.truth import load_truth
 
 from . import compute
+from .clickable import clickable_image
 from .compute import Choices, ImageChoice
 from .state import TARGET_CHOICES, TEACHING_NOTES, bound, link_note, note_fallback, sample_names
 
@@ -31,10 +32,7 @@ def _image_sidebar() -> ImageChoice | None:
             "sel_sample",
             options=names,
         )
-        thumbs = [compute.sample(n)[0][::4, ::4] for n in names]
-        st.sidebar.image(
-            thumbs, width=52, caption=[n.removeprefix("test_").replace("ink_dot_test_", "dot ") for n in names]
-        )
+        _thumbnails(names)
         if name in TEACHING_NOTES:
             st.sidebar.info(TEACHING_NOTES[name])
         return compute.sample_choice(name)
@@ -69,6 +67,25 @@ def _image_sidebar() -> ImageChoice | None:
     choice = ImageChoice(upload.name, sha, image, mpp=image.mpp)
     st.session_state["last_upload"] = choice
     return choice
+
+
+def _thumbnails(names: list[str]) -> None:
+    """The samples as a sheet of thumbnails; clicking one selects it (the select box does too)."""
+    from cam_core.render import contact_sheet
+
+    per_row = 4
+    labels = [n.removeprefix("test_").replace("ink_dot_test_", "dot ") for n in names]
+    sheet, row = contact_sheet([compute.sample(n)[0] for n in names], labels, per_row)
+    with st.sidebar:
+        point = clickable_image(
+            sheet, "sample tiles: " + ", ".join(names), key="thumbs", title="Click a tile to open it"
+        )
+    if point is None:
+        return
+    index = (point[1] // row) * per_row + point[0] // (sheet.shape[1] // per_row)
+    if index < len(names) and names[index] != st.session_state.get("sel_sample"):
+        st.session_state["sel_sample"] = names[index]
+        st.rerun()
 
 
 def _with_truth_and_resolution(image: ImageChoice, loaded: models.LoadedModel) -> ImageChoice:

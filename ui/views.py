@@ -315,7 +315,7 @@ def presenter(drawn: Pictures, ch: compute.Choices, res: CamResult, caption: str
     )
     fig = figure(drawn, ch, res, caption, view)
     h, w = fig.shape[:2]
-    width = int(min(1500, 470 * w / h))  # under 720 px of screen with the toolbar and controls
+    width = int(min(1500, 450 * w / h))  # under 720 px of screen with the toolbar and controls
     st.image(fig, width=width, alt=f"figure: {caption}")
     st.download_button(
         "Download this figure (PNG for a slide)",

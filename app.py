@@ -276,7 +276,7 @@ def explore(ch, status, present: bool) -> None:
     views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
     views.zoom_controls(ch)
     if target.kind in tg.TRUTH_KINDS:
-        st.info(views.TRUTH_TARGET_NOTE[target.kind])
+        views.truth_target_view(ch, res, target, region, signed=scale is not None)
     views.truth_section(ch, prediction, res.class_index)
     views.objects_section(ch, prediction, res)
     trust_section(ch, res, cap)

@@ -389,6 +389,9 @@ def test_truth_and_missed_pixels_target_in_the_browser(server, page):
     assert f"{missed} px" in line, line
     assert page.get_by_text("Errors — epithelial").count() == 1
     shot(page, "truth_fn")
+    page.get_by_role("heading", name="Ground truth").scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(SHOTS / "truth_section.png"))
 
 
 def test_a_sample_thumbnail_opens_its_tile(server, page):

@@ -184,6 +184,34 @@ def zoom_controls(ch: compute.Choices) -> None:
 # ---------------------------------------------------------------- ground truth and objects
 
 
+def truth_target_view(
+    ch: compute.Choices, res: CamResult, target: tg.TargetSpec, region: np.ndarray, signed: bool
+) -> None:
+    """How to read a missed-pixel / false-positive map, with its raw signed map beside the note:
+    for missed pixels, blue is the evidence that argued against the class there."""
+    c1, c2 = st.columns([2, 1])
+    c1.info(TRUTH_TARGET_NOTE[target.kind])
+    share = float(res.cam[region].sum() / max(res.cam.sum(), 1e-12))
+    c1.caption(
+        f"{100 * share:.1f} % of this map's mass lies on the outlined region, which is {100 * region.mean():.1f} % "
+        "of the tile (on the sample tiles GradCAM's missed-pixel map is almost the map of the found pixels, "
+        "HiResCAM's sits on the missed region — see the README)."
+    )
+    if signed:
+        return  # the panels already show the raw signed map
+    scale = render.signed_scale([res.cam_raw])
+    pic = render.outline(render.signed_heatmap(res.cam_raw, scale), region)
+    with c2:
+        st.image(
+            render.scale_bar(pic, ch.image.mpp, PANEL_DISPLAY_PX),
+            width="stretch",
+            alt=f"raw signed {res.method} map of the {tg.TARGET_KINDS[target.kind]} target: red for "
+            f"{class_name(ch, res)}, blue against",
+        )
+        st.image(render.signed_colorbar(scale), alt=f"colour bar: raw CAM from −{scale:.3g} to +{scale:.3g}")
+        st.caption("Raw signed map (before ReLU): red argued for the class, blue against it.")
+
+
 def truth_section(ch: compute.Choices, prediction: Prediction, class_index: int | None) -> None:
     """The truth beside the prediction, TP/FP/FN maps and Dice per class for this tile."""
     truth = ch.image.truth

@@ -350,7 +350,9 @@ def test_a_copied_link_reproduces_the_overlay_in_another_browser(server, browser
 
 def test_presentation_mode_fits_a_1280x720_projector(server, browser):
     url, _ = server
-    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    ctx = browser.new_context(
+        viewport={"width": 1280, "height": 720}, permissions=["clipboard-read", "clipboard-write"]
+    )
     try:
         pg = ctx.new_page()
         pg.goto(f"{url}/?sample=test_8_001&class=epithelial&present=1")
@@ -364,6 +366,10 @@ def test_presentation_mode_fits_a_1280x720_projector(server, browser):
         assert box["width"] >= 900, box  # and large
         SHOTS.mkdir(parents=True, exist_ok=True)
         pg.screenshot(path=str(SHOTS / "presenter.png"))  # the screen as the audience sees it
+        pg.locator("button.segcam-copy").click()  # one click puts the figure on the clipboard
+        pg.wait_for_selector("text=copied", timeout=30_000)
+        kinds = pg.evaluate("async () => (await navigator.clipboard.read()).flatMap(i => i.types)")
+        assert "image/png" in kinds
     finally:
         ctx.close()
 

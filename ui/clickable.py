@@ -78,3 +78,43 @@ def clickable_image(rgb: np.ndarray, alt: str, key: str, title: str = "") -> tup
     if isinstance(click, dict) and "x" in click and "y" in click:
         return int(click["x"]), int(click["y"])
     return None
+
+
+_COPY_JS = """
+export default function (component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let button = parentElement.querySelector("button.segcam-copy");
+  if (!button) {
+    button = document.createElement("button");
+    button.className = "segcam-copy";
+    button.type = "button";
+    button.style.cssText = "padding:0.4rem 0.8rem;border:1px solid rgba(49,51,63,0.2);border-radius:0.5rem;" +
+      "background:white;cursor:pointer;font:inherit;";
+    parentElement.appendChild(button);
+  }
+  button.textContent = data.label;
+  button.dataset.src = data.src;
+  button.onclick = async () => {
+    try {
+      const blob = await (await fetch(button.dataset.src)).blob();
+      await navigator.clipboard.write([new ClipboardItem({ "image/png": blob })]);
+      button.textContent = data.label + " ✓ copied";
+      setTriggerValue("copied", true);
+    } catch (err) {
+      button.textContent = data.label + " — not allowed here: use the download";
+      setTriggerValue("copied", false);
+    }
+  };
+}
+"""
+
+_COPY: Any = None
+
+
+def copy_image_button(rgb: np.ndarray, label: str, key: str) -> None:
+    """A button that puts the picture on the clipboard as PNG (to paste into a slide); the
+    browser may refuse (not a secure origin, no permission): the button says so."""
+    global _COPY
+    if _COPY is None:
+        _COPY = st.components.v2.component("segcam.copy_image", js=_COPY_JS, isolate_styles=False)
+    _COPY(data={"src": data_url(rgb), "label": label}, key=key, on_copied_change=lambda: None)

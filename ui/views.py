@@ -20,7 +20,7 @@ from cam_core.capture import Prediction
 from cam_core.provenance import CamResult
 
 from . import compute, state
-from .clickable import clickable_image
+from .clickable import clickable_image, copy_image_button
 
 # Target kinds whose region is drawn as an outline on every panel (a local question).
 OUTLINED_KINDS = ("mask", "point", "fn", "fp")
@@ -345,7 +345,10 @@ def presenter(drawn: Pictures, ch: compute.Choices, res: CamResult, caption: str
     h, w = fig.shape[:2]
     width = int(min(1500, 450 * w / h))  # under 720 px of screen with the toolbar and controls
     st.image(fig, width=width, alt=f"figure: {caption}")
-    st.download_button(
+    c1, c2, _ = st.columns([1, 1, 2])
+    with c1:
+        copy_image_button(fig, "Copy figure", key="copy_figure")
+    c2.download_button(
         "Download this figure (PNG for a slide)",
         render.to_png(fig),
         f"{file_stem(ch, res)}_figure.png",

@@ -92,14 +92,73 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold-mode", default="none", choices=list(THRESHOLD_MODES))
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--out", default="out", help="output folder")
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="X,Y,W,H",
+        help="IMAGE is a whole slide: explain this level-0 box, read at the model's resolution",
+    )
+    p.add_argument("--mpp", type=float, default=None, help="a slide's µm/px when its metadata lacks it")
 
-    from . import bench, trust_report
+    p = sub.add_parser("slide", help="what a slide says about itself: size, levels, resolution, tissue")
+    p.add_argument("slide")
+    p.add_argument("--mpp", type=float, default=None, help="the slide's µm/px when its metadata lacks it")
+    p.add_argument("--thumbnail", default=None, metavar="PNG", help="write the thumbnail with the tissue outlined")
+    p.add_argument("--json", action="store_true")
+
+    from . import batch, bench, trust_report
     from . import evaluate as ev
 
     ev.add_parser(sub)
     bench.add_parser(sub)
     trust_report.add_parser(sub)
+    batch.add_parser(sub)
     return ap
+
+
+def _print_slide(args: argparse.Namespace) -> int:
+    from . import render, slides
+
+    with slides.Slide(args.slide, args.mpp) as slide:
+        info = slide.info
+        thumb = slide.thumbnail()
+        tissue = slides.tissue_mask(thumb)
+        record = {**info.record(), "tissue_fraction": round(float(tissue.mean()), 4)}
+        if args.thumbnail:
+            _save_png(render.outline(thumb, tissue, "#00A000"), Path(args.thumbnail))
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return 0
+    w, h = info.size_wh
+    mpp = f"{info.mpp:g} µm/px" if info.mpp else "unknown resolution"
+    power = f", {info.objective_power:g}×" if info.objective_power else ""
+    print(f"{info.name}: {w}×{h} px, {info.level_count} levels, {mpp}{power}, {info.vendor}")
+    print(f"tissue on {100 * record['tissue_fraction']:.1f} % of the thumbnail")
+    for note in info.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _slide_region(args: argparse.Namespace, model_mpp: float | None) -> tuple[LoadedImage, dict[str, Any]]:
+    """``explain SLIDE --region X,Y,W,H``: the region at the model's resolution, and its record."""
+    from . import slides
+    from .images import LoadedImage
+
+    try:
+        x, y, w, h = (int(v) for v in args.region.split(","))
+    except ValueError:
+        raise InputError(f"bad region {args.region!r}; write --region X,Y,W,H in level-0 pixels") from None
+    with slides.Slide(args.image, args.mpp) as slide:
+        if slide.info.mpp is None:
+            raise InputError(
+                f"'{slide.info.name}' does not say its resolution; give --mpp (e.g. 0.25 for 40×) to read it at the "
+                f"model's {model_mpp} µm/px"
+            )
+        array = slide.read_region(x, y, w, h, model_mpp)
+        info = slide.info
+    mpp = model_mpp or info.mpp
+    notes = [f"region ({x}, {y}) {w}×{h} of {info.name}, read at {mpp:g} µm/px", *info.notes]
+    return LoadedImage(array, notes, "RGB", mpp), {"slide": info.record(), "region_level0_xywh": [x, y, w, h]}
 
 
 def _print_models(args: argparse.Namespace) -> int:
@@ -216,7 +275,10 @@ class _Writer:
         out.mkdir(parents=True, exist_ok=True)
         self.mask_png = out / "mask.png"
         _save_png(prediction.mask.astype(np.uint8), self.mask_png)  # class indices: what other tools read
-        _save_png(render.colorize_mask(prediction.mask, self.loaded.spec.colors), out / "mask_color.png")
+        _save_png(
+            render.scale_bar(render.colorize_mask(prediction.mask, self.loaded.spec.colors), self.image.mpp),
+            out / "mask_color.png",
+        )
         truth = self.record.get("_truth")
         if truth is not None:
             _save_png(
@@ -230,18 +292,23 @@ class _Writer:
         from .provenance import result_record
 
         args = self.args
+        mpp = self.image.mpp  # a µm scale bar on every picture when the resolution is known
         folder.mkdir(parents=True, exist_ok=True)
         if self.mask_png is not None and folder / "mask.png" != self.mask_png:
             for name in ("mask.png", "mask_color.png"):
                 _link_or_copy(self.mask_png.parent / name, folder / name)
         level = render.threshold_level(res.cam, args.threshold_mode, args.threshold)
         self.jobs.append(
-            self.pool.submit(lambda: _save_png(render.heatmap(res.cam, args.colormap), folder / "heatmap.png"))
+            self.pool.submit(
+                lambda: _save_png(render.scale_bar(render.heatmap(res.cam, args.colormap), mpp), folder / "heatmap.png")
+            )
         )
         self.jobs.append(
             self.pool.submit(
                 lambda: _save_png(
-                    render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level),
+                    render.scale_bar(
+                        render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level), mpp
+                    ),
                     folder / "overlay.png",
                 )
             )
@@ -249,7 +316,9 @@ class _Writer:
         scale = render.signed_scale([res.cam_raw])
         self.jobs.append(
             self.pool.submit(
-                lambda: _save_png(render.signed_heatmap(res.cam_raw, scale), folder / "heatmap_signed.png")
+                lambda: _save_png(
+                    render.scale_bar(render.signed_heatmap(res.cam_raw, scale), mpp), folder / "heatmap_signed.png"
+                )
             )
         )
         np.save(folder / "cam.npy", res.cam.astype(np.float32))
@@ -291,8 +360,18 @@ def _explain(args: argparse.Namespace) -> int:
     from .truth import summary as summarize_truth
 
     configure_threads(CLI_THREADS)
-    image = load_image(args.image)
     loaded = models.load(args.model, args.models_dir)
+    slide_record: dict[str, Any] = {}
+    if args.region:
+        image, slide_record = _slide_region(args, loaded.spec.mpp)
+    else:
+        from .slides import SLIDE_ONLY_SUFFIXES
+
+        if Path(args.image).suffix.lower() in SLIDE_ONLY_SUFFIXES:
+            raise InputError(
+                f"{Path(args.image).name} is a whole slide: give --region X,Y,W,H (level-0 pixels), or run `batch`"
+            )
+        image = load_image(args.image)
     layer_names = layers.resolve_layers(loaded, args.layer)
     method_list = methods.resolve_methods(args.method)
     rule = parse_rule(args.rule) if args.rule else loaded.spec.decision_rule
@@ -315,8 +394,10 @@ def _explain(args: argparse.Namespace) -> int:
     record: dict[str, Any] = {
         "path": str(args.image),
         "size_hw": [h, w],
+        "microns_per_pixel": image.mpp,
         "notes": image.notes,
         "model_folder": loaded.path.name,
+        **slide_record,
         "_truth": truth,
     }
     writer = _Writer(args, image, loaded, record)
@@ -436,6 +517,12 @@ def main(argv: list[str] | None = None) -> int:
             from . import trust_report
 
             return trust_report.run(args)
+        if args.command == "slide":
+            return _print_slide(args)
+        if args.command == "batch":
+            from . import batch
+
+            return batch.run(args)
     except SegCamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,6 +62,7 @@ class ModelSpec:
     decision_rule: DecisionRule = ARGMAX
     binary: bool = False
     description: str = ""
+    mpp: float | None = None  # microns per pixel the model was trained at (segcam.json "microns_per_pixel")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -193,6 +194,9 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
     default_layer = data.get("default_layer")
     if default_layer is not None and not isinstance(default_layer, str):
         raise _spec_error(folder, f"default_layer must be a dotted layer name, got {default_layer!r}")
+    mpp = data.get("microns_per_pixel")
+    if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not 0.01 <= mpp <= 100):
+        raise _spec_error(folder, f"microns_per_pixel must be a number in 0.01–100 (e.g. 0.25 for 40×), got {mpp!r}")
     return ModelSpec(
         classes=[str(c) for c in classes],
         colors=[str(c) for c in colors],
@@ -202,6 +206,7 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
         decision_rule=rule,
         binary=binary,
         description=str(data.get("description", "")),
+        mpp=None if mpp is None else float(mpp),
         extra={k: v for k, v in data.items() if k not in {"classes", "colors", "preprocessing", "decision_rule"}},
     )
 

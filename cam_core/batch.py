@@ -1,0 +1,562 @@
+"""``python -m cam_core batch``: predictions and CAMs over whole slides, on Dask, to QuPath GeoJSON.
+
+A slide is cut into a grid of tiles at the model's resolution, with overlap, over the tissue found
+on its thumbnail. Each tile is one task: it reads its own region from the slide path (tasks carry
+a path and a box, never pixels), predicts, explains each predicted class through the kept graph
+(one forward+backward, then one backward per further class), and writes its objects to
+``OUT/<slide>/tiles/r<row>_c<col>.json`` (atomically, last), returning a few numbers. A re-run
+skips tiles whose file exists, so killing a run loses nothing. The model is loaded once per
+worker process and kept there.
+
+Objects are owned by one tile: the one whose owned cell (the tile minus half the overlap on
+sides that have a neighbour) holds the object's centre. A nucleus is smaller than the overlap, so
+its owner sees it whole; a region larger than the overlap (a merged cluster) is cut by tile edges,
+and each tile keeps its part inside its owned cell, so the parts partition it. The GeoJSON is the
+same however the tiles are scheduled, on one machine or many.
+
+Runs on Dask distributed: an embedded ``LocalCluster`` (one single-threaded worker per core, or
+one per GPU) or an existing cluster (``--scheduler tcp://host:8786`` or
+``$DASK_SCHEDULER_ADDRESS``), whose workers must import this repository (``PYTHONPATH``) and see
+the slides and the output folder at the same paths (shared storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 128  # 32 µm at 0.25 µm/px: a nucleus cut by one tile's edge is whole in its neighbour
+LOWRES = 16  # model pixels per pixel of the stitched overview maps
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BatchParams:
+    """What every tile is computed with (the manifest records it; a re-run must match it)."""
+
+    model: str | None
+    models_dir: str | None
+    classes: tuple[int, ...] | None  # None: every nucleus class the tile predicts
+    layer: str | None
+    method: str
+    tile: int = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
+    threshold: float = 0.5
+    mpp_override: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """One task: where to read, what it owns, where to write. Small and picklable."""
+
+    slide: str
+    slide_key: str
+    row: int
+    col: int
+    x0: int  # level-0 box read (origin top-left of the slide)
+    y0: int
+    w0: int
+    h0: int
+    scale: float  # level-0 pixels per model pixel
+    own: tuple[int, int, int, int]  # owned cell x0, y0, x1, y1 in model pixels of this tile
+    neighbours: tuple[bool, bool, bool, bool]  # left, top, right, bottom edges have a tile beyond
+    out_dir: str
+    params: BatchParams
+
+    @property
+    def name(self) -> str:
+        return f"r{self.row:04d}_c{self.col:04d}"
+
+    @property
+    def done_file(self) -> Path:
+        return Path(self.out_dir) / "tiles" / f"{self.name}.json"
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan(slide_path: str | Path, out_dir: str | Path, params: BatchParams) -> tuple[Any, list[TileJob]]:
+    """The slide's info and the tile grid over its tissue, at the model's resolution."""
+    from . import models, slides
+
+    model_mpp = models.load(params.model, params.models_dir).spec.mpp
+    with slides.Slide(slide_path, params.mpp_override) as slide:
+        info = slide.info
+        if info.mpp is None:
+            raise InputError(
+                f"'{info.name}' does not say its resolution, so regions cannot be read at the model's "
+                f"{model_mpp} µm/px; give --mpp (e.g. 0.25 for a 40× scan, 0.5 for 20×)"
+            )
+        if model_mpp is None:
+            raise InputError("the model does not declare microns_per_pixel in its segcam.json; add it to run on slides")
+        thumb = slide.thumbnail()
+        tissue = slides.tissue_mask(thumb)
+        scale = slide.scale_for(model_mpp)
+    if params.overlap < 0 or params.overlap >= params.tile // 2:
+        raise InputError(f"overlap {params.overlap} must be in 0–{params.tile // 2 - 1} for tiles of {params.tile}")
+    W, H = info.size_wh
+    wm, hm = int(W / scale), int(H / scale)
+    stride = params.tile - params.overlap
+    cols = max(1, -(-(wm - params.overlap) // stride))
+    rows = max(1, -(-(hm - params.overlap) // stride))
+    t_scale = thumb.shape[1] / W  # thumbnail pixels per level-0 pixel
+    import cv2
+
+    tissue = cv2.dilate(tissue.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    half = params.overlap // 2
+    key = f"{info.name}:{info.properties_sha256[:16]}"
+    jobs = []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = c * stride, r * stride
+            w, h = min(params.tile, wm - x), min(params.tile, hm - y)
+            if w <= 0 or h <= 0:
+                continue
+            x0, y0 = round(x * scale), round(y * scale)
+            w0, h0 = min(round(w * scale), W - x0), min(round(h * scale), H - y0)
+            tx0, ty0 = int(x0 * t_scale), int(y0 * t_scale)
+            tx1, ty1 = int(np.ceil((x0 + w0) * t_scale)), int(np.ceil((y0 + h0) * t_scale))
+            if not tissue[ty0 : max(ty1, ty0 + 1), tx0 : max(tx1, tx0 + 1)].any():
+                continue
+            left, top, right, bottom = c > 0, r > 0, c < cols - 1, r < rows - 1
+            own = (
+                half if left else 0,
+                half if top else 0,
+                stride + half if right else w,
+                stride + half if bottom else h,
+            )
+            jobs.append(
+                TileJob(
+                    str(Path(slide_path).resolve()),
+                    key,
+                    r,
+                    c,
+                    x0,
+                    y0,
+                    w0,
+                    h0,
+                    scale,
+                    own,
+                    (left, top, right, bottom),
+                    str(out_dir),
+                    params,
+                )
+            )
+    return info, jobs
+
+
+# ---------------------------------------------------------------- one tile (runs on a worker)
+
+_WORKER: dict[str, Any] = {"loads": 0}
+
+
+def _worker_model(params: BatchParams) -> Any:
+    """The model of this worker process, loaded on its first tile and kept (never shipped)."""
+    from . import models
+    from .runtime import configure_threads
+
+    key = f"{params.model}|{params.models_dir}"
+    if _WORKER.get("key") != key:
+        configure_threads(1)  # one thread per worker: workers are one per core
+        _WORKER["model"] = models.load(params.model, params.models_dir)
+        _WORKER["key"] = key
+        _WORKER["loads"] += 1
+    return _WORKER["model"]
+
+
+def _slide(path: str, mpp_override: float | None) -> Any:
+    from . import slides
+
+    cache = _WORKER.setdefault("slides", {})
+    if path not in cache:
+        cache[path] = slides.Slide(path, mpp_override)
+    return cache[path]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def process_tile(job: TileJob) -> dict[str, Any]:
+    """Predict and explain one tile; write its objects; return a summary (no arrays)."""
+    from scipy import ndimage
+
+    from . import engine, layers, render
+    from . import geojson as gj
+    from . import targets as tg
+    from .capture import drop_graph
+    from .errors import NothingPredictedError
+    from .methods import get_method
+
+    t0 = time.perf_counter()
+    params = job.params
+    loaded = _worker_model(params)
+    spec = loaded.spec
+    info = get_method(params.method)
+    if not info.from_cache:
+        raise InputError(f"batch runs one-pass methods; {info.name} has passes of its own")
+    layer = params.layer or layers.default_layer(loaded)
+    image = _slide(job.slide, params.mpp_override).read_region(job.x0, job.y0, job.w0, job.h0, spec.mpp)
+    h, w = image.shape[:2]
+    ox0, oy0, ox1, oy1 = job.own
+    ox1, oy1 = min(ox1, w), min(oy1, h)
+    cams: dict[int, np.ndarray] = {}
+    try:  # one forward+backward gives the mask and the most predicted class's map
+        cap = engine.capture(loaded, image, tg.TargetSpec("predicted", None), [layer], keep_graph=True)
+        pred = cap.prediction
+    except NothingPredictedError as exc:
+        cap, pred = None, exc.prediction
+    mask, probs = pred.mask, pred.probs
+    present = [int(c) for c in np.unique(mask) if c > 0]
+    wanted = [c for c in present if params.classes is None or c in params.classes]
+    if cap is not None:
+        for c in wanted:  # every further class: one backward through the kept graph
+            this = (
+                cap
+                if c == cap.target.class_index
+                else engine.recapture(loaded, cap, tg.TargetSpec("predicted", c), image)
+            )
+            cams[c] = engine.cam_from_capture(this, info, layer).cam
+        drop_graph(loaded)
+    area_um2 = (spec.mpp or 0.0) ** 2
+    features: list[dict[str, Any]] = []
+    left, top, right, bottom = job.neighbours
+    for c in wanted:
+        name, color = spec.classes[c], render.hex_to_rgb(spec.colors[c])
+        labels, _n = ndimage.label(mask == c, structure=np.ones((3, 3), bool))
+        for i, sl in enumerate(ndimage.find_objects(labels)):
+            if sl is None:
+                continue
+            ys, xs = sl
+            comp = labels[sl] == i + 1
+            cut = (
+                (left and xs.start == 0)
+                or (top and ys.start == 0)
+                or (right and xs.stop == w)
+                or (bottom and ys.stop == h)
+            )
+            if cut:
+                # Larger than the overlap (a merged cluster): this tile sees part of it; keep the part in
+                # its owned cell, so the tiles' parts partition it.
+                keep = np.zeros_like(comp)
+                cy0, cx0 = max(oy0 - ys.start, 0), max(ox0 - xs.start, 0)
+                cy1, cx1 = max(min(oy1 - ys.start, comp.shape[0]), 0), max(min(ox1 - xs.start, comp.shape[1]), 0)
+                keep[cy0:cy1, cx0:cx1] = comp[cy0:cy1, cx0:cx1]
+                comp = keep
+                if not comp.any():
+                    continue
+            else:
+                yy, xx = np.nonzero(comp)
+                cy, cx = yy.mean() + ys.start, xx.mean() + xs.start
+                if not (ox0 <= cx < ox1 and oy0 <= cy < oy1):
+                    continue  # whole here, but another tile owns its centre
+            cam_vals, prob_vals = cams[c][sl][comp], probs[c][sl][comp]
+            meas = {
+                "Area µm^2": round(float(comp.sum()) * area_um2, 3),
+                f"{info.name} CAM mean": round(float(cam_vals.mean()), 4),
+                f"{info.name} CAM max": round(float(cam_vals.max()), 4),
+                "Class probability mean": round(float(prob_vals.mean()), 4),
+            }
+            for rings in gj.mask_polygons(comp):
+                coords = gj.to_level0(rings, (job.x0 + xs.start * job.scale, job.y0 + ys.start * job.scale), job.scale)
+                features.append(
+                    gj.feature(
+                        coords, "detection", name, color, meas, f"{job.slide_key}:{job.name}:d:{c}:{i}:{len(features)}"
+                    )
+                )
+        # CAM regions above the threshold, cut to the owned cell (so tiles partition them)
+        above = np.zeros((h, w), bool)
+        above[oy0:oy1, ox0:ox1] = cams[c][oy0:oy1, ox0:ox1] >= params.threshold
+        regions, _ = ndimage.label(above, structure=np.ones((3, 3), bool))
+        for k, sl in enumerate(ndimage.find_objects(regions)):
+            if sl is None:
+                continue
+            comp = regions[sl] == k + 1
+            meas = {
+                "Area µm^2": round(float(comp.sum()) * area_um2, 3),
+                f"{info.name} CAM mean": round(float(cams[c][sl][comp].mean()), 4),
+            }
+            for rings in gj.mask_polygons(comp):
+                coords = gj.to_level0(
+                    rings, (job.x0 + sl[1].start * job.scale, job.y0 + sl[0].start * job.scale), job.scale
+                )
+                features.append(
+                    gj.feature(
+                        coords,
+                        "annotation",
+                        f"{name} CAM ≥ {params.threshold:g}",
+                        color,
+                        meas,
+                        f"{job.slide_key}:{job.name}:a:{c}:{k}:{len(features)}",
+                    )
+                )
+    # Overview maps of the owned cell: CAM of each pixel's own predicted class, and the mask.
+    own_cam = np.zeros((h, w), np.float32)
+    for c, cam in cams.items():
+        own_cam[mask == c] = cam[mask == c]
+    cell = (slice(oy0, oy1), slice(ox0, ox1))
+    lo_cam = _downsample(own_cam[cell], LOWRES)
+    lo_mask = mask[cell][LOWRES // 2 :: LOWRES, LOWRES // 2 :: LOWRES]
+    tiles = Path(job.out_dir) / "tiles"
+    tiles.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, cam=lo_cam, mask=lo_mask)
+    _atomic_write(tiles / f"{job.name}.npz", buf.getvalue())
+    summary = {
+        "tile": job.name,
+        "detections": sum(f["properties"]["objectType"] == "detection" for f in features),
+        "annotations": sum(f["properties"]["objectType"] == "annotation" for f in features),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "worker_pid": os.getpid(),
+        "model_loads": _WORKER["loads"],
+    }
+    _atomic_write(job.done_file, json.dumps({"summary": summary, "features": features}, allow_nan=False).encode())
+    return summary
+
+
+def _downsample(a: np.ndarray, f: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    hh, ww = max(1, -(-h // f)), max(1, -(-w // f))
+    import cv2
+
+    return cv2.resize(a, (ww, hh), interpolation=cv2.INTER_AREA) if a.size else np.zeros((hh, ww), a.dtype)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any, str]:
+    """A Dask client: the given scheduler, $DASK_SCHEDULER_ADDRESS, or an embedded LocalCluster."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get(SCHEDULER_ENV)
+    if address:
+        try:
+            return Client(address, timeout="20s"), None, address
+        except OSError as exc:
+            raise InputError(
+                f"no Dask scheduler answers at {address} ({exc}); start one with `dask scheduler` or leave --scheduler out"
+            ) from None
+    import torch
+
+    n = workers or (torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count() or 1)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    )
+    return Client(cluster), cluster, f"LocalCluster({n} workers)"
+
+
+def assemble(
+    info: Any, jobs: list[TileJob], out_dir: Path, params: BatchParams, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The slide's GeoJSON, overview maps and manifest from the finished tile files."""
+    from . import geojson as gj
+    from . import render
+    from .provenance import versions
+
+    features: list[dict[str, Any]] = []
+    status = []
+    for job in sorted(jobs, key=lambda j: (j.row, j.col)):
+        if job.done_file.is_file():
+            data = json.loads(job.done_file.read_text())
+            features.extend(data["features"])
+            status.append(
+                {"tile": job.name, "status": "done", **{k: data["summary"][k] for k in ("detections", "seconds")}}
+            )
+        else:
+            status.append({"tile": job.name, "status": "missing"})
+    stem = Path(info.name).stem
+    doc = gj.feature_collection(features)
+    (out_dir / f"{stem}.geojson").write_text(json.dumps(doc, allow_nan=False, separators=(",", ":")))
+    # Stitched overviews, one pixel per LOWRES model pixels.
+    if jobs:
+        stride = params.tile - params.overlap
+        scale = jobs[0].scale
+        wm, hm = int(info.size_wh[0] / scale), int(info.size_wh[1] / scale)
+        cam = np.zeros((-(-hm // LOWRES), -(-wm // LOWRES)), np.float32)
+        mask = np.zeros(cam.shape, np.uint8)
+        for job in jobs:
+            npz = job.done_file.with_suffix(".npz")
+            if not npz.is_file() or not job.done_file.is_file():
+                continue
+            with np.load(npz) as z:
+                y = (job.row * stride + job.own[1]) // LOWRES
+                x = (job.col * stride + job.own[0]) // LOWRES
+                for arr, dst in ((z["cam"], cam), (z["mask"], mask)):
+                    hh, ww = min(arr.shape[0], dst.shape[0] - y), min(arr.shape[1], dst.shape[1] - x)
+                    dst[y : y + hh, x : x + ww] = arr[:hh, :ww]
+        np.save(out_dir / "cam_lowres.npy", cam)
+        np.save(out_dir / "mask_lowres.npy", mask)
+        from . import models
+
+        spec = models.load(params.model, params.models_dir).spec
+        _png(render.heatmap(np.clip(cam, 0, 1)), out_dir / "cam_lowres.png")
+        _png(render.colorize_mask(mask, spec.colors), out_dir / "mask_lowres.png")
+    done = sum(s["status"] == "done" for s in status)
+    manifest = {
+        "manifest": MANIFEST_VERSION,
+        "slide": info.record(),
+        "model": params.model,
+        "params": params.record(),
+        "versions": versions(),
+        "tiles": {"planned": len(jobs), "done": done, "status": status},
+        "features": {
+            "detections": sum(f["properties"]["objectType"] == "detection" for f in features),
+            "annotations": sum(f["properties"]["objectType"] == "annotation" for f in features),
+        },
+        "geojson": f"{stem}.geojson",
+        "coordinates": "level-0 pixels, origin at the top-left of the slide",
+        "cam_note": "CAM values are min-max normalised per tile (as grad-cam returns them); 'CAM ≥ t' regions use that scale",
+        **extra,
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, allow_nan=False))
+    return manifest
+
+
+def _png(arr: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+
+
+def run_slide(
+    slide_path: Path, out_root: Path, params: BatchParams, client: Any, progress: Any = None
+) -> dict[str, Any]:
+    """Every not-yet-done tile of one slide through the client, then the slide's outputs."""
+    from distributed import as_completed
+
+    out_dir = out_root / Path(slide_path).stem
+    info, jobs = plan(slide_path, out_dir, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = out_dir / "manifest.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        if (
+            old.get("params") != json.loads(json.dumps(params.record()))
+            or old.get("slide", {}).get("properties_sha256") != info.properties_sha256
+        ):
+            raise InputError(
+                f"{out_dir} holds a run with other parameters or another slide; use another --out or delete it"
+            )
+    (out_dir / "manifest.json").write_text(
+        json.dumps({"manifest": MANIFEST_VERSION, "slide": info.record(), "params": params.record(), "running": True})
+    )
+    todo = [j for j in jobs if not j.done_file.is_file()]
+    skipped = len(jobs) - len(todo)
+    t0 = time.perf_counter()
+    failures: list[str] = []
+    loads: dict[int, int] = {}
+    done = 0
+    if todo:
+        futures = client.map(process_tile, todo, pure=False)
+        for fut in as_completed(futures):
+            try:
+                s = fut.result()
+                loads[s["worker_pid"]] = s["model_loads"]
+            except Exception as exc:  # one bad tile does not stop the slide
+                failures.append(f"{exc}")
+            done += 1
+            if progress:
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                progress(done, len(todo), rate, (len(todo) - done) / max(rate, 1e-9), info.name)
+    seconds = time.perf_counter() - t0
+    extra = {
+        "run": {
+            "tiles_run": len(todo),
+            "tiles_skipped_done_before": skipped,
+            "seconds": round(seconds, 2),
+            "tiles_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
+            "model_loads_per_worker": {str(k): v for k, v in sorted(loads.items())},
+            "failures": failures,
+        }
+    }
+    return assemble(info, jobs, out_dir, params, extra)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("batch", help="whole slides: prediction, CAMs and QuPath GeoJSON, on Dask")
+    p.add_argument("slides", help="a slide file or a folder of slides")
+    p.add_argument("--out", required=True, help="output folder (one subfolder per slide; re-runs resume)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--class", dest="cls", default=None, help="class name or index (default: every nucleus class)")
+    p.add_argument("--layer", default=None, help="layer (default: the model's)")
+    p.add_argument("--method", default="GradCAM", help="a one-pass method (default GradCAM)")
+    p.add_argument("--threshold", type=float, default=0.5, help="CAM level of the annotation regions (0–1)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE)
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
+    p.add_argument("--mpp", type=float, default=None, help="the slides' µm/px when their metadata lacks it")
+    p.add_argument("--workers", type=int, default=None, help="embedded cluster: workers (default one per core/GPU)")
+    p.add_argument("--scheduler", default=None, help=f"an existing Dask scheduler (or ${SCHEDULER_ENV})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import layers, models, slides
+    from . import targets as tg
+    from .methods import get_method
+
+    src = Path(args.slides)
+    paths = slides.list_slides(src) if src.is_dir() else [src]
+    if not paths:
+        raise InputError(f"no slides in {src} (looked for {', '.join(slides.SLIDE_SUFFIXES)})")
+    loaded = models.load(args.model, args.models_dir)
+    info = get_method(args.method)
+    if not info.from_cache:
+        raise InputError(f"batch runs one-pass methods (GradCAM, HiResCAM, ...); {info.name} has passes of its own")
+    layer = args.layer
+    if layer is not None:
+        layers.resolve_layers(loaded, layer)
+    classes = None if args.cls is None else (tg.class_index(args.cls, loaded.spec.classes),)
+    if not 0 <= args.threshold <= 1:
+        raise InputError(f"--threshold {args.threshold} must be in 0–1")
+    params = BatchParams(
+        args.model, args.models_dir, classes, layer, info.name, args.tile, args.overlap, args.threshold, args.mpp
+    )
+    for p in paths:  # open every slide first: a bad one is reported before any work
+        slides.Slide(p, args.mpp).close()
+
+    def progress(done: int, total: int, rate: float, left: float, name: str) -> None:
+        print(f"\r{name}: {done}/{total} tiles · {rate:.2f} tiles/s · ~{left:.0f} s left   ", end="", file=sys.stderr)
+
+    client, cluster, where = _client(args.workers, args.scheduler)
+    failed = 0
+    try:
+        print(f"Dask: {where}", file=sys.stderr)
+        for p in paths:
+            m = run_slide(p, Path(args.out), params, client, progress)
+            print(file=sys.stderr)
+            r = m["run"]
+            failed += len(r["failures"])
+            print(
+                f"{p.name}: {m['tiles']['done']}/{m['tiles']['planned']} tiles ({r['tiles_skipped_done_before']} done before), "
+                f"{m['features']['detections']} nuclei, {m['features']['annotations']} CAM regions, "
+                f"{r['tiles_per_second'] or 0:.2f} tiles/s → {Path(args.out) / p.stem / m['geojson']}"
+            )
+            for f in r["failures"][:5]:
+                print(f"  failed tile: {f}", file=sys.stderr)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return 2 if failed else 0

@@ -1,0 +1,217 @@
+"""Whole-slide images through OpenSlide: open, resolution, thumbnail, tissue, regions.
+
+Pathologists work on slides (Aperio .svs, Hamamatsu .ndpi, MIRAX .mrxs, generic pyramidal TIFF,
+tens of thousands of pixels a side). Nothing here reads a whole level 0: a region is read from
+the pyramid level nearest the model's resolution and resampled to it, so memory follows the
+region, not the slide. OpenSlide is imported only when a slide is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+SLIDES_DIR_ENV = "SEGCAM_SLIDES_DIR"
+DEFAULT_SLIDES_DIR = Path(__file__).resolve().parents[1] / "slides"
+# File kinds OpenSlide reads (the slides folder lists these).
+SLIDE_ONLY_SUFFIXES = (".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
+SLIDE_SUFFIXES = (*SLIDE_ONLY_SUFFIXES, ".tif", ".tiff")
+# The largest region read at once, in pixels at the model's resolution (the app's 64 MP bound is
+# for uploads; a region of a slide is explained untiled up to this, tiled above).
+MAX_REGION_PIXELS = 4096 * 4096
+THUMBNAIL_SIDE = 1024
+# Believable microns per pixel of a slide (1.0 ≈ 10×, 0.25 ≈ 40×, 0.1 ≈ 100×).
+MPP_RANGE = (0.05, 10.0)
+
+
+def slides_dir(override: str | Path | None = None) -> Path:
+    return Path(override or os.environ.get(SLIDES_DIR_ENV) or DEFAULT_SLIDES_DIR)
+
+
+def list_slides(folder: str | Path | None = None) -> list[Path]:
+    """Slide files in the slides folder (not recursive; MIRAX's data folders are skipped)."""
+    root = slides_dir(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
+
+
+@dataclass
+class SlideInfo:
+    """What a slide says about itself, and what the explorer decided from it."""
+
+    name: str
+    path: Path
+    size_wh: tuple[int, int]
+    level_count: int
+    level_downsamples: list[float]
+    mpp: float | None  # microns per level-0 pixel (None: unknown)
+    objective_power: float | None
+    vendor: str
+    properties_sha256: str
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The slide's identity for manifests and result files."""
+        return {
+            "name": self.name,
+            "size_wh": list(self.size_wh),
+            "levels": self.level_count,
+            "microns_per_pixel": self.mpp,
+            "objective_power": self.objective_power,
+            "vendor": self.vendor,
+            "properties_sha256": self.properties_sha256,
+            "notes": self.notes,
+        }
+
+
+def _float(props: Any, key: str) -> float | None:
+    try:
+        value = float(props[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+class Slide:
+    """An open slide; close it (or use ``with``) to release the file."""
+
+    def __init__(self, path: str | Path, mpp_override: float | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"slide '{path.name}' not found; put slides in {slides_dir()} or give a path")
+        import openslide
+
+        try:
+            self._osr = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideUnsupportedFormatError:
+            raise InputError(
+                f"'{path.name}' is not a slide OpenSlide can read (or it is truncated); give an Aperio .svs, Hamamatsu .ndpi, MIRAX .mrxs, "
+                "Leica .scn, Ventana .bif, DICOM or a tiled pyramidal TIFF (for a single tile use Explore's upload)"
+            ) from None
+        except openslide.OpenSlideError as exc:
+            raise InputError(f"slide '{path.name}' is corrupt or truncated ({exc}); re-export or re-copy it") from None
+        props = dict(self._osr.properties)
+        notes: list[str] = []
+        mpp_x, mpp_y = _float(props, "openslide.mpp-x"), _float(props, "openslide.mpp-y")
+        mpp = mpp_x if mpp_x is not None else mpp_y
+        if mpp_x is not None and mpp_y is not None and abs(mpp_x - mpp_y) > 0.01 * mpp_x:
+            notes.append(f"pixels are not square ({mpp_x:.4g} × {mpp_y:.4g} µm); the x resolution is used")
+        if mpp is not None and not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
+            notes.append(f"the slide says {mpp:g} µm per pixel, which no microscope scan has; it is ignored")
+            mpp = None
+        if mpp is None:
+            notes.append("the slide does not say its resolution (µm per pixel); give it to read regions at the model's")
+        if mpp_override is not None:
+            if not MPP_RANGE[0] <= mpp_override <= MPP_RANGE[1]:
+                raise InputError(f"resolution {mpp_override:g} µm/px is not plausible; give a value in 0.05–10")
+            notes.append(f"resolution set by the user: {mpp_override:g} µm/px (the slide says {mpp or 'nothing'})")
+            mpp = mpp_override
+        digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()
+        try:
+            level_count = int(self._osr.level_count)
+            downsamples = [float(d) for d in self._osr.level_downsamples]
+            size = tuple(int(v) for v in self._osr.dimensions)
+        except Exception as exc:  # broken pyramids fail here rather than at open
+            raise InputError(f"slide '{path.name}' has an unreadable pyramid ({exc})") from None
+        self.info = SlideInfo(
+            name=path.name,
+            path=path,
+            size_wh=(size[0], size[1]),
+            level_count=level_count,
+            level_downsamples=downsamples,
+            mpp=mpp,
+            objective_power=_float(props, "openslide.objective-power"),
+            vendor=str(props.get("openslide.vendor", "unknown")),
+            properties_sha256=digest,
+            notes=notes,
+        )
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._osr.close()
+
+    # ------------------------------------------------------------ reading
+
+    def thumbnail(self, max_side: int = THUMBNAIL_SIDE) -> np.ndarray:
+        """An RGB overview at most ``max_side`` a side (from a low pyramid level)."""
+        try:
+            img = self._osr.get_thumbnail((max_side, max_side)).convert("RGB")
+        except Exception as exc:  # OpenSlideError on damaged tile data
+            raise InputError(f"slide '{self.info.name}' is damaged: its overview cannot be read ({exc})") from None
+        return np.asarray(img)
+
+    def scale_for(self, target_mpp: float | None) -> float:
+        """Level-0 pixels per output pixel when reading at ``target_mpp`` (1 when unknown)."""
+        if target_mpp is None or self.info.mpp is None:
+            return 1.0
+        return target_mpp / self.info.mpp
+
+    def read_region(self, x: int, y: int, w: int, h: int, target_mpp: float | None) -> np.ndarray:
+        """Level-0 box (x, y, w, h) as RGB at ``target_mpp`` (the model's resolution).
+
+        Read from the pyramid level with the largest downsample not above the needed one, then
+        resampled (area averaging when shrinking), so detail is never invented.
+
+        Raises:
+            InputError: the box is outside the slide, empty, or too large to explain at once.
+        """
+        W, H = self.info.size_wh
+        if w <= 0 or h <= 0:
+            raise InputError(f"region {w}×{h} is empty; give a width and height of at least 1 pixel")
+        if x < 0 or y < 0 or x + w > W or y + h > H:
+            raise InputError(f"region ({x}, {y}) {w}×{h} reaches outside the {W}×{H} slide; move or shrink it")
+        scale = self.scale_for(target_mpp)
+        out_w, out_h = max(1, round(w / scale)), max(1, round(h / scale))
+        if out_w * out_h > MAX_REGION_PIXELS:
+            raise InputError(
+                f"region {w}×{h} is {out_w}×{out_h} px at the model's resolution, above the "
+                f"{int(MAX_REGION_PIXELS**0.5)}² that is read at once; use a smaller region or `batch` for the whole slide"
+            )
+        level = max((i for i, d in enumerate(self.info.level_downsamples) if d <= scale + 1e-6), default=0)
+        down = self.info.level_downsamples[level]
+        lw, lh = max(1, round(w / down)), max(1, round(h / down))
+        try:
+            tile = self._osr.read_region((int(x), int(y)), level, (lw, lh))
+        except Exception as exc:  # OpenSlideError on damaged tile data
+            raise InputError(f"slide '{self.info.name}' is damaged at ({x}, {y}): {exc}") from None
+        rgba = np.asarray(tile)
+        rgb = _flatten_alpha(rgba)
+        if (lw, lh) != (out_w, out_h):
+            import cv2
+
+            interp = cv2.INTER_AREA if lw > out_w else cv2.INTER_LINEAR
+            rgb = cv2.resize(rgb, (out_w, out_h), interpolation=interp)
+        return np.ascontiguousarray(rgb)
+
+
+def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
+    """OpenSlide returns premultiplied RGBA with transparent areas outside the scan: white there."""
+    rgb = rgba[..., :3].astype(np.float32)
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    return np.clip(rgb + 255.0 * (1.0 - alpha), 0, 255).astype(np.uint8)
+
+
+def tissue_mask(thumb: np.ndarray) -> np.ndarray:
+    """Tissue on a thumbnail: saturated, not white (Otsu on saturation, at least 0.07), cleaned."""
+    import cv2
+
+    hsv = cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)
+    sat = hsv[..., 1]
+    level, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    raw = (sat > max(level, 18)) & (hsv[..., 2] > 30)
+    opened = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return opened.astype(bool)

@@ -166,7 +166,7 @@ def main() -> None:
 
 def explore(ch, status, present: bool) -> None:
     for note in ch.image.image.notes:
-        st.info(f"Image converted: {note}")
+        st.info(f"{'Slide region' if ch.image.slide else 'Image converted'}: {note}")
     classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
     res = cap = None
     bar = st.empty()

@@ -196,9 +196,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def process_tile(job: TileJob) -> dict[str, Any]:
     """Predict and explain one tile; write its objects; return a summary (no arrays)."""
-    from scipy import ndimage
-
-    from . import engine, layers, render
+    from . import engine, layers
     from . import geojson as gj
     from . import targets as tg
     from .capture import drop_graph
@@ -235,78 +233,18 @@ def process_tile(job: TileJob) -> dict[str, Any]:
             )
             cams[c] = engine.cam_from_capture(this, info, layer).cam
         drop_graph(loaded)
-    area_um2 = (spec.mpp or 0.0) ** 2
-    features: list[dict[str, Any]] = []
-    left, top, right, bottom = job.neighbours
-    for c in wanted:
-        name, color = spec.classes[c], render.hex_to_rgb(spec.colors[c])
-        labels, _n = ndimage.label(mask == c, structure=np.ones((3, 3), bool))
-        for i, sl in enumerate(ndimage.find_objects(labels)):
-            if sl is None:
-                continue
-            ys, xs = sl
-            comp = labels[sl] == i + 1
-            cut = (
-                (left and xs.start == 0)
-                or (top and ys.start == 0)
-                or (right and xs.stop == w)
-                or (bottom and ys.stop == h)
-            )
-            if cut:
-                # Larger than the overlap (a merged cluster): this tile sees part of it; keep the part in
-                # its owned cell, so the tiles' parts partition it.
-                keep = np.zeros_like(comp)
-                cy0, cx0 = max(oy0 - ys.start, 0), max(ox0 - xs.start, 0)
-                cy1, cx1 = max(min(oy1 - ys.start, comp.shape[0]), 0), max(min(ox1 - xs.start, comp.shape[1]), 0)
-                keep[cy0:cy1, cx0:cx1] = comp[cy0:cy1, cx0:cx1]
-                comp = keep
-                if not comp.any():
-                    continue
-            else:
-                yy, xx = np.nonzero(comp)
-                cy, cx = yy.mean() + ys.start, xx.mean() + xs.start
-                if not (ox0 <= cx < ox1 and oy0 <= cy < oy1):
-                    continue  # whole here, but another tile owns its centre
-            cam_vals, prob_vals = cams[c][sl][comp], probs[c][sl][comp]
-            meas = {
-                "Area µm^2": round(float(comp.sum()) * area_um2, 3),
-                f"{info.name} CAM mean": round(float(cam_vals.mean()), 4),
-                f"{info.name} CAM max": round(float(cam_vals.max()), 4),
-                "Class probability mean": round(float(prob_vals.mean()), 4),
-            }
-            for rings in gj.mask_polygons(comp):
-                coords = gj.to_level0(rings, (job.x0 + xs.start * job.scale, job.y0 + ys.start * job.scale), job.scale)
-                features.append(
-                    gj.feature(
-                        coords, "detection", name, color, meas, f"{job.slide_key}:{job.name}:d:{c}:{i}:{len(features)}"
-                    )
-                )
-        # CAM regions above the threshold, cut to the owned cell (so tiles partition them)
-        above = np.zeros((h, w), bool)
-        above[oy0:oy1, ox0:ox1] = cams[c][oy0:oy1, ox0:ox1] >= params.threshold
-        regions, _ = ndimage.label(above, structure=np.ones((3, 3), bool))
-        for k, sl in enumerate(ndimage.find_objects(regions)):
-            if sl is None:
-                continue
-            comp = regions[sl] == k + 1
-            meas = {
-                "Area µm^2": round(float(comp.sum()) * area_um2, 3),
-                f"{info.name} CAM mean": round(float(cams[c][sl][comp].mean()), 4),
-            }
-            for rings in gj.mask_polygons(comp):
-                coords = gj.to_level0(
-                    rings, (job.x0 + sl[1].start * job.scale, job.y0 + sl[0].start * job.scale), job.scale
-                )
-                features.append(
-                    gj.feature(
-                        coords,
-                        "annotation",
-                        f"{name} CAM ≥ {params.threshold:g}",
-                        color,
-                        meas,
-                        f"{job.slide_key}:{job.name}:a:{c}:{k}:{len(features)}",
-                    )
-                )
+    features = gj.tile_features(
+        gj.TileGeometry((job.x0, job.y0), job.scale, (ox0, oy0, ox1, oy1), job.neighbours),
+        mask,
+        probs,
+        cams,
+        spec.classes,
+        spec.colors,
+        spec.mpp,
+        info.name,
+        params.threshold,
+        f"{job.slide_key}:{job.name}",
+    )
     # Overview maps of the owned cell: CAM of each pixel's own predicted class, and the mask.
     own_cam = np.zeros((h, w), np.float32)
     for c, cam in cams.items():

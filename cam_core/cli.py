@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--thumbnail", default=None, metavar="PNG", help="write the thumbnail with the tissue outlined")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("make-slide", help="a pyramidal demo/test slide tiled from the sample tiles")
+    p.add_argument("out", help="output file (.tif, or .svs for an Aperio-style slide)")
+    p.add_argument("--size", type=int, default=20_000, help="side in level-0 pixels (default 20000)")
+    p.add_argument("--tissue", type=int, default=1_536, help="side of the tissue square (default 1536)")
+    p.add_argument("--mpp", type=float, default=0.25)
+    p.add_argument("--no-resolution", action="store_true", help="write no resolution metadata")
+
     from . import batch, bench, trust_report
     from . import evaluate as ev
 
@@ -136,6 +143,20 @@ def _print_slide(args: argparse.Namespace) -> int:
     print(f"tissue on {100 * record['tissue_fraction']:.1f} % of the thumbnail")
     for note in info.notes:
         print(f"note: {note}")
+    return 0
+
+
+def _make_slide(args: argparse.Namespace) -> int:
+    from . import synthslide
+
+    out = Path(args.out)
+    kind = "nores" if args.no_resolution else "svs" if out.suffix.lower() == ".svs" else "tiff"
+    if not 256 <= args.tissue <= args.size:
+        raise InputError(f"--tissue {args.tissue} must be between 256 and --size {args.size}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    c = (args.size - args.tissue) // 2
+    synthslide.write_slide(out, synthslide.sample_tiles(), args.size, (c, c, args.tissue, args.tissue), args.mpp, kind)
+    print(f"wrote {out} ({args.size}×{args.size} px, {kind}, {out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -519,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             return trust_report.run(args)
         if args.command == "slide":
             return _print_slide(args)
+        if args.command == "make-slide":
+            return _make_slide(args)
         if args.command == "batch":
             from . import batch
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -237,3 +238,109 @@ def rasterize(
             cv2.polylines(layer, [hole], True, 1)
         out[layer > 0] = label
     return out
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """Where a tile's pixels are on the slide, and which of them it owns.
+
+    Attributes:
+        origin: level-0 (x, y) of the tile's top-left pixel (0, 0 for a lone tile).
+        scale: level-0 pixels per tile pixel.
+        own: owned cell (x0, y0, x1, y1) in tile pixels; objects are kept by their owner only.
+        neighbours: left, top, right, bottom edges have another tile beyond them.
+    """
+
+    origin: tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+    own: tuple[int, int, int, int] | None = None
+    neighbours: tuple[bool, bool, bool, bool] = (False, False, False, False)
+
+
+def tile_features(
+    geom: TileGeometry,
+    mask: np.ndarray,
+    probs: np.ndarray,
+    cams: dict[int, np.ndarray],
+    classes: list[str],
+    colors: list[str],
+    mpp: float | None,
+    method: str,
+    threshold: float,
+    key: str,
+) -> list[dict[str, Any]]:
+    """QuPath objects of one tile: each predicted nucleus (of the classes in ``cams``) as a
+    detection with its area, CAM and probability; each region where the class's CAM reaches
+    ``threshold`` as an annotation. Used by ``batch`` for slides and by the app for one tile.
+
+    Ownership: a whole object is kept by the tile whose owned cell holds its centre; an object
+    cut by an edge with a neighbour (larger than the overlap) is kept as its part in the owned cell.
+    """
+    from scipy import ndimage
+
+    from .render import hex_to_rgb
+
+    h, w = mask.shape
+    ox0, oy0, ox1, oy1 = geom.own or (0, 0, w, h)
+    ox1, oy1 = min(ox1, w), min(oy1, h)
+    left, top, right, bottom = geom.neighbours
+    area_um2 = (mpp or 0.0) ** 2
+    eight = np.ones((3, 3), bool)
+    features: list[dict[str, Any]] = []
+
+    def add(
+        comp: np.ndarray, sl: tuple[slice, slice], kind: str, name: str, color: Any, meas: dict[str, Any], tag: str
+    ) -> None:
+        origin = (geom.origin[0] + sl[1].start * geom.scale, geom.origin[1] + sl[0].start * geom.scale)
+        for rings in mask_polygons(comp):
+            coords = to_level0(rings, origin, geom.scale)
+            features.append(feature(coords, kind, name, color, meas, f"{key}:{tag}:{len(features)}"))
+
+    for c, cam in cams.items():
+        name, color = classes[c], hex_to_rgb(colors[c])
+        labels, _ = ndimage.label(mask == c, structure=eight)
+        for i, sl in enumerate(ndimage.find_objects(labels)):
+            if sl is None:
+                continue
+            ys, xs = sl
+            comp = labels[sl] == i + 1
+            cut = (
+                (left and xs.start == 0)
+                or (top and ys.start == 0)
+                or (right and xs.stop == w)
+                or (bottom and ys.stop == h)
+            )
+            if cut:  # a cluster larger than the overlap: the part in the owned cell
+                keep = np.zeros_like(comp)
+                cy0, cx0 = max(oy0 - ys.start, 0), max(ox0 - xs.start, 0)
+                cy1, cx1 = max(min(oy1 - ys.start, comp.shape[0]), 0), max(min(ox1 - xs.start, comp.shape[1]), 0)
+                keep[cy0:cy1, cx0:cx1] = comp[cy0:cy1, cx0:cx1]
+                comp = keep
+                if not comp.any():
+                    continue
+            else:
+                yy, xx = np.nonzero(comp)
+                cy, cx = yy.mean() + ys.start, xx.mean() + xs.start
+                if not (ox0 <= cx < ox1 and oy0 <= cy < oy1):
+                    continue  # whole here, but another tile owns its centre
+            cam_vals, prob_vals = cam[sl][comp], probs[c][sl][comp]
+            meas = {
+                "Area µm^2": round(float(comp.sum()) * area_um2, 3),
+                f"{method} CAM mean": round(float(cam_vals.mean()), 4),
+                f"{method} CAM max": round(float(cam_vals.max()), 4),
+                "Class probability mean": round(float(prob_vals.mean()), 4),
+            }
+            add(comp, sl, "detection", name, color, meas, f"d:{c}:{i}")
+        above = np.zeros((h, w), bool)  # cut to the owned cell, so tiles partition the regions
+        above[oy0:oy1, ox0:ox1] = cam[oy0:oy1, ox0:ox1] >= threshold
+        regions, _ = ndimage.label(above, structure=eight)
+        for k, sl in enumerate(ndimage.find_objects(regions)):
+            if sl is None:
+                continue
+            comp = regions[sl] == k + 1
+            meas = {
+                "Area µm^2": round(float(comp.sum()) * area_um2, 3),
+                f"{method} CAM mean": round(float(cam[sl][comp].mean()), 4),
+            }
+            add(comp, sl, "annotation", f"{name} CAM ≥ {threshold:g}", color, meas, f"a:{c}:{k}")
+    return features

@@ -163,9 +163,6 @@ class Slide:
     def read_region(self, x: int, y: int, w: int, h: int, target_mpp: float | None) -> np.ndarray:
         """Level-0 box (x, y, w, h) as RGB at ``target_mpp`` (the model's resolution).
 
-        Read from the pyramid level with the largest downsample not above the needed one, then
-        resampled (area averaging when shrinking), so detail is never invented.
-
         Raises:
             InputError: the box is outside the slide, empty, or too large to explain at once.
         """
@@ -181,15 +178,25 @@ class Slide:
                 f"region {w}×{h} is {out_w}×{out_h} px at the model's resolution, above the "
                 f"{int(MAX_REGION_PIXELS**0.5)}² that is read at once; use a smaller region or `batch` for the whole slide"
             )
-        level = max((i for i, d in enumerate(self.info.level_downsamples) if d <= scale + 1e-6), default=0)
+        return self._read(x, y, w, h, out_w, out_h)
+
+    def overview(self, box: tuple[int, int, int, int], side: int = THUMBNAIL_SIDE) -> np.ndarray:
+        """A level-0 box as a picture ``side`` pixels wide (any resolution; for finding regions)."""
+        x, y, w, h = box
+        return self._read(x, y, w, h, side, max(1, round(h * side / w)))
+
+    def _read(self, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> np.ndarray:
+        """Level-0 box → out_w × out_h RGB, from the level with the largest downsample not above
+        the needed one, then resampled (area averaging when shrinking), so detail is never invented."""
+        need = w / out_w
+        level = max((i for i, d in enumerate(self.info.level_downsamples) if d <= need + 1e-6), default=0)
         down = self.info.level_downsamples[level]
         lw, lh = max(1, round(w / down)), max(1, round(h / down))
         try:
             tile = self._osr.read_region((int(x), int(y)), level, (lw, lh))
         except Exception as exc:  # OpenSlideError on damaged tile data
             raise InputError(f"slide '{self.info.name}' is damaged at ({x}, {y}): {exc}") from None
-        rgba = np.asarray(tile)
-        rgb = _flatten_alpha(rgba)
+        rgb = _flatten_alpha(np.asarray(tile))
         if (lw, lh) != (out_w, out_h):
             import cv2
 
@@ -214,4 +221,24 @@ def tissue_mask(thumb: np.ndarray) -> np.ndarray:
     level, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     raw = (sat > max(level, 18)) & (hsv[..., 2] > 30)
     opened = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return opened.astype(bool)
+    closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))  # no holes between nuclei
+    return closed.astype(bool)
+
+
+def tissue_box(
+    tissue: np.ndarray, level0_per_px: float, size_wh: tuple[int, int], margin: float = 0.15
+) -> tuple[int, int, int, int]:
+    """The level-0 box (x, y, w, h) around the tissue of a thumbnail mask, with a margin; the
+    whole slide when there is no tissue."""
+    W, H = size_wh
+    ys, xs = np.nonzero(tissue)
+    if not len(xs):
+        return 0, 0, W, H
+    x0, x1 = xs.min() * level0_per_px, (xs.max() + 1) * level0_per_px
+    y0, y1 = ys.min() * level0_per_px, (ys.max() + 1) * level0_per_px
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = min(max(side, 256.0), W, H)
+    x = int(min(max(cx - side / 2, 0), W - side))
+    y = int(min(max(cy - side / 2, 0), H - side))
+    return x, y, int(side), int(side)

@@ -52,7 +52,15 @@ def test_first_load_explains_a_sample_without_any_click(at):
     assert "last_render" in at.session_state
     assert [m.value for m in at.markdown if m.value.startswith("**Predicted mask")]
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["mask.png", "mask_color.png", "heatmap.png", "overlay.png", "figure.png", "results.zip"]
+    assert labels == [
+        "mask.png",
+        "mask_color.png",
+        "heatmap.png",
+        "overlay.png",
+        "objects.geojson",
+        "figure.png",
+        "results.zip",
+    ]
 
 
 def test_switch_class_layer_method_target(at):
@@ -457,3 +465,59 @@ def test_presenter_mode_draws_one_figure_with_its_caption(at):
     assert "figure" in button.label
     at.radio(key="w_present_view").set_value("overlay")
     run(at)
+
+
+# ---------------------------------------------------------------- #13: the Slide page
+
+
+@pytest.fixture(scope="module")
+def slide_folder(tmp_path_factory):
+    from cam_core import synthslide
+
+    folder = tmp_path_factory.mktemp("slides")
+    synthslide.write_slide(folder / "big.tif", synthslide.sample_tiles(), 20_000, (9_000, 9_000, 1_024, 1_024))
+    synthslide.write_slide(folder / "nores.tif", synthslide.sample_tiles(), 2_048, (512, 512, 768, 768), kind="nores")
+    (folder / "broken.svs").write_bytes(b"II*\x00not really a slide")
+    return folder
+
+
+def test_slide_page_opens_a_20000_px_slide_and_explains_a_region(slide_folder, monkeypatch):
+    monkeypatch.setenv("SEGCAM_SLIDES_DIR", str(slide_folder))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    run(app)
+    app.session_state["slide_name"] = "big.tif"
+    app.switch_page("pages/4_Slide.py")
+    run(app)
+    assert any("20000×20000 px" in m.value and "0.25 µm/px" in m.value for m in app.markdown)
+    app.button(key="slide_explain").click()
+    run(app)  # switches to Explore, which explains the region
+    region = app.session_state["slide_region"]
+    assert region.slide["name"] == "big.tif"
+    assert region.mpp == 0.25
+    assert region.image.array.shape[:2] == (512, 512)  # the default side at the model's resolution
+    x, y, w, h = region.slide["region_level0_xywh"]
+    assert 9_000 - 512 <= x <= 9_000 + 1_024  # the region starts on the tissue
+    explore = app
+    record = explore.session_state["last_record"]
+    assert record["image"]["slide"]["region_level0_xywh"] == [x, y, w, h]
+    assert record["image"]["microns_per_pixel"] == 0.25
+    assert "µm²" in next(m.value for m in explore.markdown if m.value.startswith("Target:"))
+
+
+def test_slide_page_names_bad_slides_and_asks_for_a_missing_resolution(slide_folder, monkeypatch):
+    monkeypatch.setenv("SEGCAM_SLIDES_DIR", str(slide_folder))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    run(app)
+    app.session_state["slide_name"] = "broken.svs"
+    app.switch_page("pages/4_Slide.py")
+    app.run()
+    assert not app.exception
+    assert any("not a slide OpenSlide can read" in e.value for e in app.error)
+    app.selectbox(key="w_slide_name").set_value("nores.tif")
+    app.run()
+    assert not app.exception
+    assert any("does not say its resolution" in w.value for w in app.warning)
+    app.number_input(key="slide_mpp").set_value(0.25)
+    app.run()
+    assert not app.exception
+    assert app.button(key="slide_explain")

@@ -45,6 +45,10 @@ def server(tmp_path_factory):
         )
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
+    from cam_core import synthslide
+
+    slide_dir = tmp_path_factory.mktemp("slides")  # a 20000² slide for the Slide page
+    synthslide.write_slide(slide_dir / "big.tif", synthslide.sample_tiles(), 20_000, (9_000, 9_000, 1_536, 1_536))
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [
@@ -61,6 +65,7 @@ def server(tmp_path_factory):
             cwd=REPO,
             stdout=fh,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "SEGCAM_SLIDES_DIR": str(slide_dir)},
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -423,3 +428,40 @@ def test_a_sample_thumbnail_opens_its_tile(server, page):
     )
     wait_idle(page)
     no_exception(page)
+
+
+def test_slide_page_opens_a_slide_and_explains_a_clicked_region(server, page):
+    url, _ = server
+    page.goto(url)
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(page)
+    page.get_by_role("link", name="Slide").first.click()
+    overview = page.wait_for_selector('img[alt^="overview of big.tif"]', timeout=120_000)
+    wait_idle(page)
+    no_exception(page)
+    assert "20000×20000 px" in page.locator('[data-testid="stMain"]').inner_text()
+    x_input = page.get_by_label("x (level-0 px)")
+    before = x_input.input_value()
+    overview.scroll_into_view_if_needed()
+    box = overview.bounding_box()
+    page.mouse.click(box["x"] + 0.7 * box["width"], box["y"] + min(0.5 * box["height"], 900 - box["y"]))
+    page.wait_for_function(
+        "(v) => [...document.querySelectorAll('input')].some(i => i.getAttribute('aria-label') === 'x (level-0 px)' "
+        "&& i.value !== v)",
+        arg=before,
+        timeout=60_000,
+    )
+    wait_idle(page)
+    x = int(x_input.input_value())
+    assert x > int(before)  # the region moved towards the click (right of the tissue's centre)
+    shot(page, "slide")
+    page.get_by_role("button", name="Explain this region").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('p')].some(p => p.innerText.includes('image big.tif ('))",
+        timeout=120_000,
+    )
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(page)
+    no_exception(page)
+    assert "µm²" in _target_line(page)  # the region carries its resolution (scale bars, areas)
+    shot(page, "slide_region")

@@ -69,7 +69,7 @@ def test_a_region_is_read_at_the_models_resolution_from_the_nearest_level(slide_
         thumb = s.thumbnail()
         assert max(thumb.shape[:2]) <= slides.THUMBNAIL_SIDE
         tissue = slides.tissue_mask(thumb)
-        ys, xs = np.nonzero(tissue)
+        _ys, xs = np.nonzero(tissue)
         k = thumb.shape[1] / SIZE
         assert xs.min() >= TISSUE[0] * k - 2
         assert xs.max() <= (TISSUE[0] + TISSUE[2]) * k + 2
@@ -157,7 +157,7 @@ def test_geojson_polygons_keep_holes_and_follow_quPaths_rules():
     problems = " | ".join(gj.validate(bad, 300, 400))
     for needle in ("objectType", "color", "measurements", "outside", "not closed"):
         assert needle in problems
-    with pytest.raises(ValueError, match="NaN|JSON compliant"):
+    with pytest.raises(ValueError, match=r"NaN|JSON compliant"):
         json.dumps({"v": float("nan")}, allow_nan=False)  # what the writer relies on
 
 
@@ -262,7 +262,17 @@ def test_a_separate_dask_cluster_gives_the_same_geojson(embedded, slide_dir, tmp
 
 
 def test_a_killed_run_resumes_without_redoing_finished_tiles(embedded, slide_dir, tmp_path):
-    cmd = [sys.executable, "-m", "cam_core", "batch", str(slide_dir / "big.tif"), "--out", str(tmp_path), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cam_core",
+        "batch",
+        str(slide_dir / "big.tif"),
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     tiles = tmp_path / "big" / "tiles"
     deadline = time.time() + 300

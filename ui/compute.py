@@ -93,6 +93,9 @@ class ImageChoice:
     truth: Truth | None = None  # the tile's ground truth (samples ship theirs; uploads may add one)
     mpp: float | None = None  # µm per pixel: the samples', the file's metadata or the user's value
     sample: bool = False  # a shipped sample (can travel in a link), not an upload
+    slide: dict[str, Any] | None = None  # a slide region: the slide's record and the level-0 box
+    origin: tuple[float, float] = (0.0, 0.0)  # level-0 position of the image's top-left pixel
+    scale: float = 1.0  # level-0 pixels per image pixel
 
     @property
     def large(self) -> bool:
@@ -323,6 +326,7 @@ def record_for(
             "size_hw": [h, w],
             "microns_per_pixel": ch.image.mpp,
             "notes": ch.image.image.notes,
+            **({"slide": ch.image.slide} if ch.image.slide else {}),
         },
         area_percent=cap.prediction.area_percent(),
         target_box=tg.box_of(region),
@@ -487,3 +491,61 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
     for info, layer in cells:
         TRUST.put(_trust_key(ch, info, layer, cap), by_key[(info.name, layer)])
     return [by_key[(info.name, layer)] for info, layer in cells]
+
+
+# ---------------------------------------------------------------- slides
+
+SLIDE_THUMBS = LRUCache(max_entries=8, max_bytes=64 << 20)
+
+
+def slide_overview(path: str, mpp_override: float | None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """A slide's info, thumbnail and tissue mask (cached by path, modification time and resolution)."""
+    from pathlib import Path
+
+    from cam_core import slides
+
+    p = Path(path)
+    key = (str(p), p.stat().st_mtime_ns, mpp_override)
+    hit = SLIDE_THUMBS.get(key)
+    if hit is None:
+        with slides.Slide(p, mpp_override) as slide:
+            thumb = slide.thumbnail()
+            hit = (slide.info, thumb, slides.tissue_mask(thumb))
+        SLIDE_THUMBS.put(key, hit)
+    return hit
+
+
+def slide_view(path: str, mpp_override: float | None, box: tuple[int, int, int, int], side: int = 1024) -> np.ndarray:
+    """A level-0 box of a slide as a picture about ``side`` pixels wide (from the nearest level)."""
+    from cam_core import slides
+
+    key = ("view", path, mpp_override, box, side)
+    hit = SLIDE_THUMBS.get(key)
+    if hit is None:
+        with slides.Slide(path, mpp_override) as slide:
+            hit = slide.overview(box, side)
+        SLIDE_THUMBS.put(key, hit)
+    return hit
+
+
+def slide_region_choice(
+    path: str, mpp_override: float | None, box: tuple[int, int, int, int], model_mpp: float
+) -> ImageChoice:
+    """A region of a slide, read at the model's resolution, as an image the pages explain."""
+    from cam_core import slides
+
+    x, y, w, h = box
+    with slides.Slide(path, mpp_override) as slide:
+        array = slide.read_region(x, y, w, h, model_mpp)
+        info = slide.info
+    notes = [f"region ({x}, {y}) {w}×{h} of {info.name}, read at {model_mpp:g} µm/px", *info.notes]
+    sha = hashlib.sha256(f"{info.properties_sha256}:{box}:{model_mpp}".encode()).hexdigest()
+    return ImageChoice(
+        f"{info.name} ({x},{y}) {w}×{h}",
+        sha,
+        LoadedImage(array, notes, "RGB", model_mpp),
+        mpp=model_mpp,
+        slide={**info.record(), "region_level0_xywh": [x, y, w, h]},
+        origin=(float(x), float(y)),
+        scale=w / array.shape[1],
+    )

@@ -23,7 +23,12 @@ from .state import TARGET_CHOICES, TEACHING_NOTES, bound, link_note, note_fallba
 
 def _image_sidebar() -> ImageChoice | None:
     st.sidebar.subheader("Image")
-    source = bound(st.sidebar.radio, "Source", "sel_source", options=["Sample", "Upload"], horizontal=True)
+    sources = ["Sample", "Upload"] + (["Slide region"] if st.session_state.get("slide_region") else [])
+    source = bound(st.sidebar.radio, "Source", "sel_source", options=sources, horizontal=True)
+    if source == "Slide region":
+        region: ImageChoice = st.session_state["slide_region"]
+        st.sidebar.caption(f"{region.name} — choose another on the Slide page.")
+        return region
     if source == "Sample":
         names = sample_names()
         name = bound(
@@ -93,6 +98,8 @@ def _with_truth_and_resolution(image: ImageChoice, loaded: models.LoadedModel) -
     classes = loaded.spec.classes
     if image.sample:
         return dataclasses.replace(image, truth=compute.sample_truth(image.name, classes))
+    if image.slide is not None:  # a slide region: read at the model's resolution, no truth
+        return image
     mpp = image.image.mpp
     if mpp is None:
         given = st.sidebar.number_input(

@@ -75,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
     "present": False,
     "present_view": "three",
     "zoom": FULL_VIEW,
+    "slide_side": 512,
+    "slide_whole": False,  # the Slide page's overview: the tissue's neighbourhood, not the whole slide  # region side on the Slide page, in pixels at the model's resolution
     "upload_mpp": 0.0,  # µm/px the user gives an upload without metadata (0: unknown)
 }
 
@@ -84,6 +86,7 @@ PAGES = [
     ("pages/1_Compare.py", "Compare"),
     ("pages/2_Model.py", "Model"),
     ("pages/3_About.py", "About CAMs"),
+    ("pages/4_Slide.py", "Slide"),
 ]
 
 

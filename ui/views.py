@@ -388,27 +388,56 @@ def downloads(
         "heatmap.png": render.to_png(pictures.heat),
         "overlay.png": render.to_png(pictures.over),
     }
-    d = st.columns(6)
+    files["objects.geojson"] = tile_geojson(ch, res, prediction, record)
+    d = st.columns(7)
     helps = {
         "mask.png": "Pixel value = class index ("
         + ", ".join(f"{i} {c}" for i, c in enumerate(ch.loaded.spec.classes))
         + ")",
         "mask_color.png": "The coloured mask as shown",
     }
+    helps["objects.geojson"] = (
+        "QuPath (File → Import objects): nuclei as detections with area, CAM and probability, CAM regions as "
+        "annotations" + (", in slide coordinates" if ch.image.slide else ", in tile pixel coordinates")
+    )
     for col, (name, data) in zip(d, files.items()):
-        col.download_button(name, data, f"{stem}_{name}", "image/png", help=helps.get(name))
-    d[4].download_button(
+        mime = "application/geo+json" if name.endswith(".geojson") else "image/png"
+        col.download_button(name, data, f"{stem}_{name}", mime, help=helps.get(name))
+    d[5].download_button(
         "figure.png",
         render.to_png(figure(drawn, ch, res, caption)),
         f"{stem}_figure.png",
         "image/png",
         help="Three panels with titles, colour bar and caption: for a slide",
     )
-    d[5].download_button(
+    d[6].download_button(
         "results.zip", compute.zip_bundle(res, files, record), f"{stem}_results.zip", "application/zip"
     )
     if not ch.image.sample:
         st.caption("An uploaded image cannot travel in a link: share the results ZIP (or the image) with the link.")
+
+
+def tile_geojson(ch: compute.Choices, res: CamResult, prediction: Prediction, record: dict[str, Any]) -> bytes:
+    """The tile's objects for QuPath, with the explained class's CAM; slide coordinates for a
+    slide region (its origin and scale), else tile pixels."""
+    import json
+
+    from cam_core import geojson as gj
+
+    level = record.get("threshold", {}).get("level")
+    features = gj.tile_features(
+        gj.TileGeometry(ch.image.origin, ch.image.scale),
+        prediction.mask,
+        prediction.probs,
+        {res.class_index: res.cam},
+        ch.loaded.spec.classes,
+        ch.loaded.spec.colors,
+        ch.image.mpp,
+        res.method,
+        0.5 if level is None else float(level),
+        f"{ch.image.sha}:{res.method}:{res.layer}:{res.class_index}",
+    )
+    return json.dumps(gj.feature_collection(features), allow_nan=False).encode()
 
 
 def link_notes() -> None:

@@ -1,7 +1,7 @@
 # SegCAM Explorer: the Streamlit app with the built-in model and sample tiles.
 #   CPU (default):  docker build -t segcam .
 #   CUDA:           docker build -t segcam:cuda --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
-#   Run:            docker run -p 8501:8501 -v "$PWD/my_models:/models" segcam
+#   Run:            docker run -p 8501:8501 -v "$PWD/my_models:/models" -v "$PWD/slides:/slides:ro" segcam
 # torch/torchvision come from PyTorch's CPU index by default (~1 GB less than PyPI's CUDA build);
 # PyPI's torch==2.14.1 is the CUDA build. The versions are the exact pins of requirements.txt.
 FROM python:3.11-slim-bookworm
@@ -12,7 +12,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    SEGCAM_MODELS_DIR=/models
+    SEGCAM_MODELS_DIR=/models \
+    SEGCAM_SLIDES_DIR=/slides \
+    SEGCAM_BATCH_DIR=/batch_out
 
 RUN useradd --create-home --uid 10001 segcam
 WORKDIR /app
@@ -32,8 +34,8 @@ COPY --chown=segcam:segcam models/ models/
 COPY --chown=segcam:segcam .streamlit/ .streamlit/
 COPY --chown=segcam:segcam app.py ./
 
-RUN mkdir -p /models && chown segcam:segcam /models
-VOLUME ["/models"]
+RUN mkdir -p /models /slides /batch_out && chown segcam:segcam /models /slides /batch_out
+VOLUME ["/models", "/slides", "/batch_out"]
 USER 10001
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -225,12 +225,11 @@ def process_tile(job: TileJob) -> dict[str, Any]:
     present = [int(c) for c in np.unique(mask) if c > 0]
     wanted = [c for c in present if params.classes is None or c in params.classes]
     if cap is not None:
+        latest = cap  # the kept graph serves the newest capture of the image: continue from it
         for c in wanted:  # every further class: one backward through the kept graph
-            this = (
-                cap
-                if c == cap.target.class_index
-                else engine.recapture(loaded, cap, tg.TargetSpec("predicted", c), image)
-            )
+            this = cap
+            if c != cap.target.class_index:
+                this = latest = engine.recapture(loaded, latest, tg.TargetSpec("predicted", c), image)
             cams[c] = engine.cam_from_capture(this, info, layer).cam
         drop_graph(loaded)
     features = gj.tile_features(

@@ -44,14 +44,15 @@ def main() -> int:
     for path in sorted((REPO / "samples" / "images").glob("*.png")):
         image = np.asarray(Image.open(path).convert("RGB"))
         truth = load_truth(REPO / "samples" / "masks" / path.name, classes, image.shape[:2])
+        # The kept graph serves the newest capture of the image: each recapture continues from the last.
         base = engine.capture(loaded, image, tg.TargetSpec("class", 1), [layer], keep_graph=True)
         pred = base.prediction.mask
         for c in range(1, len(classes)):
             missed = compare(pred, truth, c) == FN
             if missed.sum() < MIN_FN or not (pred == c).any():
                 continue
-            tp_cap = engine.recapture(loaded, base, tg.TargetSpec("predicted", c), image)
-            fn_cap = engine.recapture(loaded, base, tg.TargetSpec("fn", c, truth=truth), image)
+            tp_cap = base = engine.recapture(loaded, base, tg.TargetSpec("predicted", c), image)
+            fn_cap = base = engine.recapture(loaded, base, tg.TargetSpec("fn", c, truth=truth), image)
             for name in METHOD_NAMES:
                 info = METHODS[name]
                 tp_map = engine.cam_from_capture(tp_cap, info, layer).cam
@@ -71,8 +72,8 @@ def main() -> int:
                 )
         for obj in find_objects(pred)[:5]:  # a click: one backward through the kept graph
             t0 = time.perf_counter()
-            cap = engine.recapture(loaded, base, tg.TargetSpec("point", None, point=obj.centroid_xy), image)
-            engine.cam_from_capture(cap, METHODS["gradcam"], layer)
+            base = engine.recapture(loaded, base, tg.TargetSpec("point", None, point=obj.centroid_xy), image)
+            engine.cam_from_capture(base, METHODS["gradcam"], layer)
             clicks.append(time.perf_counter() - t0)
     print(f"{loaded.name} @ {layer}, {len(rows) // len(METHOD_NAMES)} tile × class cells with ≥ {MIN_FN} missed px")
     print("| method | median r(FN map, TP map) | median mass on missed | median missed share of tile |")

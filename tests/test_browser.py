@@ -465,3 +465,39 @@ def test_slide_page_opens_a_slide_and_explains_a_clicked_region(server, page):
     no_exception(page)
     assert "µm²" in _target_line(page)  # the region carries its resolution (scale bars, areas)
     shot(page, "slide_region")
+
+
+def test_downloads_are_built_on_click_and_fit_other_tools(server, page, tmp_path):
+    import io
+    import json
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from cam_core import geojson as gj
+
+    url, _ = server
+    page.goto(f"{url}/?sample=test_12_002&class=epithelial")
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(page)
+    got = {}
+    for label in ("mask.png", "objects.geojson", "results.zip"):
+        with page.expect_download(timeout=60_000) as info:
+            page.get_by_role("button", name=label, exact=True).click()
+        d = info.value
+        path = tmp_path / d.suggested_filename
+        d.save_as(path)
+        got[label] = path
+        wait_idle(page)
+    assert got["mask.png"].name == "test_12_002_epithelial_decoder.blocks.2_GradCAM_mask.png"
+    mask = np.asarray(Image.open(got["mask.png"]))
+    assert mask.ndim == 2
+    assert set(np.unique(mask)) <= set(range(5))  # class indices
+    doc = json.loads(got["objects.geojson"].read_text())
+    assert gj.validate(doc, 256, 256) == []
+    assert any(f["properties"]["objectType"] == "detection" for f in doc["features"])
+    with zipfile.ZipFile(got["results.zip"]) as z:
+        assert {"result.json", "mask.png", "mask_color.png", "objects.geojson", "cam.npy"} <= set(z.namelist())
+        assert json.loads(z.read("result.json"))["class"] == "epithelial"
+        assert np.asarray(Image.open(io.BytesIO(z.read("mask.png")))).ndim == 2

@@ -380,39 +380,51 @@ def downloads(
     caption: str,
     record: dict[str, Any],
 ) -> None:
+    """The downloads, named after image, class, layer and method. The pictures encode on every
+    run (fast); the GeoJSON, figure and ZIP are built only when clicked (callables), so a slider
+    move on a large image does not trace thousands of outlines."""
     stem = file_stem(ch, res)
-    mask_idx = render.to_png(prediction.mask.astype(np.uint8))  # class indices: what other tools read
-    files = {
-        "mask.png": mask_idx,
-        "mask_color.png": render.to_png(pictures.mask),
-        "heatmap.png": render.to_png(pictures.heat),
-        "overlay.png": render.to_png(pictures.over),
+    pngs: dict[str, Any] = {
+        "mask.png": lambda: render.to_png(prediction.mask.astype(np.uint8)),  # class indices: what tools read
+        "mask_color.png": lambda: render.to_png(pictures.mask),
+        "heatmap.png": lambda: render.to_png(pictures.heat),
+        "overlay.png": lambda: render.to_png(pictures.over),
     }
-    files["objects.geojson"] = tile_geojson(ch, res, prediction, record)
-    d = st.columns(7)
+
+    def geojson() -> bytes:
+        return tile_geojson(ch, res, prediction, record)
+
+    def bundle() -> bytes:
+        files = {name: make() for name, make in pngs.items()}
+        return compute.zip_bundle(res, {**files, "objects.geojson": geojson()}, record)
+
     helps = {
         "mask.png": "Pixel value = class index ("
         + ", ".join(f"{i} {c}" for i, c in enumerate(ch.loaded.spec.classes))
         + ")",
         "mask_color.png": "The coloured mask as shown",
     }
-    helps["objects.geojson"] = (
-        "QuPath (File → Import objects): nuclei as detections with area, CAM and probability, CAM regions as "
-        "annotations" + (", in slide coordinates" if ch.image.slide else ", in tile pixel coordinates")
+    d = st.columns(7)
+    for col, (name, make) in zip(d, pngs.items()):
+        col.download_button(name, make, f"{stem}_{name}", "image/png", help=helps.get(name), on_click="ignore")
+    d[4].download_button(
+        "objects.geojson",
+        geojson,
+        f"{stem}_objects.geojson",
+        "application/geo+json",
+        on_click="ignore",
+        help="QuPath (File → Import objects): nuclei as detections with area, CAM and probability, CAM regions as "
+        "annotations" + (", in slide coordinates" if ch.image.slide else ", in tile pixel coordinates"),
     )
-    for col, (name, data) in zip(d, files.items()):
-        mime = "application/geo+json" if name.endswith(".geojson") else "image/png"
-        col.download_button(name, data, f"{stem}_{name}", mime, help=helps.get(name))
     d[5].download_button(
         "figure.png",
-        render.to_png(figure(drawn, ch, res, caption)),
+        lambda: render.to_png(figure(drawn, ch, res, caption)),
         f"{stem}_figure.png",
         "image/png",
+        on_click="ignore",
         help="Three panels with titles, colour bar and caption: for a slide",
     )
-    d[6].download_button(
-        "results.zip", compute.zip_bundle(res, files, record), f"{stem}_results.zip", "application/zip"
-    )
+    d[6].download_button("results.zip", bundle, f"{stem}_results.zip", "application/zip", on_click="ignore")
     if not ch.image.sample:
         st.caption("An uploaded image cannot travel in a link: share the results ZIP (or the image) with the link.")
 

@@ -521,3 +521,20 @@ def test_slide_page_names_bad_slides_and_asks_for_a_missing_resolution(slide_fol
     app.run()
     assert not app.exception
     assert app.button(key="slide_explain")
+
+
+def test_a_link_reopens_a_slide_region(slide_folder, monkeypatch):
+    monkeypatch.setenv("SEGCAM_SLIDES_DIR", str(slide_folder))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    app.query_params["slide"] = "big.tif"
+    app.query_params["region"] = "9100,9100,256,256"
+    run(app)
+    record = app.session_state["last_record"]
+    assert record["image"]["slide"]["region_level0_xywh"] == [9100, 9100, 256, 256]
+    assert app.query_params["region"] in (["9100,9100,256,256"], "9100,9100,256,256")  # and the link stays
+    missing = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    missing.query_params["slide"] = "elsewhere.svs"
+    missing.query_params["region"] = "0,0,256,256"
+    missing.run()
+    assert not missing.exception
+    assert any("not in this server's slides folder" in w.value for w in missing.warning)

@@ -93,6 +93,30 @@ def _thumbnails(names: list[str]) -> None:
         st.rerun()
 
 
+def _linked_slide_region(loaded: models.LoadedModel) -> ImageChoice | None:
+    """A link to a slide region (``slide=NAME&region=x,y,w,h``): read it once, at this model's
+    resolution, from the slides folder; what cannot be read becomes a note."""
+    from cam_core import slides
+
+    if not st.session_state.get("link_requested", {}).pop("slide_region", None):
+        return None
+    name, box = st.session_state.pop("link_slide", None), st.session_state.pop("link_region", None)
+    path = slides.slides_dir() / str(name)
+    if "/" in str(name) or not path.is_file():
+        link_note(f"The link's slide {name!r} is not in this server's slides folder; the sample tile is shown.")
+        return None
+    if loaded.spec.mpp is None:
+        link_note(f"{loaded.name} does not declare its resolution, so the linked slide region cannot be read.")
+        return None
+    try:
+        choice = compute.slide_region_choice(str(path), None, tuple(box), loaded.spec.mpp)
+    except SegCamError as exc:
+        link_note(f"The linked slide region cannot be read: {exc}")
+        return None
+    st.session_state["slide_region"], st.session_state["sel_source"] = choice, "Slide region"
+    return choice
+
+
 def _with_truth_and_resolution(image: ImageChoice, loaded: models.LoadedModel) -> ImageChoice:
     """Attach the ground truth (sample's own, or the uploaded mask) and the resolution."""
     classes = loaded.spec.classes
@@ -179,6 +203,7 @@ def sidebar() -> Choices | None:
     loaded = _model_sidebar()
     if image is None or loaded is None:
         return None
+    image = _linked_slide_region(loaded) or image
     image = _with_truth_and_resolution(image, loaded)
     spec = loaded.spec
     st.sidebar.subheader("Explanation")

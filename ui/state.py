@@ -171,6 +171,13 @@ def _point(text: str) -> tuple[int, int]:
     return x, y
 
 
+def _box(text: str) -> tuple[int, ...]:
+    box = tuple(int(v) for v in text.split(","))
+    if len(box) != 4 or min(box) < 0 or box[2] == 0 or box[3] == 0:
+        raise ValueError(text)
+    return box
+
+
 def _method(text: str) -> str:
     if text.lower() not in METHODS:
         raise ValueError(text)
@@ -200,6 +207,8 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "present": ("present", lambda t: {"1": True, "0": False}[t], "0 or 1"),
     "view": ("present_view", _choice(PRESENT_VIEWS), ", ".join(PRESENT_VIEWS)),
     "zoom": ("zoom", _rect, "x0,y0,x1,y1 as fractions"),
+    "slide": ("link_slide", str, "a slide in the slides folder"),
+    "region": ("link_region", lambda t: _box(t), "x,y,w,h in level-0 pixels"),
 }
 # Resolved by the sidebar against the model: what the link asked for, to report a fallback.
 CHECKED_LATER = ("sel_model", "sel_layer", "sel_class", "sel_rule")
@@ -208,6 +217,8 @@ CHECKED_LATER = ("sel_model", "sel_layer", "sel_class", "sel_rule")
 def apply_link(params: dict[str, str]) -> None:
     """Put a link's choices into session state; each value that cannot be used becomes a note."""
     requested: dict[str, Any] = st.session_state.setdefault("link_requested", {})
+    if "slide" in params and "region" in params:
+        requested["slide_region"] = True  # the sidebar reads the region once the model is known
     if params.get("image") == "upload":
         link_note(
             "This link was made on an uploaded image, which cannot travel in a link: the sample tile is shown. "

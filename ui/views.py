@@ -425,7 +425,7 @@ def downloads(
         help="Three panels with titles, colour bar and caption: for a slide",
     )
     d[6].download_button("results.zip", bundle, f"{stem}_results.zip", "application/zip", on_click="ignore")
-    if not ch.image.sample:
+    if not ch.image.sample and not ch.image.slide:
         st.caption("An uploaded image cannot travel in a link: share the results ZIP (or the image) with the link.")
 
 
@@ -465,7 +465,9 @@ def current_view(ch: compute.Choices) -> dict[str, Any]:
     present = bool(s.get("present"))
     return {
         "sample": ch.image.name if ch.image.sample else None,
-        "image": None if ch.image.sample else "upload",
+        "image": None if ch.image.sample or ch.image.slide else "upload",
+        "slide": ch.image.slide["name"] if ch.image.slide else None,
+        "region": ch.image.slide["region_level0_xywh"] if ch.image.slide else None,
         "model": ch.loaded.name,
         "class": "auto" if ch.class_index is None else ch.loaded.spec.classes[ch.class_index],
         "layer": ch.layer,

@@ -538,3 +538,30 @@ def test_a_link_reopens_a_slide_region(slide_folder, monkeypatch):
     missing.run()
     assert not missing.exception
     assert any("not in this server's slides folder" in w.value for w in missing.warning)
+
+
+def test_a_slide_region_follows_the_models_resolution(slide_folder, tmp_path, monkeypatch):
+    from conftest import tiny_unet
+
+    from ui import compute
+
+    folder = tmp_path / "models" / "tiny20x"
+    tiny_unet().save_pretrained(str(folder))
+    (folder / "segcam.json").write_text('{"classes": ["background", "alpha", "beta"], "microns_per_pixel": 0.5}')
+    monkeypatch.setenv("SEGCAM_MODELS_DIR", str(folder.parent))
+    monkeypatch.setenv("SEGCAM_SLIDES_DIR", str(slide_folder))
+    compute.reset_model_entries()
+    try:
+        app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+        app.query_params["slide"] = "big.tif"
+        app.query_params["region"] = "9100,9100,256,256"
+        run(app)
+        assert app.session_state["slide_region"].image.array.shape[:2] == (256, 256)  # at 0.25 µm/px
+        app.selectbox(key="w_sel_model").set_value("tiny20x")
+        run(app)
+        region = app.session_state["slide_region"]
+        assert region.image.array.shape[:2] == (128, 128)  # the same 64 µm square at 0.5 µm/px
+        assert region.mpp == 0.5
+        assert app.session_state["last_record"]["image"]["microns_per_pixel"] == 0.5
+    finally:
+        compute.reset_model_entries()

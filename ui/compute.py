@@ -96,6 +96,8 @@ class ImageChoice:
     slide: dict[str, Any] | None = None  # a slide region: the slide's record and the level-0 box
     origin: tuple[float, float] = (0.0, 0.0)  # level-0 position of the image's top-left pixel
     scale: float = 1.0  # level-0 pixels per image pixel
+    slide_path: str | None = None  # where a slide region was read from (server side; not in any record)
+    slide_mpp_override: float | None = None
 
     @property
     def large(self) -> bool:
@@ -548,4 +550,6 @@ def slide_region_choice(
         slide={**info.record(), "region_level0_xywh": [x, y, w, h]},
         origin=(float(x), float(y)),
         scale=w / array.shape[1],
+        slide_path=str(path),
+        slide_mpp_override=mpp_override,
     )

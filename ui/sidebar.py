@@ -117,6 +117,22 @@ def _linked_slide_region(loaded: models.LoadedModel) -> ImageChoice | None:
     return choice
 
 
+def _slide_region_for(image: ImageChoice, loaded: models.LoadedModel) -> ImageChoice:
+    """A slide region follows the model: read again at its resolution when it differs."""
+    mpp = loaded.spec.mpp
+    if image.slide is None or image.slide_path is None or mpp is None or image.mpp == mpp:
+        return image
+    try:
+        box = tuple(image.slide["region_level0_xywh"])
+        again = compute.slide_region_choice(image.slide_path, image.slide_mpp_override, box, mpp)
+    except SegCamError as exc:
+        link_note(f"The slide region cannot be read at {loaded.name}'s {mpp:g} µm/px: {exc}")
+        return image
+    st.session_state["slide_region"] = again
+    st.sidebar.caption(f"Region read again at {mpp:g} µm/px, the resolution {loaded.name} was trained at.")
+    return again
+
+
 def _with_truth_and_resolution(image: ImageChoice, loaded: models.LoadedModel) -> ImageChoice:
     """Attach the ground truth (sample's own, or the uploaded mask) and the resolution."""
     classes = loaded.spec.classes
@@ -204,6 +220,7 @@ def sidebar() -> Choices | None:
     if image is None or loaded is None:
         return None
     image = _linked_slide_region(loaded) or image
+    image = _slide_region_for(image, loaded)
     image = _with_truth_and_resolution(image, loaded)
     spec = loaded.spec
     st.sidebar.subheader("Explanation")

@@ -283,7 +283,12 @@ def explore(ch, status, present: bool) -> None:
 
     st.subheader("Downloads")
     record = compute.record_for(
-        ch, res, cap, {"mode": st.session_state.get("thr_mode", "none"), "level": level}, signed_scale=scale
+        ch,
+        res,
+        cap,
+        {"mode": st.session_state.get("thr_mode", "none"), "level": level},
+        signed_scale=scale,
+        region=region,
     )
     st.session_state["last_record"] = record
     views.downloads(ch, res, prediction, pictures, drawn, caption, record)

@@ -90,11 +90,20 @@ class TileJob:
 # ---------------------------------------------------------------- planning
 
 
-def plan(slide_path: str | Path, out_dir: str | Path, params: BatchParams) -> tuple[Any, list[TileJob]]:
-    """The slide's info and the tile grid over its tissue, at the model's resolution."""
-    from . import models, slides
+def _spec(params: BatchParams, spec: Any) -> Any:
+    """The model's spec: the one the caller has, else loaded (the driver loads the model once)."""
+    from . import models
 
-    model_mpp = models.load(params.model, params.models_dir).spec.mpp
+    return spec if spec is not None else models.load(params.model, params.models_dir).spec
+
+
+def plan(
+    slide_path: str | Path, out_dir: str | Path, params: BatchParams, spec: Any = None
+) -> tuple[Any, list[TileJob]]:
+    """The slide's info and the tile grid over its tissue, at the model's resolution."""
+    from . import slides
+
+    model_mpp = _spec(params, spec).mpp
     with slides.Slide(slide_path, params.mpp_override) as slide:
         info = slide.info
         if info.mpp is None:
@@ -305,7 +314,7 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any, str]:
 
 
 def assemble(
-    info: Any, jobs: list[TileJob], out_dir: Path, params: BatchParams, extra: dict[str, Any]
+    info: Any, jobs: list[TileJob], out_dir: Path, params: BatchParams, extra: dict[str, Any], spec: Any = None
 ) -> dict[str, Any]:
     """The slide's GeoJSON, overview maps and manifest from the finished tile files."""
     from . import geojson as gj
@@ -345,11 +354,8 @@ def assemble(
                     dst[y : y + hh, x : x + ww] = arr[:hh, :ww]
         np.save(out_dir / "cam_lowres.npy", cam)
         np.save(out_dir / "mask_lowres.npy", mask)
-        from . import models
-
-        spec = models.load(params.model, params.models_dir).spec
         _png(render.heatmap(np.clip(cam, 0, 1)), out_dir / "cam_lowres.png")
-        _png(render.colorize_mask(mask, spec.colors), out_dir / "mask_lowres.png")
+        _png(render.colorize_mask(mask, _spec(params, spec).colors), out_dir / "mask_lowres.png")
     done = sum(s["status"] == "done" for s in status)
     manifest = {
         "manifest": MANIFEST_VERSION,
@@ -378,13 +384,13 @@ def _png(arr: np.ndarray, path: Path) -> None:
 
 
 def run_slide(
-    slide_path: Path, out_root: Path, params: BatchParams, client: Any, progress: Any = None
+    slide_path: Path, out_root: Path, params: BatchParams, client: Any, progress: Any = None, spec: Any = None
 ) -> dict[str, Any]:
     """Every not-yet-done tile of one slide through the client, then the slide's outputs."""
     from distributed import as_completed
 
     out_dir = out_root / Path(slide_path).stem
-    info, jobs = plan(slide_path, out_dir, params)
+    info, jobs = plan(slide_path, out_dir, params, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = out_dir / "manifest.json"
     if previous.is_file():
@@ -428,7 +434,29 @@ def run_slide(
             "failures": failures,
         }
     }
-    return assemble(info, jobs, out_dir, params, extra)
+    return assemble(info, jobs, out_dir, params, extra, spec)
+
+
+def mask_agreement(slide_path: str | Path, out_dir: Path, params: BatchParams) -> float:
+    """Per-class Dice, pooled over every tile's owned cell, of the exported detections rasterised
+    back against the model's own mask of the same tiles (how faithful the GeoJSON is)."""
+    from . import engine, models, slides
+    from . import geojson as gj
+
+    doc = json.loads((out_dir / f"{Path(slide_path).stem}.geojson").read_text())
+    loaded = models.load(params.model, params.models_dir)
+    _, jobs = plan(slide_path, out_dir, params, loaded.spec)
+    inter = total = 0
+    with slides.Slide(slide_path, params.mpp_override) as slide:
+        for job in jobs:
+            mask = engine.predict(loaded, slide.read_region(job.x0, job.y0, job.w0, job.h0, loaded.spec.mpp)).mask
+            drawn = gj.rasterize(doc, mask.shape, loaded.spec.classes, job.scale, (job.x0, job.y0))
+            x0, y0, x1, y1 = job.own
+            a, b = mask[y0:y1, x0:x1], drawn[y0:y1, x0:x1]
+            for c in range(1, len(loaded.spec.classes)):
+                inter += 2 * int(((a == c) & (b == c)).sum())
+                total += int((a == c).sum() + (b == c).sum())
+    return inter / max(total, 1)
 
 
 def add_parser(sub: Any) -> None:
@@ -481,7 +509,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(f"Dask: {where}", file=sys.stderr)
         for p in paths:
-            m = run_slide(p, Path(args.out), params, client, progress)
+            m = run_slide(p, Path(args.out), params, client, progress, loaded.spec)
             print(file=sys.stderr)
             r = m["run"]
             failed += len(r["failures"])

@@ -246,9 +246,9 @@ def parse_target(text: str, class_index: int | None, shape: tuple[int, int], tru
             x, y = (int(v) for v in text[6:].split(","))
         except ValueError:
             raise InputError(f"bad point {text!r}; write point:X,Y in image pixels, e.g. point:120,64") from None
-        h, w = shape
-        if not (0 <= x < w and 0 <= y < h):
-            raise InputError(f"point ({x},{y}) is outside the {w}×{h} image; give x in 0–{w - 1} and y in 0–{h - 1}")
+        from .objects import check_point
+
+        check_point(x, y, shape)  # before the model runs
         return tg.TargetSpec("point", class_index, point=(x, y))
     if text.startswith("rect:"):
         try:

@@ -52,7 +52,7 @@ def ring_self_crosses(ring: np.ndarray) -> bool:
     return False
 
 
-def _ring(contour: np.ndarray, simplify: float) -> np.ndarray | None:
+def _ring(contour: np.ndarray, simplify: float) -> np.ndarray:
     """A closed ring (N×2, first = last) from an OpenCV contour; tiny contours become pixel squares."""
     import cv2
 
@@ -85,15 +85,10 @@ def mask_polygons(mask: np.ndarray, simplify: float = SIMPLIFY_PX) -> list[list[
     for i, c in enumerate(contours):
         if h[i][3] != -1:
             continue  # a hole: added to its parent below
-        outer = _ring(c, simplify)
-        if outer is None:
-            continue
-        rings = [outer]
+        rings = [_ring(c, simplify)]
         child = h[i][2]
         while child != -1:
-            hole = _ring(contours[child], simplify)
-            if hole is not None and len(hole) >= 4:
-                rings.append(hole)
+            rings.append(_ring(contours[child], simplify))
             child = h[child][0]
         out.append(rings)
     return out

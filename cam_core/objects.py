@@ -39,6 +39,13 @@ def _label(binary: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
+def check_point(x: int, y: int, shape: tuple[int, ...]) -> None:
+    """Raise EmptyTargetError naming the valid ranges when (x, y) is outside an image of ``shape``."""
+    h, w = shape[:2]
+    if not (0 <= x < w and 0 <= y < h):
+        raise EmptyTargetError(f"point ({x},{y}) is outside the {w}×{h} image; give x in 0–{w - 1} and y in 0–{h - 1}")
+
+
 def component_at(predicted: np.ndarray, x: int, y: int) -> tuple[int, np.ndarray]:
     """The class under (x, y) and the boolean mask of its connected component.
 
@@ -46,9 +53,7 @@ def component_at(predicted: np.ndarray, x: int, y: int) -> tuple[int, np.ndarray
         EmptyTargetError: the point is outside the image or on background; the message says
             where a nucleus is to be clicked.
     """
-    h, w = predicted.shape
-    if not (0 <= x < w and 0 <= y < h):
-        raise EmptyTargetError(f"point ({x},{y}) is outside the {w}×{h} image; give x in 0–{w - 1} and y in 0–{h - 1}")
+    check_point(x, y, predicted.shape)
     cls = int(predicted[y, x])
     if cls == 0:
         raise EmptyTargetError(

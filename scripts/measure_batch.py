@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cam_core import synthslide  # noqa: E402
+from cam_core import batch, synthslide  # noqa: E402
 
 
 def main() -> int:
@@ -44,30 +44,10 @@ def main() -> int:
             m = json.loads((out / "slide" / "manifest.json").read_text())
             print(f"| {n} | {m['run']['tiles_run']} | {m['run']['tiles_per_second']:.2f} | {wall:.1f} s |")
         first = Path(tmp) / f"out{args.workers.split(',')[0]}" / "slide"
-        print(f"GeoJSON: {dice(slide, first):.3f} Dice of the detections rasterised back vs the model's own mask")
+        params = batch.BatchParams(None, None, None, None, "GradCAM")
+        agreement = batch.mask_agreement(slide, first, params)
+        print(f"GeoJSON: {agreement:.3f} Dice of the detections rasterised back vs the model's own mask")
     return 0
-
-
-def dice(slide: Path, out: Path) -> float:
-    """Per-class Dice, pooled over every tile's owned cell, of the exported detections against
-    the model's mask of the same tiles."""
-    from cam_core import batch, engine, models, slides
-    from cam_core import geojson as gj
-
-    doc = json.loads((out / "slide.geojson").read_text())
-    loaded = models.load(None)
-    _, jobs = batch.plan(slide, out, batch.BatchParams(None, None, None, None, "GradCAM"))
-    inter = total = 0
-    with slides.Slide(slide) as s:
-        for job in jobs:
-            mask = engine.predict(loaded, s.read_region(job.x0, job.y0, job.w0, job.h0, loaded.spec.mpp)).mask
-            drawn = gj.rasterize(doc, mask.shape, loaded.spec.classes, job.scale, (job.x0, job.y0))
-            x0, y0, x1, y1 = job.own
-            a, b = mask[y0:y1, x0:x1], drawn[y0:y1, x0:x1]
-            for c in range(1, len(loaded.spec.classes)):
-                inter += 2 * int(((a == c) & (b == c)).sum())
-                total += int((a == c).sum() + (b == c).sum())
-    return inter / max(total, 1)
 
 
 if __name__ == "__main__":

@@ -481,12 +481,18 @@ def slide_folder(tmp_path_factory):
     return folder
 
 
-def test_slide_page_opens_a_20000_px_slide_and_explains_a_region(slide_folder, monkeypatch):
-    monkeypatch.setenv("SEGCAM_SLIDES_DIR", str(slide_folder))
+def slide_page(folder, name, monkeypatch):
+    """The Slide page on ``name`` from ``folder`` (reached from Explore, as a user does; not run yet)."""
+    monkeypatch.setenv("SEGCAM_SLIDES_DIR", str(folder))
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     run(app)
-    app.session_state["slide_name"] = "big.tif"
+    app.session_state["slide_name"] = name
     app.switch_page("pages/4_Slide.py")
+    return app
+
+
+def test_slide_page_opens_a_20000_px_slide_and_explains_a_region(slide_folder, monkeypatch):
+    app = slide_page(slide_folder, "big.tif", monkeypatch)
     run(app)
     assert any("20000×20000 px" in m.value and "0.25 µm/px" in m.value for m in app.markdown)
     app.button(key="slide_explain").click()
@@ -497,19 +503,14 @@ def test_slide_page_opens_a_20000_px_slide_and_explains_a_region(slide_folder, m
     assert region.image.array.shape[:2] == (512, 512)  # the default side at the model's resolution
     x, y, w, h = region.slide["region_level0_xywh"]
     assert 9_000 - 512 <= x <= 9_000 + 1_024  # the region starts on the tissue
-    explore = app
-    record = explore.session_state["last_record"]
+    record = app.session_state["last_record"]
     assert record["image"]["slide"]["region_level0_xywh"] == [x, y, w, h]
     assert record["image"]["microns_per_pixel"] == 0.25
-    assert "µm²" in next(m.value for m in explore.markdown if m.value.startswith("Target:"))
+    assert "µm²" in next(m.value for m in app.markdown if m.value.startswith("Target:"))
 
 
 def test_slide_page_names_bad_slides_and_asks_for_a_missing_resolution(slide_folder, monkeypatch):
-    monkeypatch.setenv("SEGCAM_SLIDES_DIR", str(slide_folder))
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    run(app)
-    app.session_state["slide_name"] = "broken.svs"
-    app.switch_page("pages/4_Slide.py")
+    app = slide_page(slide_folder, "broken.svs", monkeypatch)
     app.run()
     assert not app.exception
     assert any("not a slide OpenSlide can read" in e.value for e in app.error)

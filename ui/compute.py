@@ -137,11 +137,10 @@ def sample_truth(name: str, classes: list[str]) -> Truth | None:
     return _SAMPLE_TRUTH[key]
 
 
-def sample_choice(name: str, classes: list[str] | None = None) -> ImageChoice:
-    """A sample tile with its truth (when a model's classes are given) and the samples' resolution."""
+def sample_choice(name: str) -> ImageChoice:
+    """A sample tile at the samples' resolution (the sidebar attaches its truth for the model)."""
     array, sha = sample(name)
-    truth = sample_truth(name, classes) if classes is not None else None
-    return ImageChoice(name, sha, LoadedImage(array), truth, SAMPLE_MPP, sample=True)
+    return ImageChoice(name, sha, LoadedImage(array), mpp=SAMPLE_MPP, sample=True)
 
 
 # ---------------------------------------------------------------- captures
@@ -306,16 +305,24 @@ def zip_bundle(res: CamResult, files: dict[str, bytes], record: dict[str, Any]) 
 
 
 def record_for(
-    ch: Choices, res: CamResult, cap: Any, threshold: dict[str, Any], signed_scale: float | None = None
+    ch: Choices,
+    res: CamResult,
+    cap: Any,
+    threshold: dict[str, Any],
+    signed_scale: float | None,
+    region: np.ndarray,
 ) -> dict[str, Any]:
-    """The app's result.json: the same schema as the CLI's (cam_core.provenance)."""
+    """The app's result.json: the same schema as the CLI's (cam_core.provenance).
+
+    Args:
+        region: the target's boolean region (the page has built it for the outline and target line).
+    """
     from cam_core.methods import get_method
 
     classes = ch.loaded.spec.classes
     target = ch.target.with_class(res.class_index)
     h, w = ch.image.image.array.shape[:2]
     checked = trust_if_cached(ch, get_method(res.method), res.layer, cap)
-    region = tg.region(target, cap.prediction.mask, classes) > 0
     truth = ch.image.truth
     return result_record(
         res,

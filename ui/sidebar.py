@@ -315,9 +315,14 @@ def sidebar() -> Choices | None:
 
 def _point_target(cls: int | None, h: int, w: int) -> tg.TargetSpec:
     """The clicked object; the point can be typed too. No point yet: the predicted region."""
+    from cam_core.objects import check_point
+
     point = st.session_state.get("sel_point")
-    if point is not None and not (0 <= point[0] < w and 0 <= point[1] < h):
-        link_note(f"Point {tuple(point)} is outside this {w}×{h} image; click a nucleus instead.")
+    try:
+        if point is not None:
+            check_point(int(point[0]), int(point[1]), (h, w))
+    except SegCamError as exc:  # e.g. a link's point on another image
+        link_note(f"{exc}; the predicted region is shown — click a nucleus instead.")
         point = st.session_state["sel_point"] = None
     px, py = point if point is not None else (w // 2, h // 2)
     st.session_state["w_point_x"], st.session_state["w_point_y"] = int(px), int(py)

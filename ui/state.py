@@ -208,7 +208,7 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "view": ("present_view", _choice(PRESENT_VIEWS), ", ".join(PRESENT_VIEWS)),
     "zoom": ("zoom", _rect, "x0,y0,x1,y1 as fractions"),
     "slide": ("link_slide", str, "a slide in the slides folder"),
-    "region": ("link_region", lambda t: _box(t), "x,y,w,h in level-0 pixels"),
+    "region": ("link_region", _box, "x,y,w,h in level-0 pixels"),
 }
 # Resolved by the sidebar against the model: what the link asked for, to report a fallback.
 CHECKED_LATER = ("sel_model", "sel_layer", "sel_class", "sel_rule")

@@ -162,3 +162,12 @@ def resolve_layers(loaded: LoadedModel, spec: str | list[str] | None) -> list[st
                 f"pick one of: {', '.join(curated_layers(loaded))}"
             )
     return names
+
+
+def map_bytes(loaded: LoadedModel, shape: tuple[int, int], names: list[str]) -> int:
+    """Memory of the layers' activation + gradient maps (float32) for an image of ``shape`` (H, W),
+    padded to the model's multiple as a capture pads it."""
+    spatial = spatial_layers(loaded)
+    m = loaded.multiple
+    ph, pw = -(-shape[0] // m) * m, -(-shape[1] // m) * m
+    return sum(2 * 4 * spatial[n].channels * (ph // spatial[n].stride) * (pw // spatial[n].stride) for n in names)

@@ -20,6 +20,7 @@ whole map at once and normalised once, exactly as on a small image.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from .capture import (
     capture,
     capture_outputs,
     check_finite,
+    check_fits,
     forward,
     prepare,
     target_region,
@@ -52,30 +54,32 @@ DEFAULT_OVERLAP = 64
 
 
 def tile_boxes(h: int, w: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int, int, int]]:
-    """(y0, x0, y1, x1) boxes covering the image; neighbours share at least ``overlap`` pixels.
+    """(y0, x0, y1, x1) boxes covering every pixel; neighbours share at least ``overlap`` pixels.
 
-    Args:
-        align: every start is a multiple of it (the encoder's stride), so tiles' layer maps
-            land on whole cells of the image's layer map.
+    Every start is a multiple of ``align`` (the encoder's stride), so tiles' layer maps land on
+    whole cells of the image's layer map. The last tile of a row or column starts at the aligned
+    position at or before ``n - tile`` and runs to the image's edge: it may be up to
+    ``align - 1`` pixels longer than ``tile`` (rounding its start *up* instead would shrink the
+    overlap below ``overlap``; ending it at ``start + tile`` left a strip of up to ``align - 1``
+    pixels in no tile at all).
     """
     if tile <= overlap:
         raise InputError(f"tile size {tile} must be larger than the overlap {overlap}")
     if tile % align or overlap % align:
         raise InputError(f"tile {tile} and overlap {overlap} must be multiples of the encoder stride {align}")
 
-    def starts(n: int) -> list[int]:
+    def spans(n: int) -> list[tuple[int, int]]:
         if n <= tile:
-            return [0]
-        step = tile - overlap
-        s = list(range(0, n - tile, step))
-        last = (n - tile) // align * align  # aligned, so the last tile may reach a little further back
-        return sorted({*s, last})
+            return [(0, n)]
+        starts = sorted({*range(0, n - tile, tile - overlap), (n - tile) // align * align})
+        return [(s, s + tile) for s in starts[:-1]] + [(starts[-1], n)]
 
-    return [(y, x, min(y + tile, h), min(x + tile, w)) for y in starts(h) for x in starts(w)]
+    return [(y0, x0, y1, x1) for y0, y1 in spans(h) for x0, x1 in spans(w)]
 
 
 def blend_weights(th: int, tw: int, box: tuple[int, int, int, int], shape: tuple[int, int], overlap: int) -> np.ndarray:
-    """Weights rising linearly over ``overlap`` pixels from each tile edge that is inside the image."""
+    """Weights rising linearly over ``overlap`` pixels from each tile edge that is inside the image
+    (positive everywhere in the tile; :func:`partition` makes them sum to one over the tiles)."""
     y0, x0, y1, x1 = box
     h, w = shape
 
@@ -92,22 +96,33 @@ def blend_weights(th: int, tw: int, box: tuple[int, int, int, int], shape: tuple
     return np.outer(ramp(th, y0 > 0, y1 < h), ramp(tw, x0 > 0, x1 < w))
 
 
+def partition(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int], overlap: int) -> Iterator[np.ndarray]:
+    """Each tile's blend weights divided by their sum over all tiles: a partition of unity.
+
+    Probabilities blended with them need no later division, and a target pixel's shares of the
+    score add up to exactly one over the tiles that see it.
+
+    Raises:
+        InputError: some pixel is in no tile (a bug in the grid, never silently a 0 probability).
+    """
+    total = np.zeros(shape, np.float32)
+    for y0, x0, y1, x1 in boxes:
+        total[y0:y1, x0:x1] += blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), shape, overlap)
+    if not (total > 0).all():
+        ys, xs = np.nonzero(total <= 0)
+        raise InputError(
+            f"tile grid leaves pixel ({int(xs[0])}, {int(ys[0])}) of a {shape[1]}×{shape[0]} image uncovered"
+        )
+    for y0, x0, y1, x1 in boxes:
+        yield blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), shape, overlap) / total[y0:y1, x0:x1]
+
+
 def _pool(weights: np.ndarray, shape: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
     """Pixel weights (tile size) → layer cells: edge-pad to the padded tile, block-average."""
     ph, pw = padded
     lh, lw = shape
     wp = np.pad(weights, ((0, ph - weights.shape[0]), (0, pw - weights.shape[1])), mode="edge")
     return wp.reshape(lh, ph // lh, lw, pw // lw).mean(axis=(1, 3))
-
-
-def stitched_bytes(loaded: LoadedModel, shape: tuple[int, int], layers: list[str]) -> int:
-    """Memory of the image-sized activation + gradient maps of the layers (float32)."""
-    from .layers import spatial_layers
-
-    spatial = spatial_layers(loaded)
-    m = loaded.multiple
-    ph, pw = -(-shape[0] // m) * m, -(-shape[1] // m) * m
-    return sum(2 * 4 * spatial[n].channels * (ph // spatial[n].stride) * (pw // spatial[n].stride) for n in layers)
 
 
 def capture_tiled(
@@ -132,23 +147,17 @@ def capture_tiled(
     t0 = time.perf_counter()
     h, w = image.shape[:2]
     m = loaded.multiple
-    need = stitched_bytes(loaded, (h, w), names)
-    if need > STITCHED_MAX_BYTES:
-        raise InputError(
-            f"explaining {', '.join(names)} on a {w}×{h} image needs {need / 2**30:.1f} GiB of layer maps "
-            f"(limit {STITCHED_MAX_BYTES / 2**30:.0f} GiB); pick a deeper (lower-resolution) layer or a smaller region"
-        )
+    check_fits(loaded, (h, w), names, STITCHED_MAX_BYTES, "a stitched capture")
     ph, pw = -(-h // m) * m, -(-w // m) * m
     boxes = tile_boxes(h, w, tile, overlap, align=m)
     n_steps = 2 * len(boxes)
-    probs_acc = np.zeros((loaded.num_classes, h, w), np.float32)
-    weight_acc = np.zeros((h, w), np.float32)
+    probs = np.zeros((loaded.num_classes, h, w), np.float32)
     acts: dict[str, np.ndarray] = {}
     act_w: dict[str, np.ndarray] = {}
     tile_weights = []
     model = loaded.model
     t_forward = 0.0
-    for i, (y0, x0, y1, x1) in enumerate(boxes):
+    for i, ((y0, x0, y1, x1), wgt) in enumerate(zip(boxes, partition(boxes, (h, w), overlap))):
         x, _ = prepare(loaded, np.ascontiguousarray(image[y0:y1, x0:x1]))
         tf = time.perf_counter()
         with loaded.lock, preserved_state(model), capture_outputs(model, names) as outs, torch.no_grad():
@@ -159,10 +168,8 @@ def capture_tiled(
         t_forward += time.perf_counter() - tf
         check_finite(logits, "logits")
         p = to_probabilities(logits, loaded.spec.binary)[0, :, : y1 - y0, : x1 - x0].float().cpu().numpy()
-        wgt = blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), (h, w), overlap)
         tile_weights.append(wgt)
-        probs_acc[:, y0:y1, x0:x1] += p * wgt
-        weight_acc[y0:y1, x0:x1] += wgt
+        probs[:, y0:y1, x0:x1] += p * wgt
         padded = (int(x.shape[-2]), int(x.shape[-1]))
         for n, a in tile_acts.items():
             lh, lw = a.shape[-2:]
@@ -176,13 +183,11 @@ def capture_tiled(
             act_w[n][ys : ys + lh, xs : xs + lw] += cw
         if progress:
             progress((i + 1) / n_steps, f"mask and activations: tile {i + 1} of {len(boxes)}")
-    probs = probs_acc / np.maximum(weight_acc, 1e-12)
     rule = rule or loaded.spec.decision_rule
     prediction = Prediction(probs, rule.decide(probs), rule)
     for n in names:
         acts[n] /= np.maximum(act_w[n], 1e-12)
     target, region = target_region(loaded, target, prediction)
-    share = region / np.maximum(weight_acc, 1e-12)  # each tile's share of each target pixel
     grads = {n: np.zeros_like(a) for n, a in acts.items()}
     t_backward = 0.0
     for i, (y0, x0, y1, x1) in enumerate(boxes):
@@ -195,7 +200,7 @@ def capture_tiled(
                 tg.TargetSpec("mask", target.class_index, sub),
                 names,
                 rule=rule,
-                region_weights=share[y0:y1, x0:x1] * tile_weights[i],
+                region_weights=region[y0:y1, x0:x1] * tile_weights[i],  # shares sum to 1
             )
             t_backward += time.perf_counter() - tb
             for n in names:

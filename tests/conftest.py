@@ -38,7 +38,7 @@ def wrap(model: torch.nn.Module, classes: list[str] | None = None, name: str = "
         ["background", "foreground"] if out == 1 else CLASSES[:out] + [f"c{i}" for i in range(len(CLASSES), out)]
     )
     spec = ModelSpec(classes=classes, colors=OKABE_ITO[: len(classes)], binary=out == 1)
-    return LoadedModel(name, Path("."), model, spec, torch.device("cpu"), 8)
+    return LoadedModel(name, Path("."), model, spec, torch.device("cpu"), 32)  # resnet18: stride 32, as real
 
 
 @pytest.fixture

@@ -8,10 +8,12 @@ a path and a box, never pixels), predicts, explains each predicted class through
 skips tiles whose file exists, so killing a run loses nothing. The model is loaded once per
 worker process and kept there.
 
-Objects are owned by one tile: the one whose owned cell (the tile minus half the overlap on
-sides that have a neighbour) holds the object's centre. A nucleus is smaller than the overlap, so
-its owner sees it whole; a region larger than the overlap (a merged cluster) is cut by tile edges,
-and each tile keeps its part inside its owned cell, so the parts partition it. The GeoJSON is the
+Objects are owned through a partition: each tile's owned cell is the tile minus half the overlap
+on sides that have a neighbour, the owned cells tile the slide, and each tile exports only what it
+predicts inside its own cell (the stitched mask is that mosaic). Objects inside a cell are
+written whole by its tile; an object that reaches a side shared with another cell is written as a
+fragment, and the fragments of neighbouring tiles are joined when the slide is assembled. So
+every object of the stitched mask is exported exactly once, however large, and the GeoJSON is the
 same however the tiles are scheduled, on one machine or many.
 
 Runs on Dask distributed: an embedded ``LocalCluster`` (one single-threaded worker per core, or
@@ -77,6 +79,7 @@ class TileJob:
     neighbours: tuple[bool, bool, bool, bool]  # left, top, right, bottom edges have a tile beyond
     out_dir: str
     params: BatchParams
+    grid_xy: tuple[int, int] = (0, 0)  # top-left on the slide's grid of model pixels
 
     @property
     def name(self) -> str:
@@ -88,6 +91,47 @@ class TileJob:
 
 
 # ---------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One tile of the grid over a slide at the model's resolution (model pixels)."""
+
+    row: int
+    col: int
+    x: int
+    y: int
+    w: int
+    h: int
+    own: tuple[int, int, int, int]  # owned cell x0, y0, x1, y1 in this tile's pixels
+    neighbours: tuple[bool, bool, bool, bool]  # left, top, right, bottom: another tile's cell beyond
+
+
+def grid(wm: int, hm: int, tile: int, overlap: int) -> list[Cell]:
+    """Tiles of ``tile`` px every ``tile - overlap`` px over a ``wm`` × ``hm`` slide; the owned
+    cells (each tile minus half the overlap on sides with a neighbour) partition the slide."""
+    if overlap < 0 or overlap >= tile // 2:
+        raise InputError(f"overlap {overlap} must be in 0–{tile // 2 - 1} for tiles of {tile}")
+    stride = tile - overlap
+    cols = max(1, -(-(wm - overlap) // stride))
+    rows = max(1, -(-(hm - overlap) // stride))
+    half = overlap // 2
+    cells = []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = c * stride, r * stride
+            w, h = min(tile, wm - x), min(tile, hm - y)
+            if w <= 0 or h <= 0:
+                continue
+            left, top, right, bottom = c > 0, r > 0, c < cols - 1, r < rows - 1
+            own = (
+                half if left else 0,
+                half if top else 0,
+                stride + half if right else w,
+                stride + half if bottom else h,
+            )
+            cells.append(Cell(r, c, x, y, w, h, own, (left, top, right, bottom)))
+    return cells
 
 
 def _spec(params: BatchParams, spec: Any) -> Any:
@@ -116,56 +160,39 @@ def plan(
         thumb = slide.thumbnail()
         tissue = slides.tissue_mask(thumb)
         scale = slide.scale_for(model_mpp)
-    if params.overlap < 0 or params.overlap >= params.tile // 2:
-        raise InputError(f"overlap {params.overlap} must be in 0–{params.tile // 2 - 1} for tiles of {params.tile}")
     W, H = info.size_wh
     wm, hm = int(W / scale), int(H / scale)
-    stride = params.tile - params.overlap
-    cols = max(1, -(-(wm - params.overlap) // stride))
-    rows = max(1, -(-(hm - params.overlap) // stride))
     t_scale = thumb.shape[1] / W  # thumbnail pixels per level-0 pixel
     import cv2
 
     tissue = cv2.dilate(tissue.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    half = params.overlap // 2
     key = f"{info.name}:{info.properties_sha256[:16]}"
     jobs = []
-    for r in range(rows):
-        for c in range(cols):
-            x, y = c * stride, r * stride
-            w, h = min(params.tile, wm - x), min(params.tile, hm - y)
-            if w <= 0 or h <= 0:
-                continue
-            x0, y0 = round(x * scale), round(y * scale)
-            w0, h0 = min(round(w * scale), W - x0), min(round(h * scale), H - y0)
-            tx0, ty0 = int(x0 * t_scale), int(y0 * t_scale)
-            tx1, ty1 = int(np.ceil((x0 + w0) * t_scale)), int(np.ceil((y0 + h0) * t_scale))
-            if not tissue[ty0 : max(ty1, ty0 + 1), tx0 : max(tx1, tx0 + 1)].any():
-                continue
-            left, top, right, bottom = c > 0, r > 0, c < cols - 1, r < rows - 1
-            own = (
-                half if left else 0,
-                half if top else 0,
-                stride + half if right else w,
-                stride + half if bottom else h,
+    for cell in grid(wm, hm, params.tile, params.overlap):
+        x0, y0 = round(cell.x * scale), round(cell.y * scale)
+        w0, h0 = min(round(cell.w * scale), W - x0), min(round(cell.h * scale), H - y0)
+        tx0, ty0 = int(x0 * t_scale), int(y0 * t_scale)
+        tx1, ty1 = int(np.ceil((x0 + w0) * t_scale)), int(np.ceil((y0 + h0) * t_scale))
+        if not tissue[ty0 : max(ty1, ty0 + 1), tx0 : max(tx1, tx0 + 1)].any():
+            continue
+        jobs.append(
+            TileJob(
+                str(Path(slide_path).resolve()),
+                key,
+                cell.row,
+                cell.col,
+                x0,
+                y0,
+                w0,
+                h0,
+                scale,
+                cell.own,
+                cell.neighbours,
+                str(out_dir),
+                params,
+                (cell.x, cell.y),
             )
-            jobs.append(
-                TileJob(
-                    str(Path(slide_path).resolve()),
-                    key,
-                    r,
-                    c,
-                    x0,
-                    y0,
-                    w0,
-                    h0,
-                    scale,
-                    own,
-                    (left, top, right, bottom),
-                    str(out_dir),
-                    params,
-                )
-            )
+        )
     return info, jobs
 
 
@@ -188,13 +215,34 @@ def _worker_model(params: BatchParams) -> Any:
     return _WORKER["model"]
 
 
+SLIDES_PER_WORKER = 4  # open slides a worker keeps (file handles and OpenSlide's tile cache each)
+
+
 def _slide(path: str, mpp_override: float | None) -> Any:
+    """This worker's open slide for (path, resolution override, file version), least recently
+    used ones closed beyond :data:`SLIDES_PER_WORKER` (a worker serves many slides and runs)."""
+    from collections import OrderedDict
+
     from . import slides
 
-    cache = _WORKER.setdefault("slides", {})
-    if path not in cache:
-        cache[path] = slides.Slide(path, mpp_override)
-    return cache[path]
+    cache: OrderedDict[tuple[Any, ...], Any] = _WORKER.setdefault("slides", OrderedDict())
+    st = os.stat(path)
+    key = (path, mpp_override, st.st_size, st.st_mtime_ns)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cache[key] = slides.Slide(path, mpp_override)
+    while len(cache) > SLIDES_PER_WORKER:
+        cache.popitem(last=False)[1].close()
+    return cache[key]
+
+
+def style(params: BatchParams, spec: Any) -> Any:
+    """How every tile of a run names and measures its objects."""
+    from . import geojson as gj
+    from .methods import get_method
+
+    return gj.Style(spec.classes, spec.colors, spec.mpp, get_method(params.method).name, params.threshold)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -241,18 +289,15 @@ def process_tile(job: TileJob) -> dict[str, Any]:
                 this = latest = engine.recapture(loaded, latest, tg.TargetSpec("predicted", c), image)
             cams[c] = engine.cam_from_capture(this, info, layer).cam
         drop_graph(loaded)
-    features = gj.tile_features(
-        gj.TileGeometry((job.x0, job.y0), job.scale, (ox0, oy0, ox1, oy1), job.neighbours),
+    objects = gj.tile_objects(
+        gj.TileGeometry((job.x0, job.y0), job.scale, (ox0, oy0, ox1, oy1), job.neighbours, job.grid_xy),
         mask,
         probs,
         cams,
-        spec.classes,
-        spec.colors,
-        spec.mpp,
-        info.name,
-        params.threshold,
+        style(params, spec),
         f"{job.slide_key}:{job.name}",
     )
+    features = objects.features
     # Overview maps of the owned cell: CAM of each pixel's own predicted class, and the mask.
     own_cam = np.zeros((h, w), np.float32)
     for c, cam in cams.items():
@@ -275,7 +320,8 @@ def process_tile(job: TileJob) -> dict[str, Any]:
         "worker_pid": os.getpid(),
         "model_loads": _WORKER["loads"],
     }
-    _atomic_write(job.done_file, json.dumps({"summary": summary, "features": features}, allow_nan=False).encode())
+    record = {"summary": summary, "features": features, "fragments": [f.to_json() for f in objects.fragments]}
+    _atomic_write(job.done_file, json.dumps(record, allow_nan=False).encode())
     return summary
 
 
@@ -322,17 +368,22 @@ def assemble(
     from .provenance import versions
 
     features: list[dict[str, Any]] = []
+    fragments: list[gj.Fragment] = []
     status = []
     for job in sorted(jobs, key=lambda j: (j.row, j.col)):
         if job.done_file.is_file():
             data = json.loads(job.done_file.read_text())
             features.extend(data["features"])
+            fragments += [gj.Fragment.from_json(f) for f in data.get("fragments", [])]
             status.append(
                 {"tile": job.name, "status": "done", **{k: data["summary"][k] for k in ("detections", "seconds")}}
             )
         else:
             status.append({"tile": job.name, "status": "missing"})
     stem = Path(info.name).stem
+    spec = _spec(params, spec)
+    key = f"{info.name}:{info.properties_sha256[:16]}"
+    features += gj.join_fragments(fragments, jobs[0].scale if jobs else 1.0, style(params, spec), key)
     doc = gj.feature_collection(features)
     (out_dir / f"{stem}.geojson").write_text(json.dumps(doc, allow_nan=False, separators=(",", ":")))
     # Stitched overviews, one pixel per LOWRES model pixels.
@@ -355,7 +406,7 @@ def assemble(
         np.save(out_dir / "cam_lowres.npy", cam)
         np.save(out_dir / "mask_lowres.npy", mask)
         _png(render.heatmap(np.clip(cam, 0, 1)), out_dir / "cam_lowres.png")
-        _png(render.colorize_mask(mask, _spec(params, spec).colors), out_dir / "mask_lowres.png")
+        _png(render.colorize_mask(mask, spec.colors), out_dir / "mask_lowres.png")
     done = sum(s["status"] == "done" for s in status)
     manifest = {
         "manifest": MANIFEST_VERSION,
@@ -437,26 +488,61 @@ def run_slide(
     return assemble(info, jobs, out_dir, params, extra, spec)
 
 
-def mask_agreement(slide_path: str | Path, out_dir: Path, params: BatchParams) -> float:
-    """Per-class Dice, pooled over every tile's owned cell, of the exported detections rasterised
-    back against the model's own mask of the same tiles (how faithful the GeoJSON is)."""
-    from . import engine, models, slides
-    from . import geojson as gj
+@dataclass(frozen=True)
+class Agreement:
+    """How faithful a slide's GeoJSON is to the stitched mask (the mosaic of the tiles' owned cells)."""
 
-    doc = json.loads((out_dir / f"{Path(slide_path).stem}.geojson").read_text())
-    loaded = models.load(params.model, params.models_dir)
-    _, jobs = plan(slide_path, out_dir, params, loaded.spec)
-    inter = total = 0
+    dice: float  # per-class Dice, pooled, of the detections rasterised back vs the stitched mask
+    duplicated: int  # detections mostly under another detection (an object exported twice)
+    detections: int
+    components: int  # connected objects (8-connected, per class) of the stitched mask
+
+
+def stitched_mask(slide_path: str | Path, params: BatchParams, loaded: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """The model's mask of every planned tile's owned cell, pasted on the model-pixel grid over
+    the planned tiles' bounding box, and that box's top-left (x, y) on the grid."""
+    from . import engine, slides
+
+    _, jobs = plan(slide_path, Path("."), params, loaded.spec)
+    if not jobs:
+        return np.zeros((0, 0), np.uint8), (0, 0)
+    gx0, gy0 = min(j.grid_xy[0] for j in jobs), min(j.grid_xy[1] for j in jobs)
+    gx1 = max(j.grid_xy[0] + j.own[2] for j in jobs)
+    gy1 = max(j.grid_xy[1] + j.own[3] for j in jobs)
+    out = np.zeros((gy1 - gy0, gx1 - gx0), np.uint8)
     with slides.Slide(slide_path, params.mpp_override) as slide:
         for job in jobs:
             mask = engine.predict(loaded, slide.read_region(job.x0, job.y0, job.w0, job.h0, loaded.spec.mpp)).mask
-            drawn = gj.rasterize(doc, mask.shape, loaded.spec.classes, job.scale, (job.x0, job.y0))
             x0, y0, x1, y1 = job.own
-            a, b = mask[y0:y1, x0:x1], drawn[y0:y1, x0:x1]
-            for c in range(1, len(loaded.spec.classes)):
-                inter += 2 * int(((a == c) & (b == c)).sum())
-                total += int((a == c).sum() + (b == c).sum())
-    return inter / max(total, 1)
+            x1, y1 = min(x1, mask.shape[1]), min(y1, mask.shape[0])
+            gx, gy = job.grid_xy[0] - gx0, job.grid_xy[1] - gy0
+            out[gy + y0 : gy + y1, gx + x0 : gx + x1] = mask[y0:y1, x0:x1]
+    return out, (gx0, gy0)
+
+
+def mask_agreement(slide_path: str | Path, out_dir: Path, params: BatchParams) -> Agreement:
+    """The exported detections rasterised back against the stitched mask of the same tiles."""
+    from scipy import ndimage
+
+    from . import geojson as gj
+    from . import models
+
+    doc = json.loads((out_dir / f"{Path(slide_path).stem}.geojson").read_text())
+    loaded = models.load(params.model, params.models_dir)
+    mask, (gx0, gy0) = stitched_mask(slide_path, params, loaded)
+    _, jobs = plan(slide_path, out_dir, params, loaded.spec)
+    scale = jobs[0].scale if jobs else 1.0
+    raster = gj.rasterize(doc, mask.shape, loaded.spec.classes, scale, (gx0 * scale, gy0 * scale))
+    drawn = raster.labels
+    inter = total = components = 0
+    for c in range(1, len(loaded.spec.classes)):
+        if params.classes is not None and c not in params.classes:
+            continue
+        inter += 2 * int(((mask == c) & (drawn == c)).sum())
+        total += int((mask == c).sum() + (drawn == c).sum())
+        components += ndimage.label(mask == c, structure=gj.EIGHT)[1]
+    detections = sum(f["properties"]["objectType"] == "detection" for f in doc["features"])
+    return Agreement(inter / max(total, 1), raster.duplicated, detections, components)
 
 
 def add_parser(sub: Any) -> None:

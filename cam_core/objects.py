@@ -13,7 +13,7 @@ import numpy as np
 from .errors import EmptyTargetError
 
 # 8-connectivity: a nucleus touching itself diagonally is one nucleus.
-_STRUCTURE = np.ones((3, 3), dtype=bool)
+EIGHT = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class PredictedObject:
 def _label(binary: np.ndarray) -> tuple[np.ndarray, int]:
     from scipy import ndimage
 
-    labels, n = ndimage.label(binary, structure=_STRUCTURE)
+    labels, n = ndimage.label(binary, structure=EIGHT)
     return labels, int(n)
 
 

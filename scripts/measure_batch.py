@@ -45,8 +45,12 @@ def main() -> int:
             print(f"| {n} | {m['run']['tiles_run']} | {m['run']['tiles_per_second']:.2f} | {wall:.1f} s |")
         first = Path(tmp) / f"out{args.workers.split(',')[0]}" / "slide"
         params = batch.BatchParams(None, None, None, None, "GradCAM")
-        agreement = batch.mask_agreement(slide, first, params)
-        print(f"GeoJSON: {agreement:.3f} Dice of the detections rasterised back vs the model's own mask")
+        a = batch.mask_agreement(slide, first, params)
+        print(
+            f"GeoJSON: {a.dice:.3f} Dice of the detections rasterised back vs the stitched mask; "
+            f"{a.detections} detections for {a.components} objects of the stitched mask; "
+            f"{a.duplicated} detections exported twice"
+        )
     return 0
 
 

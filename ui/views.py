@@ -223,6 +223,8 @@ def truth_section(ch: compute.Choices, prediction: Prediction, class_index: int 
     st.subheader("Ground truth")
     kind = "binary (nucleus vs background)" if truth.binary else "class indices"
     st.caption(f"`{truth.name}` ({kind}).")
+    if truth.note:
+        st.info(truth.note)
     mpp = ch.image.mpp
     c1, c2, c3 = st.columns(3)
     with c1:
@@ -437,19 +439,16 @@ def tile_geojson(ch: compute.Choices, res: CamResult, prediction: Prediction, re
     from cam_core import geojson as gj
 
     level = record.get("threshold", {}).get("level")
-    features = gj.tile_features(
+    spec = ch.loaded.spec
+    objects = gj.tile_objects(
         gj.TileGeometry(ch.image.origin, ch.image.scale),
         prediction.mask,
         prediction.probs,
         {res.class_index: res.cam},
-        ch.loaded.spec.classes,
-        ch.loaded.spec.colors,
-        ch.image.mpp,
-        res.method,
-        0.5 if level is None else float(level),
+        gj.Style(spec.classes, spec.colors, ch.image.mpp, res.method, 0.5 if level is None else float(level)),
         f"{ch.image.sha}:{res.method}:{res.layer}:{res.class_index}",
     )
-    return json.dumps(gj.feature_collection(features), allow_nan=False).encode()
+    return json.dumps(gj.feature_collection(objects.features), allow_nan=False).encode()
 
 
 def link_notes() -> None:

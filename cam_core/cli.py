@@ -20,6 +20,7 @@ import numpy as np
 
 from . import limits
 from .errors import InputError, NothingPredictedError, SegCamError
+from .masks import MASK_KINDS
 
 if TYPE_CHECKING:
     from .capture import Prediction
@@ -83,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="MASK",
         help="ground-truth mask (class indices of the model, or binary 0/255): Dice, TP/FP/FN map, fn/fp targets",
+    )
+    p.add_argument(
+        "--gt-kind",
+        default="auto",
+        choices=list(MASK_KINDS),
+        help="; ".join(f"{k}: {v}" for k, v in MASK_KINDS.items()),
     )
     p.add_argument("--rule", default=None, help="decision rule: argmax or bg:T (default: the model's)")
     p.add_argument("--eigen-smooth", action="store_true")
@@ -233,7 +240,6 @@ def _print_methods() -> int:
 def parse_target(text: str, class_index: int | None, shape: tuple[int, int], truth: Truth | None = None) -> TargetSpec:
     """``predicted`` | ``class`` | ``fn`` | ``fp`` | ``mask:PATH`` | ``rect:x0,y0,x1,y1`` | ``point:X,Y``."""
     from . import targets as tg
-    from .images import load_image
 
     if text in tg.TRUTH_KINDS:
         if truth is None:
@@ -257,9 +263,12 @@ def parse_target(text: str, class_index: int | None, shape: tuple[int, int], tru
             raise InputError(f"bad rectangle {text!r}; write rect:x0,y0,x1,y1 in pixels") from None
         return tg.TargetSpec("mask", class_index, tg.rectangle_mask(shape, x0, y0, x1, y1))
     if text.startswith("mask:"):
+        from . import masks
+
         path = Path(text[5:])
-        loaded = load_image(path, name=f"target mask {path}")
-        return tg.TargetSpec("mask", class_index, loaded.array.max(axis=2) > 0)
+        if not path.is_file():
+            raise InputError(f"target mask {path} not found; give mask:PATH of a PNG the size of the image")
+        return tg.TargetSpec("mask", class_index, masks.region(path.read_bytes(), shape, str(path)))
     raise InputError(
         f"unknown target {text!r}; valid: predicted, class, fn, fp (with --gt), mask:PATH, rect:x0,y0,x1,y1, point:X,Y"
     )
@@ -359,6 +368,7 @@ class _Writer:
             pass_seconds=self.record.get("_pass_seconds"),
             tiles=tiles,
             signed_scale=scale,
+            signed_scale_classes=[classes[res.class_index]],  # this map alone
             truth=self.record.get("_truth_summary"),
         )
         record["image"] = {k: v for k, v in self.record.items() if not k.startswith("_")}
@@ -397,7 +407,9 @@ def _explain(args: argparse.Namespace) -> int:
     method_list = methods.resolve_methods(args.method)
     rule = parse_rule(args.rule) if args.rule else loaded.spec.decision_rule
     cls = None if args.cls is None else tg.class_index(args.cls, loaded.spec.classes)
-    truth = load_truth(args.gt, loaded.spec.classes, image.array.shape[:2]) if args.gt else None
+    truth = load_truth(args.gt, loaded.spec.classes, image.array.shape[:2], kind=args.gt_kind) if args.gt else None
+    if truth is not None and truth.note:
+        print(f"note: {truth.note}", file=sys.stderr)
     target = parse_target(args.target, cls, image.array.shape[:2], truth)
     failures: list[str] = []
     multi = len(layer_names) * len(method_list) > 1

@@ -2,7 +2,9 @@
 
 Dice and IoU are pooled over all pixels of the set (sum of intersections over sum of sizes),
 the usual pixel-level convention. ``nuclei_dice`` merges every foreground class (prediction > 0
-against mask > 0), so it also works on binary nucleus masks from other datasets.
+against mask > 0). Masks are read by :mod:`cam_core.masks`, the same rule as the app's ground
+truth: binary nucleus masks (0/255, or ``--mask-kind binary``) count towards ``nuclei_dice``
+only, index masks towards every score.
 ``--restain`` re-stains each tile with Tellez et al.'s fixed-seed HED perturbation before
 prediction, to measure robustness to other labs' staining.
 """
@@ -15,20 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from .errors import InputError, unknown
 from .images import load_image
+from .masks import IGNORE_INDEX, MASK_KINDS, decode, interpret
 from .rules import DecisionRule
 from .rules import parse as parse_rule
 from .stain import TELLEZ_SETTINGS, restain
 
 if TYPE_CHECKING:
     from .models import LoadedModel
-
-# Mask pixels with this value are not scored (the common "ignore" label); any other value that
-# is not a class index is an error, never silently clipped into a class.
-IGNORE_INDEX = 255
 
 
 def add_parser(sub) -> None:
@@ -54,6 +52,12 @@ def add_parser(sub) -> None:
         type=int,
         default=IGNORE_INDEX,
         help=f"mask value left out of the scores (default {IGNORE_INDEX})",
+    )
+    p.add_argument(
+        "--mask-kind",
+        default="auto",
+        choices=list(MASK_KINDS),
+        help="; ".join(f"{k}: {v}" for k, v in MASK_KINDS.items()),
     )
     p.add_argument("--json", action="store_true")
 
@@ -106,19 +110,6 @@ def scores(conf: np.ndarray, classes: list[str], macro: list[str]) -> dict[str, 
     }
 
 
-def check_labels(gt: np.ndarray, name: str, classes: list[str], ignore_index: int) -> np.ndarray:
-    """Boolean mask of the pixels to score; an out-of-range label other than ``ignore_index`` is an error."""
-    n = len(classes)
-    bad = (gt >= n) & (gt != ignore_index)
-    if bad.any() or (gt < 0).any():
-        values = sorted(int(v) for v in np.unique(gt[bad | (gt < 0)]))[:5]
-        raise InputError(
-            f"mask of {name!r} has label(s) {values} outside the model's classes 0..{n - 1} "
-            f"({', '.join(classes)}); use --ignore-index for an ignore label (default {IGNORE_INDEX})"
-        )
-    return gt != ignore_index
-
-
 def evaluate(
     loaded: LoadedModel,
     data: Path,
@@ -128,6 +119,7 @@ def evaluate(
     rule: DecisionRule,
     macro: list[str],
     ignore_index: int = IGNORE_INDEX,
+    mask_kind: str = "auto",
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -135,28 +127,43 @@ def evaluate(
 
     n = loaded.num_classes
     conf = np.zeros((n, n), dtype=np.int64)
-    ignored = 0
+    ignored = binary_masks = 0
+    nuclei = np.zeros(3, np.int64)  # both, predicted, truth: nucleus pixels of every mask
+    notes: list[str] = []
     rng = np.random.default_rng(seed)
     for name in tqdm(names, desc=f"evaluate [{setting}]", mininterval=5):
         image = load_image(_find(data / "images", name)).array
-        gt = np.asarray(Image.open(_find(data / "masks", name)))
-        if gt.ndim == 3:
-            gt = gt[..., 0]
+        path = _find(data / "masks", name)
+        read = interpret(
+            decode(path.read_bytes(), path.name, "mask"), loaded.spec.classes, mask_kind, path.name, ignore_index
+        )
+        gt = read.labels.astype(np.int64)
         if gt.shape != image.shape[:2]:
             raise InputError(f"mask of {name!r} is {gt.shape[::-1]} but the image is {image.shape[1::-1]}")
-        gt = gt.astype(np.int64)
-        keep = check_labels(gt, name, loaded.spec.classes, ignore_index)
+        keep = np.ones(gt.shape, bool) if read.scored is None else read.scored
         ignored += int((~keep).sum())
+        if read.note:
+            notes.append(read.note)
         if setting != "none":
             image = restain(image, setting, rng)
         pred = engine.predict(loaded, image, rule).mask.astype(np.int64)
-        conf += np.bincount(gt[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+        p_fg, t_fg = (pred > 0) & keep, (gt > 0) & keep
+        nuclei += [int((p_fg & t_fg).sum()), int(p_fg.sum()), int(t_fg.sum())]
+        if read.binary:
+            binary_masks += 1
+        else:
+            conf += np.bincount(gt[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+    out = scores(conf, loaded.spec.classes, macro)
+    both, pred_px, truth_px = (int(v) for v in nuclei)
+    out["nuclei_dice"] = 2 * both / (pred_px + truth_px) if pred_px + truth_px else float("nan")
     return {
-        **scores(conf, loaded.spec.classes, macro),
+        **out,
         "tiles": len(names),
+        "binary_masks": binary_masks,
         "restain": setting,
         "seed": seed,
         "ignored_pixels": ignored,
+        "mask_notes": sorted(set(notes)),
     }
 
 
@@ -178,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
     for s in settings:
         if s != "none" and s not in TELLEZ_SETTINGS:
             raise unknown("stain setting", s, ["none", *TELLEZ_SETTINGS])
-    results = {s: evaluate(loaded, data, names, s, args.seed, rule, macro, args.ignore_index) for s in settings}
+    results = {
+        s: evaluate(loaded, data, names, s, args.seed, rule, macro, args.ignore_index, args.mask_kind) for s in settings
+    }
     out = {
         "model": loaded.name,
         "data": str(data),
@@ -193,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n[{s}]  nuclei Dice {r['nuclei_dice']:.4f}   macro Dice ({', '.join(macro)}) {r['macro_dice']:.4f}")
         if r["ignored_pixels"]:
             print(f"  {r['ignored_pixels']} pixels labelled {args.ignore_index} left out")
+        if r["binary_masks"]:
+            print(f"  {r['binary_masks']} binary masks: scored in nuclei Dice only")
+        for note in r["mask_notes"]:
+            print(f"  note: {note}")
         print(f"  {'class':15s} {'Dice':>7s} {'IoU':>7s} {'GT px':>10s}")
         for name, v in r["per_class"].items():
             print(f"  {name:15s} {v['dice']:7.4f} {v['iou']:7.4f} {v['gt_pixels']:10d}")

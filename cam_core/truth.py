@@ -5,8 +5,10 @@ truth mask comes in one of two forms, both read here only:
 
 * an **index mask** in the model's classes (pixel value = class index, as CoNSeP's and the
   sample masks are): per-class comparison and Dice;
-* a **binary mask** (values {0, 255} or {0, 1}): nucleus vs background, compared with "any
-  nucleus" predicted, whatever its class.
+* a **binary mask** (non-zero = nucleus): compared with "any nucleus" predicted, whatever its class.
+
+Which one a file is, and every other pixel rule, is decided in :mod:`cam_core.masks` (the same
+rule as ``evaluate``); pixels an index mask marks "ignore" (255) are left out of every count.
 
 Pixel codes of the comparison map, shared by the renderer and the result files.
 """
@@ -14,19 +16,15 @@ Pixel codes of the comparison map, shared by the renderer and the result files.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-
 # Comparison codes and their words; colours live in cam_core.render (one place each).
 TN, TP, FP, FN = 0, 1, 2, 3
 OUTCOMES: dict[int, str] = {TP: "true positive", FP: "false positive", FN: "false negative"}
 ANY_NUCLEUS = "any nucleus"
-MAX_TRUTH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,84 +36,70 @@ class Truth:
         binary: the mask says nucleus vs background only (compared as "any nucleus").
         name: the file it came from (for result files).
         sha256: of the file's bytes, so a result names exactly which truth it was scored on.
+        scored: False where the mask says "ignore"; None when every pixel counts.
+        note: how an ambiguous mask was read (shown beside the truth).
     """
 
     labels: np.ndarray
     binary: bool
     name: str
     sha256: str
+    scored: np.ndarray | None = None
+    note: str | None = None
 
     def key(self) -> str:
         return f"{self.sha256[:16]}:{int(self.binary)}"
 
     def positive(self, class_index: int | None) -> np.ndarray:
         """Pixels the truth calls this class (any nucleus when binary or ``class_index`` is None)."""
-        if self.binary or class_index is None:
-            return self.labels > 0
-        return self.labels == class_index
+        out = self.labels > 0 if self.binary or class_index is None else self.labels == class_index
+        return out if self.scored is None else out & self.scored
 
     def record(self) -> dict[str, object]:
-        return {"file": self.name, "sha256": self.sha256, "kind": "binary" if self.binary else "index"}
+        rec: dict[str, object] = {
+            "file": self.name,
+            "sha256": self.sha256,
+            "kind": "binary" if self.binary else "index",
+        }
+        if self.scored is not None:
+            rec["ignored_pixels"] = int((~self.scored).sum())
+        if self.note:
+            rec["note"] = self.note
+        return rec
 
 
 def load_truth(
-    source: str | Path | bytes, classes: list[str], shape: tuple[int, int], name: str | None = None
+    source: str | Path | bytes,
+    classes: list[str],
+    shape: tuple[int, int],
+    name: str | None = None,
+    kind: str = "auto",
 ) -> Truth:
     """Read a truth mask for an image of ``shape`` (H, W) and a model with ``classes``.
+
+    Args:
+        kind: one of :data:`cam_core.masks.MASK_KINDS` (``auto``: decided from the values, with
+            a note when that was a choice).
 
     Raises:
         InputError: not an image, a colour image, another size, or values that are not classes;
             the message says what would work.
     """
-    from PIL import Image, UnidentifiedImageError
+    from . import masks
 
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "mask")
-    if len(data) > MAX_TRUTH_BYTES:
-        raise InputError(f"ground truth '{label}' is {len(data) >> 20} MB; a mask PNG of one tile is far smaller")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(
-            f"ground truth '{label}' is not a readable image; give a PNG whose pixel values are class indices "
-            f"(0–{len(classes) - 1}) or a binary mask (0 and 255)"
-        ) from exc
-    if arr.ndim == 3:
-        if arr.shape[2] == 4:
-            arr = arr[..., :3]
-        if not (arr == arr[..., :1]).all():
-            raise InputError(
-                f"ground truth '{label}' is a colour picture; give class indices (0–{len(classes) - 1}, "
-                "a greyscale or palette PNG) or a binary mask (0 and 255), not a coloured mask"
-            )
-        arr = arr[..., 0]
-    h, w = shape
-    if arr.shape != (h, w):
-        raise InputError(
-            f"ground truth '{label}' is {arr.shape[1]}×{arr.shape[0]} but the image is {w}×{h}; "
-            "give the mask of this tile, at the same size"
-        )
-    values = {int(v) for v in np.unique(arr)}
-    sha = hashlib.sha256(data).hexdigest()
-    if values <= {0, 255} or (values <= {0, 1} and len(classes) > 2):
-        return Truth((arr > 0).astype(np.uint8), True, label, sha)
-    bad = sorted(v for v in values if v >= len(classes) or v < 0)
-    if bad:
-        shown = ", ".join(str(v) for v in bad[:8])
-        raise InputError(
-            f"ground truth '{label}' has values {shown} that are not classes of this model "
-            f"({', '.join(f'{i}={c}' for i, c in enumerate(classes))}); give class indices or a binary mask (0 and 255)"
-        )
-    return Truth(arr.astype(np.uint8), False, label, sha)
+    arr = masks.decode(data, label, "ground truth")
+    masks.check_shape(arr, shape, label, "ground truth")
+    read = masks.interpret(arr, classes, kind, label)
+    return Truth(read.labels, read.binary, label, hashlib.sha256(data).hexdigest(), read.scored, read.note)
 
 
 def predicted_positive(predicted: np.ndarray, truth: Truth, class_index: int | None) -> np.ndarray:
-    """Pixels the prediction calls this class, on the truth's terms (any nucleus when binary)."""
-    if truth.binary or class_index is None:
-        return predicted > 0
-    return predicted == class_index
+    """Pixels the prediction calls this class, on the truth's terms (any nucleus when binary;
+    never a pixel the truth ignores)."""
+    out = predicted > 0 if truth.binary or class_index is None else predicted == class_index
+    return out if truth.scored is None else out & truth.scored
 
 
 def compare(predicted: np.ndarray, truth: Truth, class_index: int | None) -> np.ndarray:

@@ -12,6 +12,7 @@ from cam_core import targets as tg
 from cam_core.errors import SegCamError
 from cam_core.images import MPP_RANGE, SUPPORTED, load_image
 from cam_core.limits import MAX_PIXELS
+from cam_core.masks import MASK_KINDS
 from cam_core.rules import presets
 from cam_core.truth import load_truth
 
@@ -49,8 +50,16 @@ def _image_sidebar() -> ImageChoice | None:
     st.sidebar.file_uploader(
         "Ground-truth mask (optional)",
         key="upload_truth",
-        help="A PNG of the same size: pixel value = class index of the model, or a binary mask "
-        "(0 = background, 255 = nucleus) compared as any nucleus.",
+        help="A PNG of the same size: pixel value = class index of the model (255 = not scored), or a binary "
+        "mask (0 = background, non-zero = nucleus) compared as any nucleus.",
+    )
+    st.sidebar.radio(
+        "Mask values are",
+        list(MASK_KINDS),
+        key="truth_kind",
+        horizontal=True,
+        format_func=lambda k: {"auto": "auto", "index": "class indices", "binary": "binary"}[k],
+        help="; ".join(f"{k}: {v}" for k, v in MASK_KINDS.items()),
     )
     if upload is None:
         last = st.session_state.get("last_upload")
@@ -155,7 +164,13 @@ def _with_truth_and_resolution(image: ImageChoice, loaded: models.LoadedModel) -
     mask_file = st.session_state.get("upload_truth")
     if mask_file is not None:
         try:
-            truth = load_truth(mask_file.getvalue(), classes, image.image.array.shape[:2], name=mask_file.name)
+            truth = load_truth(
+                mask_file.getvalue(),
+                classes,
+                image.image.array.shape[:2],
+                name=mask_file.name,
+                kind=st.session_state.get("truth_kind", "auto"),
+            )
         except SegCamError as exc:
             st.sidebar.error(str(exc))  # the image is still explained; only the comparison is missing
     return dataclasses.replace(image, truth=truth, mpp=mpp)

@@ -92,10 +92,10 @@ def cam_from_capture(cap: Capture, info: MethodInfo, layer: str, eigen_smooth: b
     smooth = eigen_smooth and info.eigen_smooth
     raw = info.layer_cam(acts, grads, smooth)
     size_wh = (cap.padded_shape[1], cap.padded_shape[0])
-    cam = cammath.normalise(raw, size_wh)[0]
     h, w = cap.image_shape
+    cam = cammath.visible(cammath.normalise(raw, size_wh)[0], (h, w))
     result = CamResult(
-        cam=np.ascontiguousarray(cam[:h, :w], dtype=np.float32),
+        cam=np.ascontiguousarray(cam, dtype=np.float32),
         cam_raw=np.ascontiguousarray(cammath.raw_full(raw, size_wh)[:h, :w], dtype=np.float32),
         method=info.name,
         layer=layer,
@@ -193,7 +193,7 @@ def run_method(
     if info.ignores_layer:
         run.notes.append(f"{info.name} uses every layer's bias gradients; the chosen layer is ignored")
     result = CamResult(
-        cam=np.ascontiguousarray(cam[0, :h, :w], dtype=np.float32),
+        cam=np.ascontiguousarray(cammath.visible(cam[0], (h, w)), dtype=np.float32),
         cam_raw=np.ascontiguousarray(cam_raw[0, :h, :w], dtype=np.float32),
         method=info.name,
         layer=layer_name,

@@ -9,7 +9,9 @@ default threads against 0.41 s with one, on a 2-core machine under load
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 THREADS_ENV = "SEGCAM_TORCH_THREADS"
 # Defaults per kind of process; see README "Threads" for the measurements behind them.
@@ -38,14 +40,21 @@ def configure_threads(default: int | None) -> int:
     return torch.get_num_threads()
 
 
-def flush_denormals() -> None:
-    """Flush denormal floats (below ~1e-38) to zero in torch's CPU kernels, for the whole process.
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush denormal floats (below ~1e-38) to zero in torch's CPU kernels while the block runs.
 
     A model with randomised weights (the sanity check) lets activations shrink layer after layer
     into the denormal range, where CPU arithmetic is slow: a 256² forward of the fully
     randomised built-in model took 1.66 s against 0.34 s with flushing (same loaded machine).
-    Values that small carry no information for a CAM; trained models never get near them.
+    Values that small carry no information for a CAM. The setting is the calling thread's CPU
+    state, which a server reuses for other sessions' work, so it is switched off again after
+    (torch has no getter: "off" is torch's default and nothing else here switches it on).
     """
     import torch
 
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

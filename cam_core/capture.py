@@ -101,6 +101,51 @@ class RetainedGraph:
     nbytes: int  # memory of the tensors autograd saved for the backward
 
 
+def capture_bytes(loaded: LoadedModel, shape: tuple[int, int], names: list[str]) -> int:
+    """An upper bound of a capture's memory, known before any pass: the layer maps, the class
+    probabilities (float32), the mask and the target's region."""
+    from .layers import map_bytes
+
+    h, w = shape
+    return map_bytes(loaded, shape, names) + (4 * loaded.num_classes + 3) * h * w
+
+
+def check_fits(loaded: LoadedModel, shape: tuple[int, int], names: list[str], limit: int, who: str) -> None:
+    """Refuse, before any work, a capture larger than ``limit`` bytes, naming what would fit.
+
+    Raises:
+        InputError: with the layers that fit and the largest square region that fits.
+    """
+    need = capture_bytes(loaded, shape, names)
+    if need <= limit:
+        return
+    h, w = shape
+    side = int((limit / (need / (h * w))) ** 0.5) // loaded.multiple * loaded.multiple
+    fit = _fitting(loaded, shape, names, limit)
+    choice = (
+        f"at most {len(fit)} of these {len(names)} layers (e.g. {', '.join(fit[:3])}), "
+        if len(names) > 1 and fit
+        else "a deeper (lower-resolution) layer, "
+    )
+    shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+    raise InputError(
+        f"explaining {len(names)} layer(s) ({shown}) on a {w}×{h} image needs {need / 2**20:,.0f} MB of maps; "
+        f"{who} may use {limit / 2**20:,.0f} MB. Choose {choice}or a region of at most {side}×{side} px"
+    )
+
+
+def _fitting(loaded: LoadedModel, shape: tuple[int, int], names: list[str], limit: int) -> list[str]:
+    """The most layers of ``names`` (smallest maps first) whose capture fits ``limit``."""
+    from .layers import map_bytes
+
+    chosen: list[str] = []
+    for n in sorted(names, key=lambda n: map_bytes(loaded, shape, [n])):
+        if capture_bytes(loaded, shape, [*chosen, n]) > limit:
+            break
+        chosen.append(n)
+    return chosen
+
+
 def segmentation_output(out: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
     """smp models built with ``aux_params`` return (mask logits, class logits)."""
     return out[0] if isinstance(out, (tuple, list)) else out

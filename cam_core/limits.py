@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 # Uploads: 64 megapixels (an 8000×8000 region) and 200 MB. The pixel count is checked from the
 # header before any pixel is decoded, so a decompression bomb costs nothing.
 MAX_PIXELS = 64_000_000
@@ -9,10 +11,29 @@ MAX_BYTES = 200 * 1024 * 1024
 # Above this many pixels the CLI and the app explain in tiles (an untiled 2048² pass peaked at
 # 6.3 GB RSS here); at or below it one pass captures every curated layer and keeps its graph.
 TILE_ABOVE_PIXELS = 1024 * 1024
-# Image-sized activation + gradient maps of a stitched (tiled) capture.
+# A stitched (tiled) capture in one CLI job: image-sized activation + gradient maps, probabilities.
 STITCHED_MAX_BYTES = 2 << 30
+# A shared server (the app): captures of all sessions with the kept autograd graph are cached in
+# SERVER_CAPTURE_BYTES; one request (one image × its layers) may use REQUEST_CAPTURE_BYTES, checked
+# before any pass (cam_core.capture.check_fits). A request is thus always small enough to be cached
+# (a slider move never re-runs the model), and two sessions' captures fit side by side.
+# A lab with a larger server raises both with $SEGCAM_CAPTURE_CACHE_MB (default 1024).
+CAPTURE_CACHE_ENV = "SEGCAM_CAPTURE_CACHE_MB"
+
+
+def _megabytes(env: str, default: int) -> int:
+    value = os.environ.get(env, "").strip()
+    return max(64, int(value)) if value.isdigit() else default
+
+
+SERVER_CAPTURE_BYTES = _megabytes(CAPTURE_CACHE_ENV, 1024) << 20
+REQUEST_CAPTURE_BYTES = SERVER_CAPTURE_BYTES // 2
 
 
 def is_large(shape: tuple[int, ...]) -> bool:
     """Whether an image of this (H, W, ...) shape is explained in tiles."""
     return int(shape[0]) * int(shape[1]) > TILE_ABOVE_PIXELS
+
+
+# Uploaded slides kept in the server's temp folder (the newest; older ones are deleted).
+SLIDE_UPLOADS_KEPT = 8

@@ -18,6 +18,7 @@ sigmoid model and gets the classes ``[background, foreground]``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -300,15 +301,42 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
 
 
 def discover(models_folder: str | Path | None = None) -> list[ModelEntry]:
-    """Built-in models, then every sub-folder of the models folder; broken ones carry ``error``."""
-    entries = []
-    for name, info in builtin_registry().items():
-        entries.append(_entry(name, Path(info["path"]), "built-in", info.get("description", "")))
+    """Built-in models, then every sub-folder of the models folder; broken ones carry ``error``.
+
+    A folder is checked by building and loading it, once per version of its files: a re-scan
+    (the app's, every 30 s) reads only file sizes and times for folders it has checked before.
+    """
+    found = [
+        (name, Path(info["path"]), "built-in", info.get("description", "")) for name, info in builtin_registry().items()
+    ]
     root = models_dir(models_folder)
     if root.is_dir():
         for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            entries.append(_entry(sub.name, sub, "models folder", ""))
+            found.append((sub.name, sub, "models folder", ""))
+    entries = []
+    with _CHECKED_LOCK:
+        for name, path, source, description in found:
+            key, stamp = (name, str(path.resolve()), source), _stamp(path)
+            hit = _CHECKED.get(key)
+            if hit is None or hit[0] != stamp:
+                hit = (stamp, _entry(name, path, source, description))
+            _CHECKED[key] = hit
+            entries.append(dataclasses.replace(hit[1], classes=list(hit[1].classes)))
+        for stale in set(_CHECKED) - {(n, str(p.resolve()), s) for n, p, s, _ in found}:
+            del _CHECKED[stale]  # bounded by the folders that exist
     return entries
+
+
+_CHECKED: dict[tuple[str, str, str], tuple[tuple[Any, ...], ModelEntry]] = {}
+_CHECKED_LOCK = threading.Lock()
+
+
+def _stamp(path: Path) -> tuple[Any, ...]:
+    """Name, size and modification time of every file in a model folder."""
+    try:
+        return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in path.iterdir() if (st := p.stat())))
+    except OSError as exc:
+        return (f"unreadable: {exc}",)
 
 
 def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:

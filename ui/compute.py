@@ -7,6 +7,7 @@ thread while the server starts, and the first browser session finds them ready.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,6 +23,7 @@ import numpy as np
 from cam_core import limits, models, render
 from cam_core import targets as tg
 from cam_core.cache import LRUCache
+from cam_core.capture import check_fits
 from cam_core.errors import Cancelled, SegCamError
 from cam_core.images import LoadedImage, load_image
 from cam_core.methods import MethodInfo
@@ -43,22 +45,35 @@ if not logging.getLogger("cam_core").handlers:
 
 THREADS = configure_threads(SERVER_THREADS)
 MAX_MODELS = 2
-CAPTURES = LRUCache(max_entries=12, max_bytes=1 << 30)  # captures + the kept graph, 1 GiB for the server
+CAPTURES = LRUCache(max_entries=12, max_bytes=limits.SERVER_CAPTURE_BYTES)  # captures + the kept graph
 RESULTS = LRUCache(max_entries=32, max_bytes=256 << 20)  # runs with passes of their own, tiled CAMs
 _MODELS: dict[str, models.LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
+_LOADING: dict[str, threading.Lock] = {}  # one per model name: a load blocks only its own name
 _ENTRIES: tuple[float, list[models.ModelEntry]] | None = None
 ENTRIES_TTL_S = 30.0
 
 
 def get_model(name: str) -> models.LoadedModel:
-    """One loaded model per name, shared by all sessions (at most MAX_MODELS); every use holds its lock."""
+    """One loaded model per name, shared by all sessions (at most MAX_MODELS); every use holds its lock.
+
+    A load (seconds) holds only that name's loading lock: sessions using another model, or this
+    one once loaded, never wait behind it (the dict's lock is held for lookups only).
+    """
     with _MODELS_LOCK:
-        if name not in _MODELS:
+        if name in _MODELS:
+            return _MODELS[name]
+        loading = _LOADING.setdefault(name, threading.Lock())
+    with loading:
+        with _MODELS_LOCK:
+            if name in _MODELS:  # loaded by another session while this one waited
+                return _MODELS[name]
+        loaded = models.load(name)
+        with _MODELS_LOCK:
             while len(_MODELS) >= MAX_MODELS:
                 _MODELS.pop(next(iter(_MODELS)))
-            _MODELS[name] = models.load(name)
-        return _MODELS[name]
+            _MODELS[name] = loaded
+            return loaded
 
 
 def model_entries() -> list[models.ModelEntry]:
@@ -114,25 +129,26 @@ def sample(name: str) -> tuple[np.ndarray, str]:
     return _SAMPLES[name]
 
 
-_SAMPLE_TRUTH: dict[tuple[str, int], Truth | None] = {}
+_SAMPLE_TRUTH: dict[tuple[str, tuple[str, ...]], Truth | None] = {}
 
 
 def sample_truth(name: str, classes: list[str]) -> Truth | None:
-    """The sample's shipped mask, read for a model's classes (None when the sample has none).
+    """The sample's shipped mask (None when the sample has none): CoNSeP class indices.
 
-    A model with other classes than CoNSeP's still gets the truth, compared as any nucleus.
+    Compared per class only with a model of CoNSeP's classes; any other model (whatever the
+    number of its classes: indices of other classes would mean other things) as any nucleus.
     """
-    key = (name, len(classes))
+    key = (name, tuple(classes))
     if key not in _SAMPLE_TRUTH:
         path = sample_truth_file(name)
         truth = None
         if path is not None:
             shape = sample(name)[0].shape[:2]
-            try:
-                truth = load_truth(path, classes, shape, name=path.name)
-            except SegCamError:
-                consep = load_truth(path, CONSEP_CLASSES, shape, name=path.name)
-                truth = Truth((consep.labels > 0).astype(np.uint8), True, consep.name, consep.sha256)
+            consep = load_truth(path, CONSEP_CLASSES, shape, name=path.name, kind="index")
+            truth = consep
+            if list(classes) != CONSEP_CLASSES:
+                note = "the sample's CoNSeP classes are not this model's: compared as any nucleus"
+                truth = dataclasses.replace(consep, labels=(consep.labels > 0).astype(np.uint8), binary=True, note=note)
         _SAMPLE_TRUTH[key] = truth
     return _SAMPLE_TRUTH[key]
 
@@ -209,6 +225,9 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
         return cap
     base_key = ("base", ch.loaded.name, ch.image.sha, rule_key)
     base = CAPTURES.get(base_key)
+    check_fits(
+        ch.loaded, ch.image.image.array.shape[:2], wanted, limits.REQUEST_CAPTURE_BYTES, "one request on this server"
+    )
     if ch.image.large:
         cap = tiling.capture_tiled(ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner)
     elif base is not None and all(name in base.activations for name in wanted):
@@ -311,6 +330,7 @@ def record_for(
     threshold: dict[str, Any],
     signed_scale: float | None,
     region: np.ndarray,
+    signed_scale_classes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The app's result.json: the same schema as the CLI's (cam_core.provenance).
 
@@ -347,6 +367,7 @@ def record_for(
         tiles=cap.tiles,
         trust=checked.record() if checked is not None else None,
         signed_scale=signed_scale,
+        signed_scale_classes=signed_scale_classes,
     )
 
 
@@ -548,7 +569,9 @@ def slide_region_choice(
         array = slide.read_region(x, y, w, h, model_mpp)
         info = slide.info
     notes = [f"region ({x}, {y}) {w}×{h} of {info.name}, read at {model_mpp:g} µm/px", *info.notes]
-    sha = hashlib.sha256(f"{info.properties_sha256}:{box}:{model_mpp}".encode()).hexdigest()
+    # The pixels read are the region's identity: the same box read at another slide resolution
+    # (a typed µm/px) or for another model's µm/px is another image, with its own captures.
+    sha = hashlib.sha256(f"{array.shape}".encode() + np.ascontiguousarray(array).tobytes()).hexdigest()
     return ImageChoice(
         f"{info.name} ({x},{y}) {w}×{h}",
         sha,

@@ -289,6 +289,7 @@ def explore(ch, status, present: bool) -> None:
         {"mode": st.session_state.get("thr_mode", "none"), "level": level},
         signed_scale=scale,
         region=region,
+        signed_scale_classes=covered,
     )
     st.session_state["last_record"] = record
     views.downloads(ch, res, prediction, pictures, drawn, caption, record)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -570,6 +569,8 @@ def run(args: argparse.Namespace) -> int:
         row_render(s, 512),
         row_render(s, 2048),
     ]
+    import resource  # POSIX only: imported here, so every other command (and this module) works on Windows
+
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info = {
         "model": s.loaded.name,

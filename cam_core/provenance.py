@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 3  # 3: target_point_xy, truth, box of every target kind
+SCHEMA_VERSION = 4  # 3: target_point_xy, truth, box of every target kind; 4: signed_scale_classes
 # How a CAM was obtained, as shown in the app and written to result.json.
 SOURCES = {
     "cache": "from the cached pass",
@@ -90,6 +90,7 @@ def result_record(
     tiles: int = 1,
     trust: dict[str, Any] | None = None,
     signed_scale: float | None = None,
+    signed_scale_classes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``result.json`` record, identical in keys for the CLI and the app's ZIP.
 
@@ -97,6 +98,8 @@ def result_record(
         trust: the map's trust check (``TrustReport.record()``) when one was run, else null.
         signed_scale: the ± scale of the raw signed picture (``heatmap_signed.png``), in the
             CAM's raw units.
+        signed_scale_classes: the classes whose raw maps set that scale: the CLI scales each map
+            by itself, the app by every class of the image (so magnitudes compare across classes).
         target_box: the bounding box of the target's region (any kind), ``[x0, y0, x1, y1)``.
         target_point: the clicked or given point of a ``point`` target, ``[x, y]``.
         truth: the ground truth it was compared with (``cam_core.truth.summary``), else null.
@@ -126,6 +129,7 @@ def result_record(
         "cam_seconds": round(res.seconds, 4),
         "pass_seconds": {k: round(v, 4) for k, v in (pass_seconds or {}).items()},
         "signed_scale": None if signed_scale is None else float(signed_scale),
+        "signed_scale_classes": signed_scale_classes if signed_scale is not None else None,
         "trust": trust,
         "notes": res.notes,
         "versions": versions(),

@@ -206,10 +206,15 @@ class Slide:
 
 
 def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
-    """OpenSlide returns premultiplied RGBA with transparent areas outside the scan: white there."""
+    """Composite onto white (the glass) where the scan is transparent or partly so.
+
+    openslide-python's ``read_region`` un-premultiplies OpenSlide's data ("the image data is not
+    premultiplied"), so a pixel is ``rgb · a + 255 · (1 − a)``; the premultiplied formula used
+    before (``rgb + 255 · (1 − a)``) brightened half-transparent edge pixels towards white.
+    """
     rgb = rgba[..., :3].astype(np.float32)
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    return np.clip(rgb + 255.0 * (1.0 - alpha), 0, 255).astype(np.uint8)
+    return np.clip(rgb * alpha + 255.0 * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
 
 
 def tissue_mask(thumb: np.ndarray) -> np.ndarray:
@@ -242,3 +247,17 @@ def tissue_box(
     x = int(min(max(cx - side / 2, 0), W - side))
     y = int(min(max(cy - side / 2, 0), H - side))
     return x, y, int(side), int(side)
+
+
+def prune_uploads(folder: Path, keep: Path, kept: int | None = None) -> list[Path]:
+    """Delete the oldest uploaded slides in ``folder`` beyond the newest ``kept`` (default
+    :data:`cam_core.limits.SLIDE_UPLOADS_KEPT`), never ``keep``: a shared server's temp folder is
+    not an archive. Returns what was deleted."""
+    from .limits import SLIDE_UPLOADS_KEPT
+
+    kept = SLIDE_UPLOADS_KEPT if kept is None else kept
+    others = sorted((p for p in folder.iterdir() if p.is_file() and p != keep), key=lambda p: p.stat().st_mtime_ns)
+    gone = others[: max(0, len(others) + 1 - kept)]
+    for old in gone:
+        old.unlink(missing_ok=True)
+    return gone

@@ -44,6 +44,7 @@ def slide_source() -> str | None:
         path = UPLOADS / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(up.name).suffix.lower()}"
         if not path.is_file():
             path.write_bytes(data)
+        slides.prune_uploads(UPLOADS, keep=path)
         return str(path)
     return str(folder / name) if name else None
 
@@ -58,7 +59,11 @@ def main() -> None:
     path = slide_source()
     if path is None:
         return
-    loaded = compute.get_model(st.session_state.get("sel_model") or models.default_model_name())
+    try:
+        loaded = compute.get_model(st.session_state.get("sel_model") or models.default_model_name())
+    except SegCamError as exc:
+        st.error(f"{exc} — choose another model in the sidebar of the Explore page.")
+        return
     model_mpp = loaded.spec.mpp
     override = st.session_state.get("slide_mpp") or None
     try:
@@ -169,8 +174,12 @@ def main() -> None:
             st.switch_page("app.py")
     geo = batch_dir() / Path(info.name).stem / f"{Path(info.name).stem}.geojson"
     if geo.is_file():
-        st.download_button(
-            f"{geo.name} (QuPath: File → Import objects)", geo.read_bytes(), geo.name, "application/geo+json"
+        st.download_button(  # read only when clicked: a slide's GeoJSON can be hundreds of MB
+            f"{geo.name} (QuPath: File → Import objects)",
+            geo.read_bytes,
+            geo.name,
+            "application/geo+json",
+            on_click="ignore",
         )
     st.caption(
         "Whole slides and cohorts: `python -m cam_core batch SLIDE|DIR --out OUT` (Dask; see the README). "

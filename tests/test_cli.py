@@ -58,6 +58,7 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     # The signed picture: 0 maps to the diverging colormap's centre, ±signed_scale to its ends.
     raw = np.load(out / "cam_raw.npy")
     assert info["signed_scale"] == pytest.approx(float(np.abs(raw).max()), rel=1e-5)
+    assert info["signed_scale_classes"] == [info["class"]]  # the CLI scales each map by itself
     signed = np.asarray(Image.open(out / "heatmap_signed.png"))
     from cam_core import render
 

@@ -60,6 +60,7 @@ def test_discovery_survives_any_error(tiny_folder, monkeypatch):
         raise AttributeError("'str' object has no attribute 'get'")
 
     monkeypatch.setattr(models, "_build_architecture", boom)
+    monkeypatch.setattr(models, "_CHECKED", {})  # not the results of folders checked before
     entries = models.discover(tiny_folder.parent)
     assert all(e.error and "AttributeError" in e.error for e in entries)
 
@@ -84,11 +85,19 @@ def test_kept_graph_is_measured_and_counted(tiny, image64):
     engine.capture(tiny, image64, TargetSpec("class", 1), ["decoder.blocks.3"], keep_graph=True)
     assert tiny.retained is not None
     assert tiny.retained.nbytes > 64 * 64 * 4  # at least the saved activations of a 64² input
-    cache = LRUCache(max_entries=10, max_bytes=1000)
-    cache.put("a", np.zeros(100, np.float32))  # 400 bytes
+    from ui import compute
+
+    graph = tiny.retained.nbytes
+    cache = LRUCache(max_entries=10, max_bytes=2 * graph + 1000)
+    cache.put("a", np.zeros(graph // 4 + 300, np.float32))  # together with the graph: over budget
     cache.put("b", np.zeros(100, np.float32))
-    cache.reserve("graph", 500)
-    assert cache.total_bytes <= 1000
+    compute_cache, compute.CAPTURES = compute.CAPTURES, cache
+    try:
+        compute._keep_graph_budget(tiny)  # the app's own accounting of the kept graph
+    finally:
+        compute.CAPTURES = compute_cache
+    assert cache._reserved == {("graph", tiny.name): graph}
+    assert cache.total_bytes <= cache.max_bytes
     assert cache.get("a") is None  # the oldest entry made room for the graph
     assert cache.get("b") is not None
 
@@ -145,22 +154,43 @@ def test_evaluate_ignores_255_and_refuses_other_labels(tiny_folder, tmp_path):
     (data / "masks").mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data / "images/a.png")
     gt = np.zeros((64, 64), np.uint8)
+    gt[20:30] = 1  # an index mask with an ignore band
     gt[:8] = 255
     Image.fromarray(gt).save(data / "masks/a.png")
     r = ev.evaluate(loaded, data, ["a"], "none", 0, loaded.spec.decision_rule, ["alpha"])
     assert r["ignored_pixels"] == 8 * 64
     assert sum(v["gt_pixels"] for v in r["per_class"].values()) == 56 * 64  # not clipped into 'beta'
+    assert r["per_class"]["alpha"]["gt_pixels"] == 10 * 64
     gt[:8] = 7
     Image.fromarray(gt).save(data / "masks/a.png")
-    with pytest.raises(InputError, match=r"label\(s\) \[7\]"):
+    with pytest.raises(InputError, match=r"values 7 that are not classes"):
         ev.evaluate(loaded, data, ["a"], "none", 0, loaded.spec.decision_rule, ["alpha"])
 
 
 def test_slow_method_estimates_come_from_one_place():
-    topk, exact = METHODS["scorecam-topk"], METHODS["scorecam"]
-    assert topk.estimate_seconds(384, 0.1) == pytest.approx(0.1 * 33)  # 32 channels + the activation pass
-    assert exact.estimate_seconds(384, 0.1) == pytest.approx(0.1 * 385)
-    assert METHODS["gradcam"].estimate_seconds(384, 0.1) == 0  # from the capture
+    """The app's warning and its method label show the registry's estimate, not their own."""
+    import re
+
+    from streamlit.testing.v1 import AppTest
+
+    from cam_core import layers
+    from ui import compute
+
+    compute.clear_caches()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    at.selectbox(key="w_sel_layer").set_value("decoder.blocks.1")
+    at.run()
+    at.selectbox(key="w_sel_method").set_value("ScoreCAM")
+    at.run()
+    assert not at.exception
+    loaded = compute.get_model(models.default_model_name())
+    channels = layers.spatial_layers(loaded)["decoder.blocks.1"].channels
+    want = round(max(METHODS["scorecam"].estimate_seconds(channels, at.session_state["forward_s"]), 1))
+    (warning,) = [w.value for w in at.warning if "runs the model many times" in w.value]
+    assert int(re.search(r"about (\d+) s", warning).group(1)) == want
+    label = at.selectbox(key="w_sel_method").format_func("ScoreCAM")
+    assert f"~{want} s" in label
 
 
 def test_threads_are_chosen_and_overridable(monkeypatch):

@@ -7,14 +7,16 @@ import pytest
 import torch
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-from cam_core import engine
+from cam_core import cammath, engine
 from cam_core.methods import METHODS
 from cam_core.models import preprocess
 from cam_core.targets import TargetSpec
 
 # An encoder stage, a decoder block, and the full-resolution last decoder block (64×64).
 LAYERS = ["encoder.layer2", "decoder.blocks.3", "decoder.blocks.4"]
-CACHE_METHODS = [m for m in METHODS.values() if m.from_cache]
+# KPCA-CAM is left out: our path calls grad-cam's own projection, so comparing would test grad-cam
+# against itself (its use of the captured activations is covered by the hook and layer tests).
+CACHE_METHODS = [m for m in METHODS.values() if m.from_cache and m.layer_cam is not cammath.kpca_cam]
 
 
 def gradcam_reference(model, info, layer, x, cls, region, eigen_smooth=False):
@@ -44,15 +46,15 @@ def setup():
 @pytest.mark.parametrize("info", CACHE_METHODS, ids=lambda m: m.name)
 def test_matches_gradcam(setup, info, layer):
     loaded, cap, x, region = setup
-    if info.name == "RandomCAM":
-        np.random.seed(7)
-    ours = engine.cam_from_capture(cap, info, layer).cam
-    if info.name == "RandomCAM":
-        np.random.seed(7)
+    res = engine.cam_from_capture(cap, info, layer)
+    ours = res.cam
+    if info.name == "RandomCAM":  # ours draws grad-cam's stream from a generator of its own
+        np.random.seed(cammath.random_seed(cap.activations[layer]))
     ref = gradcam_reference(loaded.model, info, layer, x, 1, region)
     assert ours.shape == ref.shape == (64, 64)
     assert np.abs(ours - ref).max() <= 1e-5, f"{info.name} @ {layer}"
-    assert ours.max() > 0.99  # a real map, not a blank one
+    # a real map, not a blank one (a random draw may be negative everywhere: its raw map is not)
+    assert ours.max() > 0.99 or (info.baseline and np.ptp(res.cam_raw) > 0)
 
 
 @pytest.mark.parametrize("name", ["GradCAM", "HiResCAM", "LayerCAM", "GradCAMPlusPlus"])

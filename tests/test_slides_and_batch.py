@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,12 @@ def test_geojson_polygons_keep_holes_and_follow_quPaths_rules():
     ]
     doc = gj.feature_collection(feats)
     assert gj.validate(doc, 300, 400) == []
-    back = gj.rasterize(doc, (60, 60), ["background", "epithelial"], 2.0, (100.0, 200.0))
+    raster = gj.rasterize(doc, (60, 60), ["background", "epithelial"], 2.0, (100.0, 200.0))
+    back = raster.labels
+    assert raster.hits.max() == 1
+    assert raster.duplicated == 0
+    twice = gj.feature_collection([*feats, {**feats[0], "id": str(uuid.uuid4())}])
+    assert gj.rasterize(twice, (60, 60), ["background", "epithelial"], 2.0, (100.0, 200.0)).duplicated == 2
     inter = ((back > 0) & mask).sum()
     assert 2 * inter / (back.astype(bool).sum() + mask.sum()) > 0.97
     assert back[25, 25] == 0  # the hole is kept
@@ -157,8 +163,12 @@ def test_geojson_polygons_keep_holes_and_follow_quPaths_rules():
     problems = " | ".join(gj.validate(bad, 300, 400))
     for needle in ("objectType", "color", "measurements", "outside", "not closed"):
         assert needle in problems
-    with pytest.raises(ValueError, match=r"NaN|JSON compliant"):
-        json.dumps({"v": float("nan")}, allow_nan=False)  # what the writer relies on
+    # JSON has no NaN: a measurement that cannot be computed is left out, and the writer is strict
+    nan = gj.feature(
+        gj.to_level0(polys[0], (0.0, 0.0), 1.0), "detection", "e", (1, 2, 3), {"a": float("nan"), "b": 1.0}, "n"
+    )
+    assert nan["properties"]["measurements"] == {"b": 1.0}
+    json.dumps(nan, allow_nan=False)
 
 
 # ---------------------------------------------------------------- batch
@@ -201,9 +211,13 @@ def test_batch_writes_valid_geojson_that_matches_the_models_mask(embedded, slide
     assert manifest["slide"]["properties_sha256"]
     assert (embedded / "cam_lowres.png").is_file()
     assert (embedded / "mask_lowres.png").is_file()
-    # Detections rasterised back agree with the model's own mask on every tile's owned cell.
+    # Detections rasterised back agree with the stitched mask (the tiles' owned cells); every
+    # object of it is exported once: as many detections as components, no pixel under two.
     params = batch.BatchParams(None, None, None, None, "GradCAM")
-    assert batch.mask_agreement(slide_dir / "big.tif", embedded, params) >= 0.95
+    agreement = batch.mask_agreement(slide_dir / "big.tif", embedded, params)
+    assert agreement.dice >= 0.95
+    assert agreement.duplicated == 0
+    assert agreement.detections == agreement.components > 10
 
 
 def test_a_separate_dask_cluster_gives_the_same_geojson(embedded, slide_dir, tmp_path):

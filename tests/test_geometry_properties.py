@@ -1,0 +1,261 @@
+"""Geometry that must hold at every size (hypothesis), with real strides and odd sizes.
+
+Counterexamples found so far are kept as explicit ``@example``s: the 1100² upload whose last
+tiles ended at 1088 (a 12-px strip in no tile, painted "other"), and two tiles of a slide that
+both exported one cluster straddling their ownership line.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from cam_core import batch, objects, targets, tiling
+from cam_core import geojson as gj
+
+STRIDES = [16, 32]  # real encoders: 32 (ResNet, RegNet, EfficientNet); 16 for dilated variants
+PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _spans(boxes, axis):
+    return sorted({(b[axis], b[axis + 2]) for b in boxes})
+
+
+# ---------------------------------------------------------------- tiles of a large image
+
+
+@PROFILE
+@given(
+    h=st.integers(1, 9000),
+    w=st.integers(1, 9000),
+    align=st.sampled_from(STRIDES),
+    tile_cells=st.integers(4, 32),
+    overlap_cells=st.integers(0, 4),
+)
+@example(h=1100, w=1100, align=32, tile_cells=16, overlap_cells=2)  # 512/64: main lost rows 1088–1099
+@example(h=1025, w=513, align=32, tile_cells=16, overlap_cells=2)
+def test_tiles_cover_every_pixel_on_the_stride(h, w, align, tile_cells, overlap_cells):
+    tile, overlap = tile_cells * align, overlap_cells * align
+    if overlap >= tile:
+        return
+    boxes = tiling.tile_boxes(h, w, tile, overlap, align=align)
+    for axis, n in ((0, h), (1, w)):
+        spans = _spans(boxes, axis)
+        assert spans[0][0] == 0
+        assert spans[-1][1] == n
+        for (_a0, a1), (b0, _b1) in itertools.pairwise(spans):
+            assert b0 % align == 0  # layer maps land on whole cells
+            assert a1 - b0 >= overlap  # neighbours share at least the overlap: no gap either
+        assert all(e - s <= tile + align - 1 for s, e in spans)  # bounded tile size
+    assert len(boxes) == len(_spans(boxes, 0)) * len(_spans(boxes, 1))
+
+
+@PROFILE
+@given(
+    h=st.integers(1, 700),
+    w=st.integers(1, 700),
+    align=st.sampled_from(STRIDES),
+    tile_cells=st.integers(2, 8),
+    overlap_cells=st.integers(0, 3),
+)
+@example(h=1100, w=1100, align=32, tile_cells=16, overlap_cells=2)
+def test_blend_weights_sum_to_one(h, w, align, tile_cells, overlap_cells):
+    tile, overlap = tile_cells * align, overlap_cells * align
+    if overlap >= tile:
+        return
+    boxes = tiling.tile_boxes(h, w, tile, overlap, align=align)
+    total = np.zeros((h, w), np.float64)
+    for (y0, x0, y1, x1), wgt in zip(boxes, tiling.partition(boxes, (h, w), overlap)):
+        assert wgt.shape == (y1 - y0, x1 - x0)
+        assert (wgt > 0).all()
+        total[y0:y1, x0:x1] += wgt
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+
+
+def test_a_grid_with_a_hole_is_refused_not_zero():
+    with pytest.raises(Exception, match="uncovered"):
+        list(tiling.partition([(0, 0, 64, 64), (0, 96, 64, 160)], (64, 160), 0))
+
+
+# ---------------------------------------------------------------- objects of a slide, exported once
+
+
+def _tile_masks(data, wm, hm, tile, overlap, classes):
+    """A slide-wide "true" mask and per-tile predictions that disagree in the overlaps (each
+    tile flips some of its own pixels), as a real model's tiles do."""
+    truth = data.draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, wm - 1),
+                st.integers(0, hm - 1),
+                st.integers(1, 40),
+                st.integers(1, 40),
+                st.integers(1, classes),
+            ),
+            max_size=14,
+        )
+    )
+    slide = np.zeros((hm, wm), np.uint8)
+    for x, y, bw, bh, c in truth:
+        slide[y : y + bh, x : x + bw] = c
+    cells = batch.grid(wm, hm, tile, overlap)
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    masks = []
+    for cell in cells:
+        m = slide[cell.y : cell.y + cell.h, cell.x : cell.x + cell.w].copy()
+        flip = rng.random(m.shape) < 0.03
+        m[flip] = rng.integers(0, classes + 1, int(flip.sum()))
+        masks.append(m)
+    return cells, masks
+
+
+def _export(cells, masks, classes, threshold=0.5):
+    style = gj.Style(
+        ["background", *[f"c{i}" for i in range(1, classes + 1)]],
+        ["#000000"] * (classes + 1),
+        1.0,
+        "GradCAM",
+        threshold,
+    )
+    features, fragments = [], []
+    for cell, mask in zip(cells, masks):
+        probs = np.full((classes + 1, *mask.shape), 0.5, np.float32)
+        cams = {c: (mask == c).astype(np.float32) * 0.9 for c in range(1, classes + 1)}
+        geom = gj.TileGeometry((cell.x, cell.y), 1.0, cell.own, cell.neighbours, (cell.x, cell.y))
+        objs = gj.tile_objects(geom, mask, probs, cams, style, f"t{cell.row}_{cell.col}")
+        features += objs.features
+        fragments += [gj.Fragment.from_json(f.to_json()) for f in objs.fragments]  # as written to disk
+    return features + gj.join_fragments(fragments, 1.0, style, "slide")
+
+
+def _mosaic(cells, masks, wm, hm):
+    out = np.zeros((hm, wm), np.uint8)
+    for cell, mask in zip(cells, masks):
+        x0, y0, x1, y1 = cell.own
+        x1, y1 = min(x1, cell.w), min(y1, cell.h)
+        out[cell.y + y0 : cell.y + y1, cell.x + x0 : cell.x + x1] = mask[y0:y1, x0:x1]
+    return out
+
+
+@PROFILE
+@given(
+    data=st.data(),
+    cols=st.integers(1, 4),
+    rows=st.integers(1, 3),
+    tile=st.sampled_from([32, 48, 64]),
+    overlap=st.sampled_from([0, 8, 16]),
+    classes=st.integers(1, 2),
+)
+def test_every_object_of_a_slide_is_exported_once(data, cols, rows, tile, overlap, classes):
+    """Count and area of the exported detections (and CAM regions) equal the connected
+    components of the stitched mask (the mosaic of owned cells), class by class."""
+    if overlap >= tile // 2:
+        return
+    stride = tile - overlap
+    wm = data.draw(st.integers(max(1, (cols - 1) * stride + overlap + 1), cols * stride + overlap))
+    hm = data.draw(st.integers(max(1, (rows - 1) * stride + overlap + 1), rows * stride + overlap))
+    cells, masks = _tile_masks(data, wm, hm, tile, overlap, classes)
+    features = _export(cells, masks, classes)
+    mosaic = _mosaic(cells, masks, wm, hm)
+    for kind in ("detection", "annotation"):
+        for c in range(1, classes + 1):
+            labels, _n = ndimage.label(mosaic == c, structure=objects.EIGHT)
+            want = Counter(np.bincount(labels.ravel())[1:].tolist())
+            name = f"c{c}" if kind == "detection" else f"c{c} CAM ≥ 0.5"
+            got = [
+                f
+                for f in features
+                if f["properties"]["objectType"] == kind and f["properties"]["classification"]["name"] == name
+            ]
+            # one polygon per object (an 8-connected object has one outer ring), area = its pixels
+            assert Counter(round(f["properties"]["measurements"]["Area µm^2"]) for f in got) == want, (kind, c)
+
+
+def test_a_cluster_straddling_an_ownership_line_is_exported_once():
+    """The issue's case: a 90×40 cluster across the line between two 512/128 tiles; main gave a
+    45 µm² fragment from one tile and the whole 225 µm² object from the other."""
+    cells = batch.grid(896, 512, 512, 128)
+    assert len(cells) == 2
+    line = cells[1].x + cells[1].own[0]  # first column the right tile owns
+    slide = np.zeros((512, 896), np.uint8)
+    slide[200:240, line - 18 : line + 72] = 1  # cut by the left tile's edge (512), whole in the right one
+    masks = [slide[c.y : c.y + c.h, c.x : c.x + c.w].copy() for c in cells]
+    features = _export(cells, masks, 1)
+    det = [f for f in features if f["properties"]["objectType"] == "detection"]
+    assert [f["properties"]["measurements"]["Area µm^2"] for f in det] == [3600.0]
+
+
+@pytest.mark.parametrize(("cols", "rows"), [(2, 1), (1, 2), (2, 2)])
+def test_objects_on_every_boundary_of_adjacent_tiles_are_exported_once(cols, rows):
+    """Two and four adjacent 512/128 tiles with an object across every ownership line and on the
+    corner where four cells meet, each tile predicting it a little differently in the overlap."""
+    tile, overlap = 512, 128
+    stride = tile - overlap
+    wm, hm = (cols - 1) * stride + tile, (rows - 1) * stride + tile
+    cells = batch.grid(wm, hm, tile, overlap)
+    assert len(cells) == cols * rows
+    slide = np.zeros((hm, wm), np.uint8)
+    line_x, line_y = stride + overlap // 2, stride + overlap // 2  # first pixel of the next cell
+    for y in (60, 200, 420):  # across the vertical line, at several heights, wider than the overlap
+        slide[y : y + 30, line_x - 100 : line_x + 90] = 1
+    for x in (70, 300):  # across the horizontal line
+        slide[line_y - 40 : line_y + 25, x : x + 20] = 2
+    slide[line_y - 8 : line_y + 8, line_x - 8 : line_x + 8] = 1  # on the corner of four cells
+    slide[line_y + 3 : line_y + 4, line_x + 30 : line_x + 31] = 2  # one pixel, touching nothing
+    masks = []
+    for k, c in enumerate(batch.grid(wm, hm, tile, overlap)):
+        m = slide[c.y : c.y + c.h, c.x : c.x + c.w].copy()
+        m[(np.indices(m.shape).sum(axis=0) + k) % 97 == 0] = 0  # tiles disagree a little
+        masks.append(m)
+    features = _export(cells, masks, 2)
+    mosaic = _mosaic(cells, masks, wm, hm)
+    for c in (1, 2):
+        labels, n = ndimage.label(mosaic == c, structure=objects.EIGHT)
+        got = [
+            f
+            for f in features
+            if f["properties"]["objectType"] == "detection" and f["properties"]["classification"]["name"] == f"c{c}"
+        ]
+        assert len(got) == n
+        assert sorted(round(f["properties"]["measurements"]["Area µm^2"]) for f in got) == sorted(
+            np.bincount(labels.ravel())[1:].tolist()
+        )
+
+
+def test_unknown_resolution_leaves_the_area_out():
+    style = gj.Style(["background", "a"], ["#000000", "#ffffff"], None, "GradCAM", 0.5)
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:9, 5:9] = 1
+    objs = gj.tile_objects(gj.TileGeometry(), mask, np.ones((2, 20, 20), np.float32), {1: mask * 1.0}, style, "k")
+    assert objs.features
+    assert all("Area µm^2" not in f["properties"]["measurements"] for f in objs.features)
+
+
+# ---------------------------------------------------------------- point targets
+
+
+@PROFILE
+@given(data=st.data(), h=st.integers(8, 80), w=st.integers(8, 80))
+def test_a_point_target_is_its_objects_area(data, h, w):
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((h, w)) < 0.45).astype(np.uint8) * rng.integers(1, 3, (h, w)).astype(np.uint8)
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return
+    k = data.draw(st.integers(0, len(ys) - 1))
+    x, y = int(xs[k]), int(ys[k])
+    cls = int(mask[y, x])
+    region = targets.region(targets.TargetSpec("point", cls, point=(x, y)), mask, ["bg", "a", "b"])
+    found = [o for o in objects.find_objects(mask) if o.class_index == cls]
+    labels, _ = ndimage.label(mask == cls, structure=objects.EIGHT)
+    (mine,) = [o for o in found if labels[o.centroid_xy[1], o.centroid_xy[0]] == labels[y, x]]
+    assert int(region.sum()) == mine.area_px
+    assert region[y, x] == 1

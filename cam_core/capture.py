@@ -122,15 +122,17 @@ def check_fits(loaded: LoadedModel, shape: tuple[int, int], names: list[str], li
     h, w = shape
     side = int((limit / (need / (h * w))) ** 0.5) // loaded.multiple * loaded.multiple
     fit = _fitting(loaded, shape, names, limit)
-    choice = (
-        f"at most {len(fit)} of these {len(names)} layers (e.g. {', '.join(fit[:3])}), "
-        if len(names) > 1 and fit
-        else "a deeper (lower-resolution) layer, "
-    )
+    if len(names) > 1 and fit:
+        choice = f"at most {len(fit)} of these {len(names)} layers (e.g. {', '.join(fit[:3])}), or "
+    elif capture_bytes(loaded, shape, []) < limit:  # the probabilities alone fit: a smaller map may
+        choice = "a deeper (lower-resolution) layer, or "
+    else:
+        choice = ""
     shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
     raise InputError(
-        f"explaining {len(names)} layer(s) ({shown}) on a {w}×{h} image needs {need / 2**20:,.0f} MB of maps; "
-        f"{who} may use {limit / 2**20:,.0f} MB. Choose {choice}or a region of at most {side}×{side} px"
+        f"explaining {len(names)} layer(s) ({shown}) on a {w}×{h} image needs {need / 2**20:,.0f} MB "
+        f"(layer maps and class probabilities); {who} may use {limit / 2**20:,.0f} MB. "
+        f"Choose {choice}a region of at most {side}×{side} px"
     )
 
 
@@ -405,4 +407,6 @@ def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: n
             return new
     if image is None:
         raise InputError("the kept graph was replaced by another capture; pass the image to capture again")
+    loaded.passes["fallback"] += 1
+    log.info("model pass: recapture fell back to a full pass (another capture's graph is kept) %s", loaded.name)
     return capture(loaded, image, target, cap.layers, rule=cap.rule, keep_graph=True)

@@ -254,7 +254,7 @@ def rasterize(
         x1, y1 = np.minimum(pts[0].max(axis=0) + 1, [w, h])
         if x1 <= x0 or y1 <= y0:
             continue
-        local = [p - [x0, y0] for p in pts]
+        local = [(p - [x0, y0]).astype(np.int32) for p in pts]
         layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(layer, [local[0]], 1)
         if len(local) > 1:

@@ -79,7 +79,10 @@ class LoadedModel:
     multiple: int
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Model passes made through the engine: lets tests prove a slider move costs none.
-    passes: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0, "method_runs": 0})
+    # "fallback": a recapture that found another capture's graph kept and ran a full pass instead.
+    passes: dict[str, int] = field(
+        default_factory=lambda: {"forward": 0, "backward": 0, "method_runs": 0, "fallback": 0}
+    )
     # The autograd graph of the latest capture kept for engine.recapture (at most one per model).
     retained: RetainedGraph | None = field(default=None, repr=False)
 

@@ -434,3 +434,16 @@ def test_a_batch_worker_keys_open_slides_by_resolution_and_closes_old_ones(tmp_p
         batch._slide(str(p), None)
     assert a25.closed  # main: never closed, cached without bound
     assert not opened[-1].closed
+
+
+def test_a_recapture_that_lost_the_graph_is_counted(tiny, image64):
+    """Another session's capture replaces the kept graph: the next class then costs a full pass,
+    counted (scripts/measure_graph_fallback.py measures how often on a busy server)."""
+    mine = engine.capture(tiny, image64, TargetSpec("class", 1), ["decoder.blocks.2"], keep_graph=True)
+    engine.recapture(tiny, mine, TargetSpec("class", 2), image64)
+    assert tiny.passes["fallback"] == 0
+    engine.capture(tiny, image64[::-1].copy(), TargetSpec("class", 1), ["decoder.blocks.2"], keep_graph=True)
+    forwards = tiny.passes["forward"]
+    engine.recapture(tiny, mine, TargetSpec("class", 2), image64)
+    assert tiny.passes["fallback"] == 1
+    assert tiny.passes["forward"] == forwards + 1

@@ -16,6 +16,7 @@ from cam_core import models, render, slides
 from cam_core.errors import SegCamError
 from ui import compute, state
 from ui.clickable import clickable_image
+from ui.text import plain
 
 REGION_SIDES = (256, 512, 1024, 2048)  # region side in pixels at the model's resolution
 UPLOADS = Path(tempfile.gettempdir()) / "segcam_slides"
@@ -194,9 +195,22 @@ def batch_dir() -> Path:
 
 
 def _batch_heat(slide_name: str) -> np.ndarray | None:
-    """The stitched low-resolution CAM of a batch run over this slide, if there is one."""
+    """The stitched low-resolution CAM of a batch run over this slide, if there is one; a damaged
+    file (an interrupted run before outputs were written atomically) is a one-line note."""
     path = batch_dir() / Path(slide_name).stem / "cam_lowres.npy"
-    return np.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        heat = np.load(path, allow_pickle=False)
+        if heat.ndim != 2:
+            raise ValueError(f"{heat.ndim} dimensions")
+        return heat
+    except (OSError, ValueError, EOFError):
+        st.caption(
+            f"The batch output for {plain(slide_name)} is damaged (cam_lowres.npy cannot be read); "
+            "run `batch` again into the same folder to repair it."
+        )
+        return None
 
 
 def _tissue_centre(tissue: np.ndarray, k: float) -> tuple[int, int]:

@@ -467,7 +467,7 @@ def test_a_link_reproduces_the_view_and_reports_what_it_cannot_use(at):
     bad.query_params["layer"] = "decoder.nowhere"
     bad.query_params["class"] = "mitosis"
     bad.run()
-    notes = " ".join(w.value for w in bad.warning)
+    notes = " ".join(w.value.replace("\\", "") for w in bad.warning)  # shown escaped: text, not markdown
     assert "test_99_999" in notes
     assert "decoder.nowhere" in notes
     assert "mitosis" in notes
@@ -635,3 +635,61 @@ def test_slide_page_reads_a_batch_geojson_only_when_downloaded(slide_folder, mon
     run(app)
     assert any(b.label.startswith("big.geojson") for b in app.get("download_button"))
     assert "big.geojson" not in reads  # main: read (up to hundreds of MB) on every rerun
+
+
+# ---------------------------------------------------------------- #19: what a link can do
+
+
+def test_a_link_cannot_put_markdown_in_the_apps_notes():
+    from ui import compute
+
+    compute.clear_caches()
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    app.query_params["[**Session expired**](http://evil.example/login)"] = "1"
+    app.query_params["slide"] = "![x](http://127.0.0.1:8629/track.png)"
+    app.run()
+    assert not app.exception
+    notes = [w.value for w in app.warning]
+    assert any("Session expired" in n for n in notes), notes
+    for n in notes:  # every markdown special quoted from the link is escaped: text, not a link
+        assert "](http" not in n.replace("\\]\\(http", ""), n
+        assert "![" not in n.replace("\\!\\[", ""), n
+
+
+def test_a_non_finite_percentile_in_a_link_is_a_note():
+    from ui import compute
+
+    compute.clear_caches()
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    app.query_params["thr"] = "percentile"
+    app.query_params["thr_pct"] = "nan"
+    app.run()
+    assert not app.exception  # main: crashed in render.threshold_level, outside any handler
+    assert any("nan" in w.value and "percentile" in w.value for w in app.warning)
+
+
+def test_a_damaged_batch_output_on_the_slide_page_is_a_note(slide_folder, monkeypatch, tmp_path):
+    out = tmp_path / "batch_out" / "big"
+    out.mkdir(parents=True)
+    (out / "cam_lowres.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order'")  # truncated
+    monkeypatch.setenv("SEGCAM_BATCH_DIR", str(tmp_path / "batch_out"))
+    app = slide_page(slide_folder, "big.tif", monkeypatch)
+    run(app)  # main: the page crashed for everyone (np.load outside any handler)
+    assert any("damaged" in c.value for c in app.caption)
+
+
+def test_an_unexpected_error_shows_an_id_not_the_servers_paths(caplog):
+    from ui import compute
+
+    with caplog.at_level("ERROR"):
+        text = compute.describe_error(PermissionError(13, "Permission denied", "/srv/lab/segcam/models/x/config.json"))
+    assert "/srv/lab" not in text  # main: "PermissionError: [Errno 13] … /srv/lab/…" in the page
+    error_id = text.split("error id ")[1].split(";")[0]
+    assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)  # the log has it all
+
+
+def test_the_shipped_config_shows_no_tracebacks():
+    import tomllib
+
+    config = tomllib.loads((REPO / ".streamlit/config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"

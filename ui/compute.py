@@ -372,11 +372,18 @@ def record_for(
 
 
 def describe_error(exc: BaseException) -> str:
-    """Known errors as they are; anything else logged with its stack and shown short."""
+    """Known errors as they are; anything else logged with its stack under an id and shown by
+    its kind and that id only: an unexpected error's text can hold server paths and internals."""
     if isinstance(exc, SegCamError):
         return str(exc)
-    log.exception("unexpected error")
-    return f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; try another setting."
+    import uuid
+
+    error_id = uuid.uuid4().hex[:8]
+    log.error("unexpected error %s", error_id, exc_info=exc)
+    return (
+        f"Something went wrong ({type(exc).__name__}, error id {error_id}; the server's log has the details). "
+        "The app is still running; try another setting."
+    )
 
 
 def provenance_line(res: CamResult, pass_seconds: float, image_name: str, classes: list[str]) -> str:

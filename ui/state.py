@@ -6,6 +6,7 @@ page's widgets, because Streamlit forgets a widget's value when the user switche
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,13 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _percentile(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):  # nan and inf pass min/max clamps and failed later, outside any handler
+        raise ValueError(text)
+    return min(max(v, 0.0), 99.9)
+
+
 def _choice(options: Any) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in list(options):
@@ -200,7 +208,7 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "opacity": ("opacity", _fraction, "a number in 0–1"),
     "thr": ("thr_mode", _choice(THRESHOLD_MODES), ", ".join(THRESHOLD_MODES)),
     "thr_abs": ("thr_abs", _fraction, "a number in 0–1"),
-    "thr_pct": ("thr_pct", lambda t: min(max(float(t), 0.0), 99.9), "a percentile"),
+    "thr_pct": ("thr_pct", _percentile, "a percentile in 0–99.9"),
     "cmap": ("cmap", _choice(COLORMAPS), ", ".join(COLORMAPS)),
     "show": ("show", _choice(SHOW_MODES), ", ".join(SHOW_MODES)),
     "values": ("values", _choice(VALUE_VIEWS), ", ".join(VALUE_VIEWS)),

@@ -21,6 +21,7 @@ from cam_core.provenance import CamResult
 
 from . import compute, state
 from .clickable import clickable_image, copy_image_button
+from .text import plain
 
 # Target kinds whose region is drawn as an outline on every panel (a local question).
 OUTLINED_KINDS = ("mask", "point", "fn", "fp")
@@ -454,7 +455,7 @@ def tile_geojson(ch: compute.Choices, res: CamResult, prediction: Prediction, re
 def link_notes() -> None:
     """Notes about settings a link asked for and could not get: shown once, never silent."""
     for note in st.session_state.pop("link_notes", []):
-        st.warning(note)
+        st.warning(plain(note))  # notes quote what the link said: text, never markdown
 
 
 def current_view(ch: compute.Choices) -> dict[str, Any]:

@@ -371,8 +371,8 @@ def assemble(
     fragments: list[gj.Fragment] = []
     status = []
     for job in sorted(jobs, key=lambda j: (j.row, j.col)):
-        if job.done_file.is_file():
-            data = json.loads(job.done_file.read_text())
+        data = tile_record(job)
+        if data is not None:
             features.extend(data["features"])
             fragments += [gj.Fragment.from_json(f) for f in data.get("fragments", [])]
             status.append(
@@ -385,7 +385,7 @@ def assemble(
     key = f"{info.name}:{info.properties_sha256[:16]}"
     features += gj.join_fragments(fragments, jobs[0].scale if jobs else 1.0, style(params, spec), key)
     doc = gj.feature_collection(features)
-    (out_dir / f"{stem}.geojson").write_text(json.dumps(doc, allow_nan=False, separators=(",", ":")))
+    _atomic_write(out_dir / f"{stem}.geojson", json.dumps(doc, allow_nan=False, separators=(",", ":")).encode())
     # Stitched overviews, one pixel per LOWRES model pixels.
     if jobs:
         stride = params.tile - params.overlap
@@ -395,7 +395,7 @@ def assemble(
         mask = np.zeros(cam.shape, np.uint8)
         for job in jobs:
             npz = job.done_file.with_suffix(".npz")
-            if not npz.is_file() or not job.done_file.is_file():
+            if tile_record(job) is None:
                 continue
             with np.load(npz) as z:
                 y = (job.row * stride + job.own[1]) // LOWRES
@@ -403,8 +403,8 @@ def assemble(
                 for arr, dst in ((z["cam"], cam), (z["mask"], mask)):
                     hh, ww = min(arr.shape[0], dst.shape[0] - y), min(arr.shape[1], dst.shape[1] - x)
                     dst[y : y + hh, x : x + ww] = arr[:hh, :ww]
-        np.save(out_dir / "cam_lowres.npy", cam)
-        np.save(out_dir / "mask_lowres.npy", mask)
+        _save_npy(out_dir / "cam_lowres.npy", cam)
+        _save_npy(out_dir / "mask_lowres.npy", mask)
         _png(render.heatmap(np.clip(cam, 0, 1)), out_dir / "cam_lowres.png")
         _png(render.colorize_mask(mask, spec.colors), out_dir / "mask_lowres.png")
     done = sum(s["status"] == "done" for s in status)
@@ -424,14 +424,43 @@ def assemble(
         "cam_note": "CAM values are min-max normalised per tile (as grad-cam returns them); 'CAM ≥ t' regions use that scale",
         **extra,
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, allow_nan=False))
+    _atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=1, allow_nan=False).encode())
     return manifest
 
 
+def tile_record(job: TileJob) -> dict[str, Any] | None:
+    """A finished tile's record, or None when its files are missing or damaged (a truncated
+    write, a disk error): such a tile counts as not done and is computed again."""
+    import zipfile
+
+    try:
+        data = json.loads(job.done_file.read_text())
+        with np.load(job.done_file.with_suffix(".npz")) as z:
+            if z["cam"].ndim != 2 or z["mask"].ndim != 2:  # reading them is the check
+                return None
+        if not isinstance(data["summary"], dict) or not isinstance(data["features"], list):
+            return None
+        return data
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    _atomic_write(path, buf.getvalue())
+
+
 def _png(arr: np.ndarray, path: Path) -> None:
+    import io
+
     from PIL import Image
 
-    Image.fromarray(arr).save(path)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    _atomic_write(path, buf.getvalue())
 
 
 def run_slide(
@@ -453,10 +482,14 @@ def run_slide(
             raise InputError(
                 f"{out_dir} holds a run with other parameters or another slide; use another --out or delete it"
             )
-    (out_dir / "manifest.json").write_text(
-        json.dumps({"manifest": MANIFEST_VERSION, "slide": info.record(), "params": params.record(), "running": True})
+    _atomic_write(
+        out_dir / "manifest.json",
+        json.dumps(
+            {"manifest": MANIFEST_VERSION, "slide": info.record(), "params": params.record(), "running": True}
+        ).encode(),
     )
-    todo = [j for j in jobs if not j.done_file.is_file()]
+    todo = [j for j in jobs if tile_record(j) is None]
+    repaired = sum(j.done_file.is_file() for j in todo)  # written once, damaged since: run again
     skipped = len(jobs) - len(todo)
     t0 = time.perf_counter()
     failures: list[str] = []
@@ -479,6 +512,7 @@ def run_slide(
         "run": {
             "tiles_run": len(todo),
             "tiles_skipped_done_before": skipped,
+            "tiles_damaged_and_run_again": repaired,
             "seconds": round(seconds, 2),
             "tiles_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
             "model_loads_per_worker": {str(k): v for k, v in sorted(loads.items())},

@@ -35,5 +35,7 @@ def is_large(shape: tuple[int, ...]) -> bool:
     return int(shape[0]) * int(shape[1]) > TILE_ABOVE_PIXELS
 
 
-# Uploaded slides kept in the server's temp folder (the newest; older ones are deleted).
+# Uploaded slides: each session's in its own private folder, the newest SLIDE_UPLOADS_KEPT kept;
+# folders of sessions idle for SLIDE_UPLOAD_MAX_AGE_S are deleted when another session starts one.
 SLIDE_UPLOADS_KEPT = 8
+SLIDE_UPLOAD_MAX_AGE_S = 6 * 3600

@@ -261,3 +261,42 @@ def prune_uploads(folder: Path, keep: Path, kept: int | None = None) -> list[Pat
     for old in gone:
         old.unlink(missing_ok=True)
     return gone
+
+
+def store_upload(folder: Path, data: bytes, suffix: str) -> Path:
+    """An uploaded slide saved in ``folder`` (one session's private folder) under its content hash.
+
+    A file already there is reused only when its bytes hash the same (a file planted or changed
+    under that name is replaced, never shown to the user as theirs); writes are atomic.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    path = folder / f"{digest[:16]}{suffix.lower()}"
+    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+        os.utime(path)  # the newest upload, for pruning
+        return path
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def upload_folder(root: Path, max_age_s: float) -> Path:
+    """A new private folder (mode 0700, unpredictable name) for one session's uploaded slides,
+    after deleting other sessions' folders untouched for ``max_age_s`` (a server's temp space is
+    not an archive)."""
+    import shutil
+    import tempfile
+    import time
+
+    root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in root.iterdir():
+        try:
+            if (
+                old.is_dir()
+                and now - max([old.stat().st_mtime, *(p.stat().st_mtime for p in old.iterdir())]) > max_age_s
+            ):
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix="session_", dir=root))

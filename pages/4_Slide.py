@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -12,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import streamlit as st
 
-from cam_core import models, render, slides
+from cam_core import limits, models, render, slides
 from cam_core.errors import SegCamError
 from ui import compute, state
 from ui.clickable import clickable_image
@@ -23,7 +22,7 @@ UPLOADS = Path(tempfile.gettempdir()) / "segcam_slides"
 
 
 def slide_source() -> str | None:
-    """A slide from the slides folder, or a small uploaded one (kept in the server's temp folder)."""
+    """A slide from the slides folder, or a small uploaded one (kept in this session's own folder)."""
     folder = slides.slides_dir()
     found = slides.list_slides(folder)
     names = [p.name for p in found]
@@ -40,12 +39,12 @@ def slide_source() -> str | None:
     with c2:
         up = st.file_uploader("…or upload a small slide", key="slide_upload", help="SVS, NDPI, SCN, BIF, tiled TIFF")
     if up is not None:
-        UPLOADS.mkdir(parents=True, exist_ok=True)
-        data = up.getvalue()
-        path = UPLOADS / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(up.name).suffix.lower()}"
-        if not path.is_file():
-            path.write_bytes(data)
-        slides.prune_uploads(UPLOADS, keep=path)
+        folder = st.session_state.get("slide_upload_dir")
+        if folder is None or not Path(folder).is_dir():
+            folder = str(slides.upload_folder(UPLOADS, limits.SLIDE_UPLOAD_MAX_AGE_S))
+            st.session_state["slide_upload_dir"] = folder
+        path = slides.store_upload(Path(folder), up.getvalue(), Path(up.name).suffix)
+        slides.prune_uploads(Path(folder), keep=path)
         return str(path)
     return str(folder / name) if name else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -693,3 +694,43 @@ def test_the_shipped_config_shows_no_tracebacks():
 
     config = tomllib.loads((REPO / ".streamlit/config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
+
+
+def test_uploaded_slides_are_private_to_a_session_and_verified(tmp_path):
+    import os
+    import stat
+
+    from cam_core import slides
+
+    root = tmp_path / "segcam_slides"
+    a, b = slides.upload_folder(root, 3600), slides.upload_folder(root, 3600)
+    assert a != b
+    assert stat.S_IMODE(a.stat().st_mode) == 0o700  # main: one shared folder, predictable names
+    data = b"II*\x00 a slide's bytes"
+    mine = slides.store_upload(a, data, ".TIF")
+    assert mine.read_bytes() == data
+    mine.write_bytes(b"planted: another slide under the same name")
+    again = slides.store_upload(a, data, ".tif")
+    assert again == mine
+    assert again.read_bytes() == data  # main: an existing file was kept, whoever wrote it
+    old = slides.upload_folder(root, 3600)
+    os.utime(old, (0, 0))
+    slides.upload_folder(root, 3600)
+    assert not old.exists()  # an idle session's folder is deleted
+    assert a.exists()
+
+
+def test_two_sessions_uploading_one_slide_get_their_own_files(slide_folder, monkeypatch):
+    data = (slide_folder / "nores.tif").read_bytes()
+    folders = []
+    for _ in range(2):
+        app = slide_page(slide_folder, "big.tif", monkeypatch)
+        run(app)
+        app.file_uploader(key="slide_upload").set_value(("small.tif", data, "image/tiff"))
+        app.run()
+        assert not app.exception
+        assert any("2048×2048 px" in m.value for m in app.markdown)  # the upload is shown, not another file
+        folders.append(app.session_state["slide_upload_dir"])
+    assert folders[0] != folders[1]
+    for folder in folders:
+        assert [p.read_bytes() == data for p in Path(folder).iterdir()] == [True]

@@ -28,7 +28,7 @@ SOURCES = {
 class CamResult:
     """One CAM with what produced it."""
 
-    cam: np.ndarray  # H×W float32, normalised exactly as grad-cam returns it
+    cam: np.ndarray  # H×W float32, normalised as grad-cam does, over the visible image (cammath.visible)
     cam_raw: np.ndarray  # H×W float32, before ReLU and normalisation (bilinear-resized)
     method: str
     layer: str

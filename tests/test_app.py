@@ -734,3 +734,27 @@ def test_two_sessions_uploading_one_slide_get_their_own_files(slide_folder, monk
     assert folders[0] != folders[1]
     for folder in folders:
         assert [p.read_bytes() == data for p in Path(folder).iterdir()] == [True]
+
+
+def test_the_provenance_line_shows_names_as_text():
+    from cam_core.provenance import CamResult
+    from ui import compute
+    from ui.text import code
+
+    res = CamResult(
+        np.zeros((4, 4), np.float32),
+        np.zeros((4, 4), np.float32),
+        "GradCAM",
+        "decoder",
+        "predicted",
+        "m",
+        "cpu",
+        0.1,
+        "cache",
+        1,
+    )
+    line = compute.provenance_line(res, 0.2, "a`b`[x](http://evil.example).png", ["bg", "[**c**](http://evil.example)"])
+    assert "[**c**](http" not in line  # main: a working link in the line under the panels
+    assert "\\[\\*\\*c\\*\\*\\]\\(http" in line
+    assert code("a`b`[x](http://evil.example).png") in line
+    assert code("a`b`x") == "``a`b`x``"  # a code span the name cannot close

@@ -388,11 +388,15 @@ def describe_error(exc: BaseException) -> str:
 
 def provenance_line(res: CamResult, pass_seconds: float, image_name: str, classes: list[str]) -> str:
     """What produced the picture: method, layer, class and target, model, image, device, time."""
+    from .text import code, plain
+
     cls = classes[res.class_index]
     target = tg.describe(res.target, cls)
+    # class names come from a model's segcam.json and image names from an upload: text, not markdown
     return (
-        f"**{res.method}** on `{res.layer}` · class **{cls}** ({target}) · model `{res.model}` · "
-        f"image `{image_name}` · {res.device} · pass {pass_seconds:.2f} s, CAM {res.cost()}"
+        f"**{res.method}** on {code(res.layer)} · class **{plain(cls)}** ({plain(target)}) · "
+        f"model {code(res.model)} · image {code(image_name)} · {res.device} · pass {pass_seconds:.2f} s, "
+        f"CAM {res.cost()}"
     )
 
 

@@ -21,3 +21,13 @@ def plain(value: object) -> str:
     """``value`` as literal text inside markdown: specials escaped, line breaks as spaces."""
     text = " ".join(str(value).splitlines())
     return _SPECIAL.sub(r"\\\1", text)
+
+
+def code(value: object) -> str:
+    """``value`` as an inline code span that it cannot close: the delimiter is one backtick longer
+    than the longest run of backticks inside (backslashes do not escape inside code spans)."""
+    text = " ".join(str(value).splitlines())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

@@ -11,6 +11,7 @@ import streamlit as st
 
 from cam_core import layers, models, render, trust_report
 from ui import compute, sidebar, state
+from ui.text import plain
 
 
 def trust_table(loaded) -> None:
@@ -104,8 +105,8 @@ def main() -> None:
     st.markdown("---")
     st.subheader("Models available")
     for e in compute.model_entries():
-        status = ", ".join(e.classes) if not e.error else f":red[cannot load: {e.error}]"
-        st.markdown(f"- **{e.name}** ({e.source}): {status}")
+        status = ", ".join(plain(c) for c in e.classes) if not e.error else f":red[cannot load: {plain(e.error)}]"
+        st.markdown(f"- **{plain(e.name)}** ({e.source}): {status}")  # names and classes come from folders
     st.subheader("Add your own model")
     st.markdown(
         f"""

@@ -758,3 +758,25 @@ def test_the_provenance_line_shows_names_as_text():
     assert "\\[\\*\\*c\\*\\*\\]\\(http" in line
     assert code("a`b`[x](http://evil.example).png") in line
     assert code("a`b`x") == "``a`b`x``"  # a code span the name cannot close
+
+
+def test_class_names_from_a_model_folder_are_shown_as_text(tiny_folder, monkeypatch):
+    import json as _json
+
+    from ui import compute
+
+    bad = "[**win**](http://evil.example)"
+    (tiny_folder / "segcam.json").write_text(
+        _json.dumps({"classes": ["background", bad, "![t](http://e.example/t.png)"]})
+    )
+    monkeypatch.setenv("SEGCAM_MODELS_DIR", str(tiny_folder.parent))
+    compute.reset_model_entries()
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    run(app)
+    app.switch_page("pages/2_Model.py")
+    run(app)
+    listed = [m.value for m in app.markdown if "tiny\\_unet" in m.value]
+    assert listed, [m.value for m in app.markdown]
+    assert "](http" not in listed[0].replace("\\]\\(http", "")  # main: a working link on the Model page
+    assert "![" not in listed[0].replace("\\!\\[", "")
+    compute.reset_model_entries()

@@ -20,6 +20,7 @@ from . import compute
 from .clickable import clickable_image
 from .compute import Choices, ImageChoice
 from .state import TARGET_CHOICES, TEACHING_NOTES, bound, link_note, note_fallback, sample_names
+from .text import plain
 
 
 def _image_sidebar() -> ImageChoice | None:
@@ -193,7 +194,7 @@ def _model_sidebar() -> models.LoadedModel | None:
     if broken:
         with st.sidebar.expander(f"{len(broken)} model(s) cannot load"):
             for e in broken:
-                st.markdown(f"**{e.name}**: {e.error}")
+                st.markdown(f"**{plain(e.name)}**: {plain(e.error)}")
     try:
         return compute.get_model(name)
     except SegCamError as exc:

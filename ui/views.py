@@ -86,7 +86,7 @@ def legend(classes: list[str], colors: list[str], area: np.ndarray) -> None:
     """The class legend as a picture and as text (screen readers, copy and paste)."""
     labels = [f"{c}: {a:.1f} %" for c, a in zip(classes, area)]
     st.image(render.legend(classes, colors, labels), alt="legend: " + "; ".join(labels))
-    st.caption("Predicted area — " + " · ".join(f"{c} ({color})" for c, color in zip(labels, colors)))
+    st.caption("Predicted area — " + " · ".join(f"{plain(c)} ({color})" for c, color in zip(labels, colors)))
 
 
 def target_line(ch: compute.Choices, target: tg.TargetSpec, region: np.ndarray) -> str:

@@ -266,7 +266,7 @@ def explore(ch, status, present: bool) -> None:
             )
         else:
             st.image(bar_rgb, alt=f"colour bar: {cmap}, CAM 0 (low) to 1 (high)")
-            st.caption("CAM, 0 (low) to 1 (high), min-max normalised as grad-cam returns it")
+            st.caption("CAM, 0 (low) to 1 (high), min-max normalised over the image, as grad-cam does")
     with col3:
         thr = "" if level is None else f", threshold {level:.2f}"
         st.markdown(f"**Overlay** — opacity {opacity:.2f}{thr}")

@@ -495,18 +495,30 @@ def run_slide(
     failures: list[str] = []
     loads: dict[int, int] = {}
     done = 0
-    if todo:
-        futures = client.map(process_tile, todo, pure=False)
-        for fut in as_completed(futures):
-            try:
-                s = fut.result()
-                loads[s["worker_pid"]] = s["model_loads"]
-            except Exception as exc:  # one bad tile does not stop the slide
-                failures.append(f"{exc}")
-            done += 1
-            if progress:
-                rate = done / max(time.perf_counter() - t0, 1e-9)
-                progress(done, len(todo), rate, (len(todo) - done) / max(rate, 1e-9), info.name)
+
+    def final(state: dict[str, Any]) -> None:  # the manifest never stays at "running"
+        record = {"manifest": MANIFEST_VERSION, "slide": info.record(), "params": params.record(), "running": False}
+        _atomic_write(out_dir / "manifest.json", json.dumps({**record, **state}, allow_nan=False).encode())
+
+    try:
+        if todo:
+            futures = client.map(process_tile, todo, pure=False)
+            for fut in as_completed(futures):
+                try:
+                    s = fut.result()
+                    loads[s["worker_pid"]] = s["model_loads"]
+                except Exception as exc:  # one bad tile does not stop the slide
+                    failures.append(failure_cause(exc))
+                done += 1
+                if progress:
+                    rate = done / max(time.perf_counter() - t0, 1e-9)
+                    progress(done, len(todo), rate, (len(todo) - done) / max(rate, 1e-9), info.name)
+    except BaseException as exc:  # Ctrl-C, a lost scheduler: say so in the manifest, then stop
+        final({"interrupted": f"{type(exc).__name__}: {exc}"[:300], "tiles_finished": done})
+        raise
+    if todo and len(failures) == len(todo) and len(set(failures)) == 1:
+        final({"failed": failures[0], "tiles_failed": len(failures)})
+        raise InputError(f"every tile of {info.name} failed ({len(failures)}), for one cause: {failures[0]}")
     seconds = time.perf_counter() - t0
     extra = {
         "run": {
@@ -520,6 +532,19 @@ def run_slide(
         }
     }
     return assemble(info, jobs, out_dir, params, extra, spec)
+
+
+def failure_cause(exc: BaseException) -> str:
+    """A tile's failure in one line, with what to do where the cause is known."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    # Dask reports a worker that cannot import the task's module only as a deserialisation error.
+    if ("cam_core" in text and "No module named" in text) or "deserialization of the task" in text:
+        return (
+            f"the Dask workers cannot import cam_core ({text[:120]}…): start each `dask worker` with "
+            "PYTHONPATH=/path/to/this/repository (README, 'On several machines'), or install the project and "
+            "the same package versions there"
+        )
+    return text[:500]
 
 
 @dataclass(frozen=True)

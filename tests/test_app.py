@@ -780,3 +780,13 @@ def test_class_names_from_a_model_folder_are_shown_as_text(tiny_folder, monkeypa
     assert "](http" not in listed[0].replace("\\]\\(http", "")  # main: a working link on the Model page
     assert "![" not in listed[0].replace("\\!\\[", "")
     compute.reset_model_entries()
+
+
+def test_a_link_with_a_layer_and_no_model_uses_the_layer():
+    from ui import compute
+
+    compute.clear_caches()
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    app.query_params["layer"] = "decoder.blocks.3"
+    run(app)  # main: a false "not available here" note, and the default layer
+    assert "`decoder.blocks.3`" in provenance(app)

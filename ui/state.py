@@ -248,8 +248,10 @@ def apply_link(params: dict[str, str]) -> None:
             requested[key] = value
     if "sample" in params and params.get("image") != "upload":
         st.session_state["sel_source"] = "Sample"
-    if "layer" in params:  # the layer was chosen for the link's model
-        st.session_state["sel_layer_model"] = st.session_state.get("sel_model")
+    if "layer" in params:  # the layer was chosen for the link's model (the default one when it names none)
+        from cam_core.models import default_model_name
+
+        st.session_state["sel_layer_model"] = st.session_state.get("sel_model") or default_model_name()
 
 
 def link_note(text: str) -> None:

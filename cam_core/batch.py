@@ -370,8 +370,9 @@ def assemble(
     features: list[dict[str, Any]] = []
     fragments: list[gj.Fragment] = []
     status = []
+    records = {job.name: tile_record(job) for job in jobs}  # each tile's files read once
     for job in sorted(jobs, key=lambda j: (j.row, j.col)):
-        data = tile_record(job)
+        data = records[job.name]
         if data is not None:
             features.extend(data["features"])
             fragments += [gj.Fragment.from_json(f) for f in data.get("fragments", [])]
@@ -395,7 +396,7 @@ def assemble(
         mask = np.zeros(cam.shape, np.uint8)
         for job in jobs:
             npz = job.done_file.with_suffix(".npz")
-            if tile_record(job) is None:
+            if records[job.name] is None:
                 continue
             with np.load(npz) as z:
                 y = (job.row * stride + job.own[1]) // LOWRES

@@ -641,15 +641,23 @@ def test_slide_page_reads_a_batch_geojson_only_when_downloaded(slide_folder, mon
 # ---------------------------------------------------------------- #19: what a link can do
 
 
-def test_a_link_cannot_put_markdown_in_the_apps_notes():
+def opened_link(params: dict[str, str]):
+    """The Explore page opened from a link with these parameters (run once, no exception)."""
     from ui import compute
 
     compute.clear_caches()
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    app.query_params["[**Session expired**](http://evil.example/login)"] = "1"
-    app.query_params["slide"] = "![x](http://127.0.0.1:8629/track.png)"
+    for k, v in params.items():
+        app.query_params[k] = v
     app.run()
     assert not app.exception
+    return app
+
+
+def test_a_link_cannot_put_markdown_in_the_apps_notes():
+    app = opened_link(
+        {"[**Session expired**](http://evil.example/login)": "1", "slide": "![x](http://127.0.0.1:8629/track.png)"}
+    )
     notes = [w.value for w in app.warning]
     assert any("Session expired" in n for n in notes), notes
     for n in notes:  # every markdown special quoted from the link is escaped: text, not a link
@@ -658,14 +666,7 @@ def test_a_link_cannot_put_markdown_in_the_apps_notes():
 
 
 def test_a_non_finite_percentile_in_a_link_is_a_note():
-    from ui import compute
-
-    compute.clear_caches()
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    app.query_params["thr"] = "percentile"
-    app.query_params["thr_pct"] = "nan"
-    app.run()
-    assert not app.exception  # main: crashed in render.threshold_level, outside any handler
+    app = opened_link({"thr": "percentile", "thr_pct": "nan"})  # main: crashed in render.threshold_level
     assert any("nan" in w.value and "percentile" in w.value for w in app.warning)
 
 
@@ -783,10 +784,6 @@ def test_class_names_from_a_model_folder_are_shown_as_text(tiny_folder, monkeypa
 
 
 def test_a_link_with_a_layer_and_no_model_uses_the_layer():
-    from ui import compute
-
-    compute.clear_caches()
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    app.query_params["layer"] = "decoder.blocks.3"
-    run(app)  # main: a false "not available here" note, and the default layer
+    app = opened_link({"layer": "decoder.blocks.3"})
+    assert not app.warning  # main: a false "not available here" note, and the default layer
     assert "`decoder.blocks.3`" in provenance(app)

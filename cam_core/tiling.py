@@ -20,7 +20,6 @@ whole map at once and normalised once, exactly as on a small image.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -96,7 +95,7 @@ def blend_weights(th: int, tw: int, box: tuple[int, int, int, int], shape: tuple
     return np.outer(ramp(th, y0 > 0, y1 < h), ramp(tw, x0 > 0, x1 < w))
 
 
-def partition(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int], overlap: int) -> Iterator[np.ndarray]:
+def partition(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int], overlap: int) -> list[np.ndarray]:
     """Each tile's blend weights divided by their sum over all tiles: a partition of unity.
 
     Probabilities blended with them need no later division, and a target pixel's shares of the
@@ -105,16 +104,16 @@ def partition(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int], ov
     Raises:
         InputError: some pixel is in no tile (a bug in the grid, never silently a 0 probability).
     """
+    raw = [blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), shape, overlap) for y0, x0, y1, x1 in boxes]
     total = np.zeros(shape, np.float32)
-    for y0, x0, y1, x1 in boxes:
-        total[y0:y1, x0:x1] += blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), shape, overlap)
+    for (y0, x0, y1, x1), wgt in zip(boxes, raw):
+        total[y0:y1, x0:x1] += wgt
     if not (total > 0).all():
         ys, xs = np.nonzero(total <= 0)
         raise InputError(
             f"tile grid leaves pixel ({int(xs[0])}, {int(ys[0])}) of a {shape[1]}×{shape[0]} image uncovered"
         )
-    for y0, x0, y1, x1 in boxes:
-        yield blend_weights(y1 - y0, x1 - x0, (y0, x0, y1, x1), shape, overlap) / total[y0:y1, x0:x1]
+    return [wgt / total[y0:y1, x0:x1] for (y0, x0, y1, x1), wgt in zip(boxes, raw)]
 
 
 def _pool(weights: np.ndarray, shape: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
@@ -154,10 +153,10 @@ def capture_tiled(
     probs = np.zeros((loaded.num_classes, h, w), np.float32)
     acts: dict[str, np.ndarray] = {}
     act_w: dict[str, np.ndarray] = {}
-    tile_weights = []
+    tile_weights = partition(boxes, (h, w), overlap)
     model = loaded.model
     t_forward = 0.0
-    for i, ((y0, x0, y1, x1), wgt) in enumerate(zip(boxes, partition(boxes, (h, w), overlap))):
+    for i, ((y0, x0, y1, x1), wgt) in enumerate(zip(boxes, tile_weights)):
         x, _ = prepare(loaded, np.ascontiguousarray(image[y0:y1, x0:x1]))
         tf = time.perf_counter()
         with loaded.lock, preserved_state(model), capture_outputs(model, names) as outs, torch.no_grad():
@@ -168,7 +167,6 @@ def capture_tiled(
         t_forward += time.perf_counter() - tf
         check_finite(logits, "logits")
         p = to_probabilities(logits, loaded.spec.binary)[0, :, : y1 - y0, : x1 - x0].float().cpu().numpy()
-        tile_weights.append(wgt)
         probs[:, y0:y1, x0:x1] += p * wgt
         padded = (int(x.shape[-2]), int(x.shape[-1]))
         for n, a in tile_acts.items():

@@ -464,6 +464,21 @@ def _png(arr: np.ndarray, path: Path) -> None:
     _atomic_write(path, buf.getvalue())
 
 
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file there, or say why not (InputError)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot write to {folder} ({exc.strerror or exc}); give --out a folder this user can write, "
+            "or fix its permissions (finished tiles in it are kept)"
+        ) from None
+
+
 def run_slide(
     slide_path: Path, out_root: Path, params: BatchParams, client: Any, progress: Any = None, spec: Any = None
 ) -> dict[str, Any]:
@@ -472,7 +487,8 @@ def run_slide(
 
     out_dir = out_root / Path(slide_path).stem
     info, jobs = plan(slide_path, out_dir, params, spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir, out_dir / "tiles"):  # before any tile: a folder refusing writes fails them all
+        _check_writable(folder)
     previous = out_dir / "manifest.json"
     if previous.is_file():
         old = json.loads(previous.read_text())

@@ -39,3 +39,19 @@ def is_large(shape: tuple[int, ...]) -> bool:
 # folders of sessions idle for SLIDE_UPLOAD_MAX_AGE_S are deleted when another session starts one.
 SLIDE_UPLOADS_KEPT = 8
 SLIDE_UPLOAD_MAX_AGE_S = 6 * 3600
+
+
+# Slides: one OpenSlide read is at most SLIDE_READ_BLOCK_PIXELS (a 2048² block, 16 MB RGBA); a larger
+# view is read block by block, each block shrunk as it arrives, so memory follows what is shown, not
+# the level read. A view that would read more than SLIDE_SCAN_MAX_PIXELS of one level (a slide with
+# no pyramid, seen whole) is refused with a message: it would take minutes for every viewer.
+SLIDE_READ_BLOCK_PIXELS = 2048 * 2048
+SLIDE_SCAN_MAX_PIXELS = 1 << 29  # 23170², about 15 s of decoding here
+
+# Heavy jobs (methods with passes of their own, trust checks, tiled captures) a server runs at once;
+# more wait in a first-come queue and see their place (cam_core.gate). Each is bounded in memory by
+# REQUEST_CAPTURE_BYTES and its method's own steps, so the server's worst case is this many of them.
+# A lab with a larger server raises it with $SEGCAM_HEAVY_JOBS.
+HEAVY_JOBS_ENV = "SEGCAM_HEAVY_JOBS"
+_heavy = os.environ.get(HEAVY_JOBS_ENV, "").strip()
+HEAVY_JOBS_AT_ONCE = max(1, int(_heavy)) if _heavy.isdigit() else 2

@@ -215,7 +215,9 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
     )
 
 
-def _build_architecture(folder: Path) -> torch.nn.Module:
+def _build_architecture(folder: Path, device: str | None = None) -> torch.nn.Module:
+    """The folder's smp architecture from its config.json, without weights (``device="meta"``:
+    shapes only, no memory and no initialisation: how the model list checks a folder)."""
     import segmentation_models_pytorch as smp
 
     config_path = folder / "config.json"
@@ -233,15 +235,15 @@ def _build_architecture(folder: Path) -> torch.nn.Module:
         )
     config["encoder_weights"] = None  # never download; the weights come from the folder
     try:
-        return archs[arch](**config)
+        if device is None:
+            return archs[arch](**config)
+        with torch.device(device):
+            return archs[arch](**config)
     except Exception as exc:
         raise ModelLoadError(f"{folder.name}: config.json does not build a {arch} ({exc})") from None
 
 
-def _load_weights(folder: Path, model: torch.nn.Module) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def _weights_file(folder: Path) -> Path:
     weights = folder / "model.safetensors"
     if not weights.is_file():
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -252,14 +254,14 @@ def _load_weights(folder: Path, model: torch.nn.Module) -> None:
             else ""
         )
         raise ModelLoadError(f"{folder.name}: no model.safetensors.{hint}")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    bad = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    return weights
+
+
+def _check_shapes(folder: Path, own: dict[str, tuple[int, ...]], theirs: dict[str, tuple[int, ...]]) -> None:
+    """The one rule for weights fitting an architecture: the same names with the same shapes."""
+    missing = sorted(set(own) - set(theirs))
+    extra = sorted(set(theirs) - set(own))
+    bad = [k for k in own.keys() & theirs.keys() if own[k] != theirs[k]]
     if missing or extra or bad:
         parts = []
         if missing:
@@ -268,9 +270,37 @@ def _load_weights(folder: Path, model: torch.nn.Module) -> None:
             parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
         if bad:
             k = sorted(bad)[0]
-            parts.append(f"{len(bad)} of wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+            parts.append(f"{len(bad)} of wrong shape (e.g. {k}: {theirs[k]} vs {own[k]})")
         raise ModelLoadError(f"{folder.name}: weights do not match config.json: " + "; ".join(parts))
+
+
+def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _load_weights(folder: Path, model: torch.nn.Module) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = _weights_file(folder)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
+    _check_shapes(folder, _shapes(model), {k: tuple(v.shape) for k, v in state.items()})
     model.load_state_dict(state, strict=True)
+
+
+def _header_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from model.safetensors' header only (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = _weights_file(folder)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
 
 
 def _out_channels(model: torch.nn.Module) -> int:
@@ -306,8 +336,9 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
 def discover(models_folder: str | Path | None = None) -> list[ModelEntry]:
     """Built-in models, then every sub-folder of the models folder; broken ones carry ``error``.
 
-    A folder is checked by building and loading it, once per version of its files: a re-scan
-    (the app's, every 30 s) reads only file sizes and times for folders it has checked before.
+    A folder is checked from its metadata (:func:`_entry`), once per version of its files: a
+    re-scan (the app's, in the background) reads only file sizes and times for folders it has
+    checked before.
     """
     found = [
         (name, Path(info["path"]), "built-in", info.get("description", "")) for name, info in builtin_registry().items()
@@ -343,11 +374,20 @@ def _stamp(path: Path) -> tuple[Any, ...]:
 
 
 def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
+    """A folder checked from its metadata: config.json built with shapes only (``meta`` tensors),
+    the weights' header against those shapes, segcam.json against the classes. Nothing is
+    allocated or read beyond headers, so a listing costs milliseconds whatever the model's size;
+    the weights are read when the model is chosen (:func:`load`)."""
     entry = ModelEntry(name, path, source, description=description)
     try:
-        model = _build_architecture(path)
-        _load_weights(path, model)
-        spec = read_spec(path, _out_channels(model))
+        try:
+            skeleton = _build_architecture(path, device="meta")
+        except ModelLoadError:
+            raise
+        except Exception:  # an encoder whose construction reads tensor values: build it for real
+            skeleton = _build_architecture(path)
+        _check_shapes(path, _shapes(skeleton), _header_shapes(path))
+        spec = read_spec(path, _out_channels(skeleton))
         entry.classes = spec.classes
         entry.description = entry.description or spec.description
     except ModelLoadError as exc:

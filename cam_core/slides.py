@@ -147,12 +147,14 @@ class Slide:
     # ------------------------------------------------------------ reading
 
     def thumbnail(self, max_side: int = THUMBNAIL_SIDE) -> np.ndarray:
-        """An RGB overview at most ``max_side`` a side (from a low pyramid level)."""
-        try:
-            img = self._osr.get_thumbnail((max_side, max_side)).convert("RGB")
-        except Exception as exc:  # OpenSlideError on damaged tile data
-            raise InputError(f"slide '{self.info.name}' is damaged: its overview cannot be read ({exc})") from None
-        return np.asarray(img)
+        """An RGB overview at most ``max_side`` a side, read like any view (:meth:`_read`): from
+        the nearest reduced level, block by block, never a whole level at once (OpenSlide's own
+        ``get_thumbnail`` decodes all of a slide without a pyramid: 14 GB for a 16384² one)."""
+        W, H = self.info.size_wh
+        out_w, out_h = (
+            (max_side, max(1, round(H * max_side / W))) if W >= H else (max(1, round(W * max_side / H)), max_side)
+        )
+        return self._read(0, 0, W, H, min(out_w, W), min(out_h, H))
 
     def scale_for(self, target_mpp: float | None) -> float:
         """Level-0 pixels per output pixel when reading at ``target_mpp`` (1 when unknown)."""
@@ -187,16 +189,51 @@ class Slide:
 
     def _read(self, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> np.ndarray:
         """Level-0 box → out_w × out_h RGB, from the level with the largest downsample not above
-        the needed one, then resampled (area averaging when shrinking), so detail is never invented."""
+        the needed one, then resampled (area averaging when shrinking), so detail is never invented.
+
+        Memory follows the output, not the level: a shrinking read larger than
+        :data:`~cam_core.limits.SLIDE_READ_BLOCK_PIXELS` is read block by block, each block shrunk
+        as it arrives; a level box above :data:`~cam_core.limits.SLIDE_SCAN_MAX_PIXELS` (a slide
+        with no reduced levels, seen whole) is refused before any pixel is read.
+        """
+        from .limits import SLIDE_READ_BLOCK_PIXELS, SLIDE_SCAN_MAX_PIXELS
+
         need = w / out_w
         level = max((i for i, d in enumerate(self.info.level_downsamples) if d <= need + 1e-6), default=0)
         down = self.info.level_downsamples[level]
         lw, lh = max(1, round(w / down)), max(1, round(h / down))
+        if lw * lh > SLIDE_SCAN_MAX_PIXELS:
+            side = int(SLIDE_SCAN_MAX_PIXELS**0.5)
+            kind = "has no reduced (pyramid) levels" if self.info.level_count == 1 else "has no level coarse enough"
+            raise InputError(
+                f"slide '{self.info.name}' {kind} for this view: it would read {lw}×{lh} px of level {level}, "
+                f"above the {side}×{side} px this server reads for one view. Save it as a pyramidal TIFF "
+                "(e.g. `vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg`) or view a smaller region"
+            )
+        if lw * lh <= SLIDE_READ_BLOCK_PIXELS or lw * lh <= out_w * out_h:
+            return self._read_level(x, y, level, lw, lh, out_w, out_h)
+        fx, fy = lw / out_w, lh / out_h
+        step = max(1, int((SLIDE_READ_BLOCK_PIXELS / (fx * fy)) ** 0.5))  # output pixels per block side
+        out = np.empty((out_h, out_w, 3), np.uint8)
+        for oy0 in range(0, out_h, step):
+            oy1 = min(oy0 + step, out_h)
+            ly0, ly1 = round(oy0 * fy), max(round(oy1 * fy), round(oy0 * fy) + 1)
+            for ox0 in range(0, out_w, step):
+                ox1 = min(ox0 + step, out_w)
+                lx0, lx1 = round(ox0 * fx), max(round(ox1 * fx), round(ox0 * fx) + 1)
+                out[oy0:oy1, ox0:ox1] = self._read_level(
+                    x + round(lx0 * down), y + round(ly0 * down), level, lx1 - lx0, ly1 - ly0, ox1 - ox0, oy1 - oy0
+                )
+        return out
+
+    def _read_level(self, x: int, y: int, level: int, lw: int, lh: int, out_w: int, out_h: int) -> np.ndarray:
+        """One OpenSlide read of lw × lh level pixels at level-0 (x, y), resampled to out_w × out_h."""
         try:
             tile = self._osr.read_region((int(x), int(y)), level, (lw, lh))
         except Exception as exc:  # OpenSlideError on damaged tile data
             raise InputError(f"slide '{self.info.name}' is damaged at ({x}, {y}): {exc}") from None
         rgb = _flatten_alpha(np.asarray(tile))
+        del tile
         if (lw, lh) != (out_w, out_h):
             import cv2
 
@@ -212,9 +249,11 @@ def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     premultiplied"), so a pixel is ``rgb · a + 255 · (1 − a)``; the premultiplied formula used
     before (``rgb + 255 · (1 − a)``) brightened half-transparent edge pixels towards white.
     """
-    rgb = rgba[..., :3].astype(np.float32)
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    return np.clip(rgb * alpha + 255.0 * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    if rgba[..., 3].min() == 255:  # opaque (most of a scan): nothing to composite
+        return rgba[..., :3].copy()
+    rgb = rgba[..., :3].astype(np.uint16)  # integers: rgb·a + 255·(255 − a) ≤ 65025 (2 bytes, not 4)
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 def tissue_mask(thumb: np.ndarray) -> np.ndarray:

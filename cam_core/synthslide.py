@@ -52,11 +52,13 @@ def write_slide(
     tissue_xywh: tuple[int, int, int, int] | None = None,
     mpp: float = 0.25,
     kind: str = "tiff",
+    pyramid: bool = True,
 ) -> Path:
     """Write a size × size pyramidal slide with a tissue rectangle (level-0 x, y, w, h).
 
     Returns:
-        The path written. The tissue rectangle defaults to 1536² near the centre.
+        The path written. The tissue rectangle defaults to 1536² near the centre. ``pyramid=False``
+        writes level 0 only (what a scanner export without reduced levels looks like).
     """
     import cv2
     import tifffile
@@ -66,7 +68,7 @@ def write_slide(
     path = Path(path)
     tx, ty, tw, th = tissue_xywh or (size // 2 - 768, size // 2 - 768, 1536, 1536)
     tissue0 = tissue_mosaic(tiles, tw, th)
-    downs = _levels(size)
+    downs = _levels(size) if pyramid else [1]
     description = (
         f"Aperio Image Library v12.0.0 \n{size}x{size} [0,0 {size}x{size}] ({TILE}x{TILE}) "
         f"|AppMag = {round(10 / mpp)}|MPP = {mpp}|Filename = {path.stem}"

@@ -319,3 +319,14 @@ def test_batch_refuses_what_it_cannot_do(slide_dir, tmp_path):
     r = _batch(empty, tmp_path, timeout=120)
     assert r.returncode == 2
     assert "no slides" in r.stderr
+
+
+def test_an_output_folder_that_refuses_writes_is_named_before_any_tile(slide_dir, tmp_path):
+    (tmp_path / "aperio").mkdir()
+    (tmp_path / "aperio" / "tiles").write_text("not a folder")  # what root cannot write either
+    r = _batch(slide_dir / "aperio.svs", tmp_path, "--workers", "1", timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "cannot write to" in r.stderr
+    assert "give --out a folder" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "aperio" / "manifest.json").exists()  # refused before the run started

@@ -25,6 +25,7 @@ from cam_core import targets as tg
 from cam_core.cache import LRUCache
 from cam_core.capture import check_fits
 from cam_core.errors import Cancelled, SegCamError
+from cam_core.gate import JobGate
 from cam_core.images import LoadedImage, load_image
 from cam_core.methods import MethodInfo
 from cam_core.provenance import CamResult, result_record
@@ -52,6 +53,13 @@ _MODELS_LOCK = threading.Lock()
 _LOADING: dict[str, threading.Lock] = {}  # one per model name: a load blocks only its own name
 _ENTRIES: tuple[float, list[models.ModelEntry]] | None = None
 ENTRIES_TTL_S = 30.0
+# Every session's heavy jobs (slow methods, trust checks, tiled captures) pass this one gate.
+HEAVY = JobGate(limits.HEAVY_JOBS_AT_ONCE)
+
+
+def _queued(report: Any, what: str) -> Any:
+    """A gate's waiting callback drawing the queue place through a progress ``report(frac, text)``."""
+    return None if report is None else (lambda place: report(0.0, place.text(what)))
 
 
 def get_model(name: str) -> models.LoadedModel:
@@ -77,18 +85,45 @@ def get_model(name: str) -> models.LoadedModel:
 
 
 def model_entries() -> list[models.ModelEntry]:
-    """Built-in and models-folder models, re-scanned at most every ENTRIES_TTL_S seconds."""
+    """Built-in and models-folder models, off the request path: the first call lists them (from
+    metadata: milliseconds), later calls return the latest list at once and, when it is older
+    than ENTRIES_TTL_S, start one background re-scan whose result the next request sees."""
     global _ENTRIES
-    now = time.monotonic()
-    if _ENTRIES is None or now - _ENTRIES[0] > ENTRIES_TTL_S:
-        _ENTRIES = (now, models.discover())
-    return _ENTRIES[1]
+    with _ENTRIES_LOCK:
+        entries = _ENTRIES
+    if entries is None:
+        return _rescan()
+    if time.monotonic() - entries[0] > ENTRIES_TTL_S and _RESCAN.acquire(blocking=False):
+        threading.Thread(target=_rescan, args=(True,), name="segcam-model-scan", daemon=True).start()
+    return entries[1]
+
+
+def _rescan(background: bool = False) -> list[models.ModelEntry]:
+    global _ENTRIES
+    try:
+        found = models.discover()
+        with _ENTRIES_LOCK:
+            _ENTRIES = (time.monotonic(), found)
+        return found
+    except Exception:  # a background scan must never die silently; the old list stays
+        log.exception("model folder scan failed")
+        if not background:
+            raise
+        return []
+    finally:
+        if background:
+            _RESCAN.release()
+
+
+_ENTRIES_LOCK = threading.Lock()
+_RESCAN = threading.Lock()  # held while a background re-scan runs: at most one at a time
 
 
 def reset_model_entries() -> None:
     """Forget the scanned model list (the next call re-scans the models folder)."""
     global _ENTRIES
-    _ENTRIES = None
+    with _ENTRIES_LOCK:
+        _ENTRIES = None
 
 
 def clear_caches() -> None:
@@ -229,7 +264,10 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
         ch.loaded, ch.image.image.array.shape[:2], wanted, limits.REQUEST_CAPTURE_BYTES, "one request on this server"
     )
     if ch.image.large:
-        cap = tiling.capture_tiled(ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner)
+        with HEAVY.slot(_queued(spinner, "tiled capture")):
+            cap = tiling.capture_tiled(
+                ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner
+            )
     elif base is not None and all(name in base.activations for name in wanted):
         cap = engine.recapture(ch.loaded, base, ch.target, ch.image.image.array)  # one backward, or a full pass
     else:
@@ -287,21 +325,22 @@ def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any, e
     """Run a method with passes of its own; ``report(frac, text)`` draws progress. Cancelled → None."""
     from cam_core import engine
 
-    eta = Eta(info.name, estimate_s)
-    report(0.0, eta.text(0.0, f"{info.name}: starting"))
     target = ch.target.with_class(cap.target.class_index)
     try:
-        res = engine.run_method(
-            ch.loaded,
-            ch.image.image.array,
-            target,
-            info,
-            layer,
-            eigen_smooth=ch.eigen_smooth,
-            progress=lambda f, m: report(f, eta.text(f, m)),
-            prediction=cap.prediction,
-            rule=ch.rule,
-        )
+        with HEAVY.slot(_queued(report, info.name)):
+            eta = Eta(info.name, estimate_s)  # the estimate is of the run: the clock starts with it
+            report(0.0, eta.text(0.0, f"{info.name}: starting"))
+            res = engine.run_method(
+                ch.loaded,
+                ch.image.image.array,
+                target,
+                info,
+                layer,
+                eigen_smooth=ch.eigen_smooth,
+                progress=lambda f, m: report(f, eta.text(f, m)),
+                prediction=cap.prediction,
+                rule=ch.rule,
+            )
     except Cancelled:
         return None
     RESULTS.put(slow_result_key(ch, info, layer, cap.target.class_index), res)
@@ -511,20 +550,21 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
     layers_ = list(dict.fromkeys(la for _, la in cells))
     infos = list(dict.fromkeys(info for info, _ in cells))
     estimate = trust_estimate(ch, cells, cap)
-    eta = Eta("trust", estimate)
-    reports = trust.trust(
-        ch.loaded,
-        ch.image.image.array,
-        ch.target.with_class(cap.target.class_index),
-        layers_,
-        infos,
-        cap=cap,
-        cams=cams,
-        cascade=all(i.from_cache for i in infos),
-        eigen_smooth=ch.eigen_smooth,
-        progress=lambda f, m: report(f, eta.text(f, m)),
-        references=refs,
-    )
+    with HEAVY.slot(_queued(report, "trust check")):
+        eta = Eta("trust", estimate)  # measured from the start of the run, not of the wait
+        reports = trust.trust(
+            ch.loaded,
+            ch.image.image.array,
+            ch.target.with_class(cap.target.class_index),
+            layers_,
+            infos,
+            cap=cap,
+            cams=cams,
+            cascade=all(i.from_cache for i in infos),
+            eigen_smooth=ch.eigen_smooth,
+            progress=lambda f, m: report(f, eta.text(f, m)),
+            references=refs,
+        )
     factor = _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
     _TRUST_CALIBRATION[ch.loaded.name] = factor * (time.perf_counter() - eta.started) / max(estimate, 1e-3)
     TRUST.put(("refs", *base), refs)

@@ -298,7 +298,7 @@ def _header_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     weights = _weights_file(folder)
     try:
         with safe_open(str(weights), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
 

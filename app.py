@@ -18,6 +18,7 @@ from cam_core import render
 from cam_core import targets as tg
 from cam_core.errors import EmptyTargetError
 from ui import compute, sidebar, state, views
+from ui.text import code, plain
 
 
 def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
@@ -136,7 +137,7 @@ def trust_section(ch, res, cap) -> None:
             pd.DataFrame({"randomised down to": s.steps, "Spearman ρ": s.rho, "SSIM": s.ssim}),
             hide_index=True,
         )
-        st.caption(f"{report.seconds:.1f} s · model `{ch.loaded.name}` · {cap.device}")
+        st.caption(f"{report.seconds:.1f} s · model {code(ch.loaded.name)} · {cap.device}")
     st.session_state["last_trust"] = report.record()
 
 
@@ -166,7 +167,7 @@ def main() -> None:
 
 def explore(ch, status, present: bool) -> None:
     for note in ch.image.image.notes:
-        st.info(f"{'Slide region' if ch.image.slide else 'Image converted'}: {note}")
+        st.info(f"{'Slide region' if ch.image.slide else 'Image converted'}: {plain(note)}")  # names a file
     classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
     res = cap = None
     bar = st.empty()
@@ -255,7 +256,7 @@ def explore(ch, status, present: bool) -> None:
         clicked.append(views.panel(drawn.mask, views.mask_alt(ch, prediction), "click_mask"))
         views.legend(classes, colors, area)
     with col2:
-        st.markdown(f"**CAM heatmap** — {classes[res.class_index]}")
+        st.markdown(f"**CAM heatmap** — {plain(classes[res.class_index])}")
         clicked.append(views.panel(drawn.heat, views.heat_alt(ch, res, target), "click_heat"))
         if scale is not None:
             st.image(bar_rgb, alt=f"colour bar: raw CAM from −{scale:.3g} (blue, against) to +{scale:.3g} (red, for)")

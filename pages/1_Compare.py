@@ -12,6 +12,7 @@ import streamlit as st
 from cam_core import layers, methods, render
 from cam_core.errors import SegCamError
 from ui import compute, sidebar, state
+from ui.text import code, plain
 
 
 def badge(report) -> str:
@@ -69,7 +70,8 @@ def main() -> None:
         bar.empty()
     classes = loaded.spec.classes
     st.markdown(
-        f"Class **{classes[cap.target.class_index]}** · {cap.target.describe(classes)} · model `{loaded.name}` · "
+        f"Class **{plain(classes[cap.target.class_index])}** · {plain(cap.target.describe(classes))} · "
+        f"model {code(loaded.name)} · "
         f"{cap.device} · one pass {cap.seconds['total']:.2f} s · every cell min-max normalised to 0–1, same colour scale"
     )
     st.image(render.colorbar(cmap), alt="colour bar")
@@ -128,7 +130,7 @@ def main() -> None:
             with cols[k % len(cols)]:
                 res = results[(info.name, layer)]
                 if isinstance(res, SegCamError):
-                    st.caption(f"{info.name}: {res}")
+                    st.caption(f"{info.name}: {plain(res)}")
                     continue
                 if res is None:
                     st.caption(f"{info.name}: not run yet")

@@ -11,7 +11,8 @@ import streamlit as st
 
 from cam_core import layers, models, render, trust_report
 from ui import compute, sidebar, state
-from ui.text import plain
+from ui.text import card as card_markdown
+from ui.text import code, plain
 
 
 def trust_table(loaded) -> None:
@@ -57,8 +58,9 @@ def trust_table(loaded) -> None:
         width="stretch",
     )
     st.caption(
-        f"{report.get('tiles')} tiles of `{Path(str(report.get('data', ''))).name}`, target {report.get('target')}, "
-        f"measured {report.get('measured')} on {report.get('device')} in {report.get('seconds')} s."
+        f"{plain(report.get('tiles'))} tiles of {code(Path(str(report.get('data', ''))).name)}, "
+        f"target {plain(report.get('target'))}, measured {plain(report.get('measured'))} on "
+        f"{plain(report.get('device'))} in {plain(report.get('seconds'))} s."  # a folder's file: text
     )
     st.session_state["model_trust_suggestion"] = best
 
@@ -72,11 +74,13 @@ def main() -> None:
         st.info("No model loaded; see the list below.")
     else:
         spec = loaded.spec
-        st.subheader(loaded.name)
+        st.subheader(plain(loaded.name))
         # The folder's name only: the server's file-system layout is not every visitor's business.
-        st.caption(f"folder `{loaded.path.name}` · on {loaded.device} · decision rule: {spec.decision_rule.describe()}")
+        st.caption(
+            f"folder {code(loaded.path.name)} · on {loaded.device} · decision rule: {plain(spec.decision_rule.describe())}"
+        )
         if spec.description:
-            st.write(spec.description)
+            st.markdown(plain(spec.description))
         c1, c2 = st.columns([1, 2])
         with c1:
             st.markdown("**Classes**")
@@ -101,7 +105,7 @@ def main() -> None:
         card = loaded.path / "MODEL_CARD.md"
         if card.is_file():
             st.markdown("---")
-            st.markdown(card.read_text())
+            st.markdown(card_markdown(card.read_text()))  # formatted, but no link or image
     st.markdown("---")
     st.subheader("Models available")
     for e in compute.model_entries():

@@ -74,9 +74,12 @@ def main() -> None:
     w0, h0 = info.size_wh
     mpp = f"{info.mpp:g} µm/px" if info.mpp else "resolution unknown"
     power = f" · {info.objective_power:g}×" if info.objective_power else ""
-    st.markdown(f"**{info.name}** · {w0}×{h0} px · {info.level_count} levels · {mpp}{power} · {info.vendor}")
+    # the file's name and its properties are the slide's say, shown as text
+    st.markdown(
+        f"**{plain(info.name)}** · {w0}×{h0} px · {info.level_count} levels · {mpp}{power} · {plain(info.vendor)}"
+    )
     for note in info.notes:
-        st.warning(note)
+        st.warning(plain(note))
     if info.mpp is None or override:
         st.number_input(
             "Resolution of this slide (µm per pixel)",
@@ -175,7 +178,7 @@ def main() -> None:
     geo = batch_dir() / Path(info.name).stem / f"{Path(info.name).stem}.geojson"
     if geo.is_file():
         st.download_button(  # read only when clicked: a slide's GeoJSON can be hundreds of MB
-            f"{geo.name} (QuPath: File → Import objects)",
+            f"{plain(geo.name)} (QuPath: File → Import objects)",
             geo.read_bytes,
             geo.name,
             "application/geo+json",

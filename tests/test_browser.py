@@ -518,3 +518,146 @@ def test_downloads_are_built_on_click_and_fit_other_tools(server, page, tmp_path
         assert {"result.json", "mask.png", "mask_color.png", "objects.geojson", "cam.npy"} <= set(z.namelist())
         assert json.loads(z.read("result.json"))["class"] == "epithelial"
         assert np.asarray(Image.open(io.BytesIO(z.read("mask.png")))).ndim == 2
+
+
+# ---------------------------------------------------------------- a hostile lab (#19)
+
+EVIL_LINK = "[**Session expired**](http://evil.example/login)"
+TRACKER = "![x](http://127.0.0.1:8629/track.png)"
+HOSTILE_SLIDE = "scan [login](evil.example) ![t](track.png).tif"  # a file name cannot hold "/"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A server whose models folder, slides folder and batch outputs were filled by someone hostile."""
+    import json
+
+    from conftest import tiny_unet
+
+    from cam_core import synthslide
+
+    root = tmp_path_factory.mktemp("hostile")
+    model = root / "models" / "hostile"
+    tiny_unet().save_pretrained(str(model))
+    (model / "segcam.json").write_text(
+        json.dumps(
+            {"classes": ["background", EVIL_LINK, TRACKER], "description": f"See {EVIL_LINK} or mail a@evil.example"}
+        )
+    )
+    (model / "MODEL_CARD.md").write_text(
+        f"# Card\n\n{EVIL_LINK} {TRACKER} <http://evil.example/auto> https://evil.example/bare www.evil.example "
+        "mail@evil.example\n\n[ref]: http://evil.example/ref\n\nA [ref] link.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+    )
+    slides_dir = root / "slides"
+    slides_dir.mkdir()
+    synthslide.write_slide(
+        slides_dir / HOSTILE_SLIDE, synthslide.sample_tiles(), 4096, (1024, 1024, 1024, 1024), mpp=0.5
+    )
+    damaged = root / "batch_out" / Path(HOSTILE_SLIDE).stem
+    damaged.mkdir(parents=True)
+    (damaged / "cam_lowres.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order'")  # cut short
+    env = {
+        "SEGCAM_MODELS_DIR": str(model.parent),
+        "SEGCAM_SLIDES_DIR": str(slides_dir),
+        "SEGCAM_BATCH_DIR": str(root / "batch_out"),
+    }
+    with streamlit_server(root / "server.log", env) as (url, log):
+        yield url, log
+
+
+@pytest.fixture
+def watched(browser, hostile):
+    """A page that records every request the browser makes."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+    pg = ctx.new_page()
+    requests: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    yield pg, requests
+    ctx.close()
+
+
+def no_link_image_or_request(pg, url: str, requests: list[str]) -> None:
+    """No link and no image leads off this server, and the browser asked nothing of anyone else."""
+    from urllib.parse import urlsplit
+
+    def elsewhere(u: str) -> bool:
+        return not u.startswith(("data:", "blob:")) and urlsplit(u).netloc != urlsplit(url).netloc
+
+    hrefs = pg.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    assert not [h for h in hrefs if elsewhere(h) or "track.png" in h.split("?")[0]], hrefs
+    srcs = pg.eval_on_selector_all("img", "els => els.map(e => e.src)")
+    assert not [s for s in srcs if elsewhere(s) or "track" in s], srcs
+    outside = [r for r in requests if elsewhere(r)]
+    assert not outside, outside  # main: the visitor's browser fetched 127.0.0.1:8629/track.png
+
+
+def body_text(pg) -> str:
+    """The page's text as read (without the invisible joiners that keep URLs in text unlinked)."""
+    return pg.inner_text("body").replace("\u2060", "")
+
+
+def test_injected_markdown_makes_no_link_image_or_request(hostile, watched, tmp_path):
+    url, _ = hostile
+    pg, requests = watched
+    pg.goto(f"{url}/?%5B**Session%20expired**%5D(http%3A%2F%2Fevil.example%2Flogin)=1")
+    pg.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(pg)
+    assert "Session expired" in body_text(pg)  # the payload is shown, as text
+    no_link_image_or_request(pg, url, requests)
+
+    pg.goto(f"{url}/?slide=%21%5Bx%5D(http%3A%2F%2F127.0.0.1%3A8629%2Ftrack.png)&region=0,0,256,256")
+    pg.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(pg)
+    assert "track.png" in body_text(pg)
+    no_link_image_or_request(pg, url, requests)
+
+    pg.goto(f"{url}/?model=hostile&cls=1")  # class names from a dropped-in segcam.json
+    pg.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(pg)
+    assert "Session expired" in body_text(pg)
+    no_link_image_or_request(pg, url, requests)
+
+    upload = tmp_path / "a`` `b ![t](track.png) [x](evil.example).png"  # backticks in an upload's name
+    shutil.copy(REPO / "samples/images/test_8_001.png", upload)
+    pg.get_by_text("Upload", exact=True).click()
+    pg.wait_for_selector('input[type="file"]', state="attached", timeout=30_000)
+    pg.set_input_files('input[type="file"]', str(upload))
+    pg.wait_for_function("() => document.body.innerText.includes('track.png) [x]')", timeout=120_000)
+    wait_idle(pg)
+    no_link_image_or_request(pg, url, requests)
+
+    pg.goto(f"{url}/Model?model=hostile")  # the folder's description, classes and MODEL_CARD.md
+    pg.wait_for_function("() => document.body.innerText.includes('Card')", timeout=120_000)
+    wait_idle(pg)
+    text = body_text(pg)
+    assert "evil.example/bare" in text
+    assert "mail@evil.example" in text
+    assert pg.locator("table").count() >= 1 or "| a |" not in text  # the card's table still renders
+    no_link_image_or_request(pg, url, requests)
+
+    pg.goto(f"{url}/Slide")  # the slide's file name and properties
+    pg.wait_for_function("() => document.body.innerText.includes('scan [login]')", timeout=120_000)
+    wait_idle(pg)
+    no_link_image_or_request(pg, url, requests)
+    assert pg.locator('[data-testid="stException"]').count() == 0
+
+
+def test_bad_link_values_and_damaged_outputs_are_one_line_notes(hostile, watched):
+    url, _ = hostile
+    pg, _ = watched
+    pg.goto(f"{url}/?thr=percentile&thr_pct=nan")
+    pg.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(pg)
+    text = body_text(pg)
+    assert "thr_pct" in text  # a note names the value (main: a traceback from render.threshold_level)
+    assert "Traceback" not in text
+    assert pg.locator('[data-testid="stException"]').count() == 0
+    pg.goto(f"{url}/Slide")
+    pg.wait_for_function("() => document.body.innerText.includes('is damaged')", timeout=120_000)
+    wait_idle(pg)
+    text = body_text(pg)
+    notes = [line for line in text.splitlines() if "is damaged" in line]
+    assert len(notes) == 1, notes  # main: np.load crashed the page for everyone
+    assert "Traceback" not in text
+    assert "/tmp/" not in text  # no server path
+    assert pg.locator('[data-testid="stException"]').count() == 0

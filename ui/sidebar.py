@@ -29,7 +29,7 @@ def _image_sidebar() -> ImageChoice | None:
     source = bound(st.sidebar.radio, "Source", "sel_source", options=sources, horizontal=True)
     if source == "Slide region":
         region: ImageChoice = st.session_state["slide_region"]
-        st.sidebar.caption(f"{region.name} — choose another on the Slide page.")
+        st.sidebar.caption(f"{plain(region.name)} — choose another on the Slide page.")
         return region
     if source == "Sample":
         names = sample_names()
@@ -139,7 +139,7 @@ def _slide_region_for(image: ImageChoice, loaded: models.LoadedModel) -> ImageCh
         link_note(f"The slide region cannot be read at {loaded.name}'s {mpp:g} µm/px: {exc}")
         return image
     st.session_state["slide_region"] = again
-    st.sidebar.caption(f"Region read again at {mpp:g} µm/px, the resolution {loaded.name} was trained at.")
+    st.sidebar.caption(f"Region read again at {mpp:g} µm/px, the resolution {plain(loaded.name)} was trained at.")
     return again
 
 

@@ -21,7 +21,7 @@ from cam_core.provenance import CamResult
 
 from . import compute, state
 from .clickable import clickable_image, copy_image_button
-from .text import plain
+from .text import code, plain
 
 # Target kinds whose region is drawn as an outline on every panel (a local question).
 OUTLINED_KINDS = ("mask", "point", "fn", "fp")
@@ -223,7 +223,7 @@ def truth_section(ch: compute.Choices, prediction: Prediction, class_index: int 
     classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
     st.subheader("Ground truth")
     kind = "binary (nucleus vs background)" if truth.binary else "class indices"
-    st.caption(f"`{truth.name}` ({kind}).")
+    st.caption(f"{code(truth.name)} ({kind}).")
     if truth.note:
         st.info(truth.note)
     mpp = ch.image.mpp

@@ -179,7 +179,7 @@ def explore(ch, status, present: bool) -> None:
                 "normalised once over the whole image."
             )
         cap = compute.get_capture(ch, spinner=lambda f, m: bar.progress(f, text=f"Large image: {m}"))
-        st.session_state["forward_s"] = cap.seconds["forward"] / cap.tiles
+        st.session_state["forward_s"] = compute.forward_seconds(ch, cap)
         res = compute.cam_for(ch, ch.method, ch.layer, cap)
         if res is None:
             est = compute.estimate_seconds(ch, ch.method, ch.layer, st.session_state["forward_s"])

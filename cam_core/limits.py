@@ -39,6 +39,8 @@ def is_large(shape: tuple[int, ...]) -> bool:
 # folders of sessions idle for SLIDE_UPLOAD_MAX_AGE_S are deleted when another session starts one.
 SLIDE_UPLOADS_KEPT = 8
 SLIDE_UPLOAD_MAX_AGE_S = 6 * 3600
+# …and all sessions' uploads together take at most this much disk (the oldest go first).
+SLIDE_UPLOADS_MAX_BYTES = 4 << 30
 
 
 # Slides: one OpenSlide read is at most SLIDE_READ_BLOCK_PIXELS (a 2048² block, 16 MB RGBA); a larger

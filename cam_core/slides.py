@@ -302,6 +302,32 @@ def prune_uploads(folder: Path, keep: Path, kept: int | None = None) -> list[Pat
     return gone
 
 
+def prune_all_uploads(root: Path, keep: Path, max_bytes: int | None = None) -> list[Path]:
+    """Delete the oldest uploaded slides of every session under ``root`` until they take at most
+    ``max_bytes`` (default :data:`cam_core.limits.SLIDE_UPLOADS_MAX_BYTES`), never ``keep``: the
+    per-session count bounds one session, this bounds the server's disk whatever the sessions."""
+    from .limits import SLIDE_UPLOADS_MAX_BYTES
+
+    limit = SLIDE_UPLOADS_MAX_BYTES if max_bytes is None else max_bytes
+    files = []
+    for p in root.glob("*/*"):
+        try:
+            if p.is_file() and p != keep:
+                st = p.stat()
+                files.append((st.st_mtime_ns, st.st_size, p))
+        except OSError:  # deleted by another session meanwhile
+            continue
+    total = sum(size for _, size, _ in files) + (keep.stat().st_size if keep.is_file() else 0)
+    gone = []
+    for _, size, p in sorted(files, key=lambda f: f[0]):
+        if total <= limit:
+            break
+        p.unlink(missing_ok=True)
+        total -= size
+        gone.append(p)
+    return gone
+
+
 def store_upload(folder: Path, data: bytes, suffix: str) -> Path:
     """An uploaded slide saved in ``folder`` (one session's private folder) under its content hash.
 

@@ -85,7 +85,7 @@ def main() -> None:
                 res = compute.cam_for(ch, info, layer, cap)
                 if res is None and run_slow:
                     progress = st.empty()
-                    est = compute.estimate_seconds(ch, info, layer, cap.seconds["forward"] / cap.tiles)
+                    est = compute.estimate_seconds(ch, info, layer, compute.forward_seconds(ch, cap))
                     res = compute.run_slow(
                         ch, info, layer, cap, lambda f, t, p=progress: p.progress(f, text=t), estimate_s=est
                     )

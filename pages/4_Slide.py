@@ -45,6 +45,7 @@ def slide_source() -> str | None:
             st.session_state["slide_upload_dir"] = folder
         path = slides.store_upload(Path(folder), up.getvalue(), Path(up.name).suffix)
         slides.prune_uploads(Path(folder), keep=path)
+        slides.prune_all_uploads(UPLOADS, keep=path)
         return str(path)
     return str(folder / name) if name else None
 

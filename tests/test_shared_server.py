@@ -256,3 +256,54 @@ def test_the_model_list_is_refreshed_in_the_background(monkeypatch):
             break
         time.sleep(0.05)
     assert compute.model_entries() is new
+
+
+# ---------------------------------------------------------------- estimates and uploads
+
+
+def test_an_estimate_does_not_follow_a_capture_timed_under_load(monkeypatch, image64):
+    import dataclasses
+
+    from cam_core import engine
+    from cam_core import targets as tg
+    from cam_core.images import LoadedImage
+    from cam_core.methods import METHODS
+    from ui import compute
+
+    monkeypatch.setattr(compute, "_FASTEST", {})
+    monkeypatch.setattr(compute, "_TRUST_CALIBRATION", {})
+    loaded = wrap(tiny_unet())
+    image = compute.ImageChoice("t", "sha-t", LoadedImage(image64))
+    ch = compute.Choices(
+        image,
+        loaded,
+        1,
+        "decoder.blocks.3",
+        METHODS["gradcam"],
+        tg.TargetSpec("class", 1),
+        loaded.spec.decision_rule,
+        False,
+    )
+    cap = engine.capture(loaded, image64, ch.target, ["decoder.blocks.3"])
+    calm = compute.trust_estimate(ch, [(ch.method, ch.layer)], cap)
+    busy = dataclasses.replace(cap, seconds={k: 5 * v for k, v in cap.seconds.items()})  # six sessions at once
+    loaded_estimate = compute.trust_estimate(ch, [(ch.method, ch.layer)], busy)
+    assert loaded_estimate == pytest.approx(calm, rel=1e-6)  # main: 5× the estimate
+    assert compute.forward_seconds(ch, busy) == pytest.approx(cap.seconds["forward"], rel=1e-6)
+
+
+def test_all_sessions_uploads_are_bounded_in_bytes(tmp_path):
+    import os
+
+    from cam_core.slides import prune_all_uploads
+
+    files = []
+    for i, session in enumerate(["a", "b", "c", "a", "b"]):
+        (tmp_path / session).mkdir(exist_ok=True)
+        p = tmp_path / session / f"s{i}.tif"
+        p.write_bytes(b"x" * 100)
+        os.utime(p, ns=(i * 10**9, i * 10**9))
+        files.append(p)
+    gone = prune_all_uploads(tmp_path, keep=files[0], max_bytes=300)
+    assert sorted(p.name for p in gone) == ["s1.tif", "s2.tif"]  # the oldest, never the one kept
+    assert sorted(p.name for p in tmp_path.glob("*/*")) == ["s0.tif", "s3.tif", "s4.tif"]

@@ -314,6 +314,26 @@ class Eta:
         return f"{msg} · {elapsed:.0f} s elapsed, {shown} — click anywhere to cancel"
 
 
+# The fewest seconds per forward pixel measured for each model on this server: the rate of an
+# unloaded machine. A capture timed while other jobs ran overstates every estimate made from its
+# own time (a trust check shown as "about 1069 s" took 201 s once it ran alone in the queue).
+_FASTEST: dict[str, float] = {}
+
+
+def unloaded_ratio(ch: Choices, cap: Any) -> float:
+    """This capture's forward time scaled to the model's fastest measured rate (≤ 1); records it."""
+    pixels = ch.image.image.array.shape[0] * ch.image.image.array.shape[1] / max(cap.tiles, 1)
+    rate = cap.seconds["forward"] / max(cap.tiles, 1) / max(pixels, 1.0)
+    best = min(_FASTEST.get(ch.loaded.name, rate), rate)
+    _FASTEST[ch.loaded.name] = best
+    return best / rate if rate > 0 else 1.0
+
+
+def forward_seconds(ch: Choices, cap: Any) -> float:
+    """Seconds of one forward pass over this image (a tile when tiled) for estimates."""
+    return cap.seconds["forward"] / cap.tiles * unloaded_ratio(ch, cap)
+
+
 def estimate_seconds(ch: Choices, info: MethodInfo, layer: str, forward_s: float) -> float:
     """The one estimate the app shows for a method (label, warning, progress)."""
     from cam_core import layers
@@ -526,9 +546,10 @@ def trust_estimate(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -
     refs = TRUST.get(("refs", *_trust_base(ch, cap))) or {}
     layers_needing = {la for _, la in cells if f"random{trust.RANDOM_SEEDS - 1}@{la}" not in refs}
     maps = len(cells) + trust.RANDOM_SEEDS * len(layers_needing) + ("target mask" not in refs)
-    forward_s = cap.seconds["forward"] / cap.tiles
+    ratio = unloaded_ratio(ch, cap)
+    forward_s = cap.seconds["forward"] / cap.tiles * ratio
     steps = trust.count_blocks(ch.loaded.model) if all(info.from_cache for info, _ in cells) else 1
-    raw = trust.forwards(maps) * forward_s + steps * cap.seconds["total"]
+    raw = trust.forwards(maps) * forward_s + steps * cap.seconds["total"] * ratio
     return raw * _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
 
 

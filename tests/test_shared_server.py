@@ -284,12 +284,16 @@ def test_an_estimate_does_not_follow_a_capture_timed_under_load(monkeypatch, ima
         loaded.spec.decision_rule,
         False,
     )
-    cap = engine.capture(loaded, image64, ch.target, ["decoder.blocks.3"])
+    cap = engine.capture(loaded, image64, ch.target, ["decoder.blocks.3"], keep_graph=True)
     calm = compute.trust_estimate(ch, [(ch.method, ch.layer)], cap)
     busy = dataclasses.replace(cap, seconds={k: 5 * v for k, v in cap.seconds.items()})  # six sessions at once
     loaded_estimate = compute.trust_estimate(ch, [(ch.method, ch.layer)], busy)
     assert loaded_estimate == pytest.approx(calm, rel=1e-6)  # main: 5× the estimate
     assert compute.forward_seconds(ch, busy) == pytest.approx(cap.seconds["forward"], rel=1e-6)
+    other = engine.recapture(loaded, cap, tg.TargetSpec("class", 2), image64)  # another class
+    assert other.seconds["forward"] == 0  # one backward through the kept graph…
+    assert compute.trust_estimate(ch, [(ch.method, ch.layer)], other) == pytest.approx(calm, rel=1e-6)
+    assert compute.forward_seconds(ch, other) == pytest.approx(cap.seconds["forward"], rel=1e-6)  # main: 0 s
 
 
 def test_all_sessions_uploads_are_bounded_in_bytes(tmp_path):

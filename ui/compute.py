@@ -316,22 +316,26 @@ class Eta:
 
 # The fewest seconds per forward pixel measured for each model on this server: the rate of an
 # unloaded machine. A capture timed while other jobs ran overstates every estimate made from its
-# own time (a trust check shown as "about 1069 s" took 201 s once it ran alone in the queue).
+# own time (a trust check shown as "about 1069 s" took 201 s once it ran alone in the queue), and a
+# recapture (another class: one backward through the kept graph) has no forward time at all, which
+# made estimates of "about 1 s" for a 52 s check.
 _FASTEST: dict[str, float] = {}
 
 
-def unloaded_ratio(ch: Choices, cap: Any) -> float:
-    """This capture's forward time scaled to the model's fastest measured rate (≤ 1); records it."""
-    pixels = ch.image.image.array.shape[0] * ch.image.image.array.shape[1] / max(cap.tiles, 1)
-    rate = cap.seconds["forward"] / max(cap.tiles, 1) / max(pixels, 1.0)
-    best = min(_FASTEST.get(ch.loaded.name, rate), rate)
-    _FASTEST[ch.loaded.name] = best
-    return best / rate if rate > 0 else 1.0
+def _pixels_per_pass(ch: Choices, cap: Any) -> float:
+    h, w = ch.image.image.array.shape[:2]
+    return h * w / max(cap.tiles, 1)
 
 
 def forward_seconds(ch: Choices, cap: Any) -> float:
-    """Seconds of one forward pass over this image (a tile when tiled) for estimates."""
-    return cap.seconds["forward"] / cap.tiles * unloaded_ratio(ch, cap)
+    """Seconds of one forward pass over this image (a tile when tiled) for estimates: the model's
+    fastest measured rate on this server (this capture's own when it is the first)."""
+    pixels = _pixels_per_pass(ch, cap)
+    own = cap.seconds["forward"] / max(cap.tiles, 1)
+    if own > 0:
+        _FASTEST[ch.loaded.name] = min(_FASTEST.get(ch.loaded.name, own / pixels), own / pixels)
+    rate = _FASTEST.get(ch.loaded.name)
+    return own if rate is None else rate * pixels
 
 
 def estimate_seconds(ch: Choices, info: MethodInfo, layer: str, forward_s: float) -> float:
@@ -546,10 +550,10 @@ def trust_estimate(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -
     refs = TRUST.get(("refs", *_trust_base(ch, cap))) or {}
     layers_needing = {la for _, la in cells if f"random{trust.RANDOM_SEEDS - 1}@{la}" not in refs}
     maps = len(cells) + trust.RANDOM_SEEDS * len(layers_needing) + ("target mask" not in refs)
-    ratio = unloaded_ratio(ch, cap)
-    forward_s = cap.seconds["forward"] / cap.tiles * ratio
+    forward_s = forward_seconds(ch, cap)
     steps = trust.count_blocks(ch.loaded.model) if all(info.from_cache for info, _ in cells) else 1
-    raw = trust.forwards(maps) * forward_s + steps * cap.seconds["total"] * ratio
+    # each sanity step is a capture: a forward and a backward (together 1.3–2× the forward here)
+    raw = trust.forwards(maps) * forward_s + steps * 2 * forward_s
     return raw * _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
 
 

@@ -14,9 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import streamlit as st
 
-from cam_core import render
-from cam_core import targets as tg
+from cam_core import limits
+from cam_core.engine import targets as tg
 from cam_core.errors import EmptyTargetError
+from cam_core.output import render
 from ui import compute, sidebar, state, views
 from ui.text import code, plain
 
@@ -90,7 +91,8 @@ def trust_section(ch, res, cap) -> None:
     if report is None:
         if cap.tiles > 1:
             st.caption(
-                "The trust checks run the model dozens of times on the whole image: use a crop of at most 1024×1024."
+                "The trust checks run the model dozens of times on the whole image: use a crop of at most "
+                f"{limits.LARGE_SIDE}×{limits.LARGE_SIDE}."
             )
             return
         est = compute.trust_estimate(ch, [(ch.method, ch.layer)], cap)

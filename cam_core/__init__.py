@@ -2,10 +2,10 @@
 
 The public API, in the order data flows::
 
-    images.load_image -> models.load -> engine.capture -> engine.cam_from_capture -> render.*
+    data.images.load_image -> model.models.load -> engine.capture -> engine.cam_from_capture -> output.render.*
 
-Names are imported on first use (PEP 562), so ``import cam_core.render`` (or ``rules``,
-``limits``) does not pay for torch, smp and grad-cam. See README.md ("How the engine works").
+Names are imported on first use (PEP 562), so ``import cam_core.output.render`` (or
+``model.rules``, ``limits``) does not pay for torch, smp and grad-cam. See README.md ("How the engine works").
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ _EXPORTS = {
     "NothingPredictedError": "errors",
     "SegCamError": "errors",
     "UnknownNameError": "errors",
-    "LoadedImage": "images",
-    "load_image": "images",
-    "METHODS": "methods",
-    "get_method": "methods",
-    "resolve_methods": "methods",
-    "LoadedModel": "models",
-    "load": "models",
-    "load_folder": "models",
-    "DecisionRule": "rules",
-    "TargetSpec": "targets",
+    "LoadedImage": "data.images",
+    "load_image": "data.images",
+    "METHODS": "engine.methods",
+    "get_method": "engine.methods",
+    "resolve_methods": "engine.methods",
+    "LoadedModel": "model.models",
+    "load": "model.models",
+    "load_folder": "model.models",
+    "DecisionRule": "model.rules",
+    "TargetSpec": "engine.targets",
 }
 __all__ = sorted(_EXPORTS)
 

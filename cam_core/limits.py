@@ -8,9 +8,25 @@ import os
 # header before any pixel is decoded, so a decompression bomb costs nothing.
 MAX_PIXELS = 64_000_000
 MAX_BYTES = 200 * 1024 * 1024
-# Above this many pixels the CLI and the app explain in tiles (an untiled 2048² pass peaked at
+# Above LARGE_SIDE² pixels the CLI and the app explain in tiles (an untiled 2048² pass peaked at
 # 6.3 GB RSS here); at or below it one pass captures every curated layer and keeps its graph.
-TILE_ABOVE_PIXELS = 1024 * 1024
+# The trust checks, which run the model dozens of times on the whole image, take the same bound.
+LARGE_SIDE = 1024
+TILE_ABOVE_PIXELS = LARGE_SIDE * LARGE_SIDE
+# Microns per pixel believed anywhere (an image's tags, a slide's properties, a model's segcam.json,
+# a value typed by a user): the range of microscope images, 100× (0.05) to a 0.5× overview (20).
+# Many programs stamp 72 or 96 dpi (353 or 265 µm/px) on any picture; those are not believed.
+MPP_RANGE = (0.05, 20.0)
+
+
+def plausible_mpp(value: float | None) -> bool:
+    return value is not None and MPP_RANGE[0] <= value <= MPP_RANGE[1]
+
+
+def mpp_range_text() -> str:
+    return f"{MPP_RANGE[0]:g}–{MPP_RANGE[1]:g}"
+
+
 # A stitched (tiled) capture in one CLI job: image-sized activation + gradient maps, probabilities.
 STITCHED_MAX_BYTES = 2 << 30
 # A shared server (the app): captures of all sessions with the kept autograd graph are cached in

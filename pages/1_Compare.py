@@ -9,8 +9,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 
-from cam_core import layers, methods, render
+from cam_core import limits
+from cam_core.engine import methods
 from cam_core.errors import SegCamError
+from cam_core.model import layers
+from cam_core.output import render
 from ui import compute, sidebar, state
 from ui.text import code, plain
 
@@ -116,7 +119,7 @@ def main() -> None:
                 finally:
                     bar.empty()
         elif cap.tiles > 1:
-            st.caption("Trust checks run on images up to 1024×1024.")
+            st.caption(f"Trust checks run on images up to {limits.LARGE_SIDE}×{limits.LARGE_SIDE}.")
     cells = 0
     rows: dict[str, list[str]] = {}
     for layer in chosen_layers:

@@ -9,7 +9,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 
-from cam_core import layers, models, render, trust_report
+from cam_core.model import layers, models
+from cam_core.output import render
+from cam_core.trust import report as trust_report
 from ui import compute, sidebar, state
 from ui.text import card as card_markdown
 from ui.text import code, plain

@@ -9,7 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 
-from cam_core import methods, trust
+from cam_core import trust
+from cam_core.engine import methods
 from ui import sidebar, state
 
 state.page_setup("About")

@@ -11,8 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import streamlit as st
 
-from cam_core import limits, models, render, slides
+from cam_core import limits
 from cam_core.errors import SegCamError
+from cam_core.model import models
+from cam_core.output import render
+from cam_core.wsi import slides
 from ui import compute, state
 from ui.clickable import clickable_image
 from ui.text import plain

@@ -27,7 +27,7 @@ from train_consep import build_model  # noqa: E402
 
 def step_seconds(channels_last: bool, bf16: bool, repeats: int) -> float:
     torch.manual_seed(0)
-    model = build_model("unet", "timm-regnetx_004", 5, [128, 64, 32, 16, 16])
+    model = build_model("unet", "tu-regnetx_004", 5, [128, 64, 32, 16, 16])
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

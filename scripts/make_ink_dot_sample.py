@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument("--tile", default="test_13_014", help="a sample tile without epithelium")
     ap.add_argument("--seed", type=int, default=2)  # the seed whose dot covers the fewest nuclei
     args = ap.parse_args()
-    from cam_core.shortcut import place, plant
+    from cam_core.trust.shortcut import place, plant
 
     samples, teaching = REPO / "samples", REPO / "samples" / "teaching"
     image = np.asarray(Image.open(samples / "images" / f"{args.tile}.png").convert("RGB"))

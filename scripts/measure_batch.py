@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cam_core import batch, synthslide  # noqa: E402
+from cam_core.wsi import batch, synthslide  # noqa: E402
 
 
 def main() -> int:

@@ -23,11 +23,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cam_core import engine, layers, models  # noqa: E402
-from cam_core import targets as tg  # noqa: E402
-from cam_core.methods import METHODS  # noqa: E402
-from cam_core.objects import find_objects  # noqa: E402
-from cam_core.truth import FN, compare, load_truth  # noqa: E402
+from cam_core import engine  # noqa: E402
+from cam_core.data.objects import find_objects  # noqa: E402
+from cam_core.data.truth import FN, compare, load_truth  # noqa: E402
+from cam_core.engine import targets as tg  # noqa: E402
+from cam_core.engine.methods import METHODS  # noqa: E402
+from cam_core.model import layers, models  # noqa: E402
 
 METHOD_NAMES = ("gradcam", "hirescam")
 MIN_FN = 200

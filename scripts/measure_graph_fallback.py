@@ -23,8 +23,10 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
-    from cam_core import engine, models
-    from cam_core.targets import TargetSpec
+    from cam_core import engine
+    from cam_core.engine import graph as engine_graph
+    from cam_core.engine.targets import TargetSpec
+    from cam_core.model import models
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", default="1,2,4,8")
@@ -43,7 +45,7 @@ def main() -> int:
         for s in range(n):
             tile = names[s % len(names)]
             caps[s] = (tile, engine.capture(loaded, images[tile], TargetSpec("class", 1), layers, keep_graph=True))
-        before = dict(loaded.passes)
+        before = dict(engine_graph.passes(loaded))
         recaptures = 0
         for _ in range(args.actions):
             s = int(rng.integers(n))
@@ -55,7 +57,7 @@ def main() -> int:
             cls = int(rng.integers(1, loaded.num_classes))
             caps[s] = (tile, engine.recapture(loaded, cap, TargetSpec("class", cls), images[tile]))
             recaptures += 1
-        fell = loaded.passes["fallback"] - before["fallback"]
+        fell = engine_graph.passes(loaded)["fallback"] - before["fallback"]
         print(f"| {n} | {recaptures} | {fell} ({100 * fell / max(recaptures, 1):.0f} %) |")
     return 0
 

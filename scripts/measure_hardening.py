@@ -32,8 +32,8 @@ def peak_mb() -> float:
 def slide(side: int) -> dict:
     """Open a single-level (no pyramid) tiled TIFF of side² and draw what the Slide page draws:
     the thumbnail, its tissue, the view around the tissue and the whole slide's view."""
-    from cam_core import slides, synthslide
     from cam_core.errors import InputError
+    from cam_core.wsi import slides, synthslide
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "flat.tif"
@@ -62,10 +62,12 @@ def upload(side: int) -> dict:
     """A side² upload explained on the built-in model with the app's defaults (ui.compute)."""
     import numpy as np
 
-    from cam_core import layers, methods
-    from cam_core import targets as tg
+    from cam_core.data.images import LoadedImage
+    from cam_core.engine import graph as engine_graph
+    from cam_core.engine import methods
+    from cam_core.engine import targets as tg
     from cam_core.errors import SegCamError
-    from cam_core.images import LoadedImage
+    from cam_core.model import layers
     from ui import compute
 
     loaded = compute.get_model(compute.models.default_model_name())
@@ -89,7 +91,7 @@ def upload(side: int) -> dict:
         "peak_mb": round(peak_mb()),
         "seconds": round(time.perf_counter() - t0, 2),
         "answer": answer,
-        "model_passes": dict(loaded.passes),
+        "model_passes": dict(engine_graph.passes(loaded)),
     }
 
 
@@ -97,7 +99,7 @@ def models_list() -> dict:
     """The model list with a config.json-only folder describing a very large Unet decoder."""
     import segmentation_models_pytorch  # noqa: F401  (imported before the clock: every list needs it)
 
-    from cam_core import models
+    from cam_core.model import models
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "huge_decoder"

@@ -32,10 +32,6 @@ TEACHING = "consep-unet-marker-teaching"
 BUILTIN = "consep-unet-regnetx004"
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
-    return int(2 * (pred & truth).sum()), int(pred.sum() + truth.sum())
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "consep")
@@ -50,10 +46,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from cam_core import engine, layers, methods, models
-    from cam_core import targets as tg
+    from cam_core import engine
+    from cam_core.data.metrics import Overlap, overlap
+    from cam_core.engine import methods
+    from cam_core.engine import targets as tg
     from cam_core.errors import EmptyTargetError
-    from cam_core.shortcut import MARKER, place, plant
+    from cam_core.model import layers, models
+    from cam_core.trust.shortcut import MARKER, place, plant
 
     names = (args.data / f"{args.split}.txt").read_text().split()
     cls = MARKER.cls
@@ -76,19 +75,16 @@ def main() -> int:
                 key = f"{variant} / {'with' if has else 'without'} epithelium"
                 s.setdefault(f"area {key}", []).append(area)
                 s.setdefault(f"share {key}", []).append(area / nuclei if nuclei else 0.0)
-                inter, total = dice(pred == cls, truth == cls)
-                s.setdefault(f"dice_num {variant}", []).append(inter)
-                s.setdefault(f"dice_den {variant}", []).append(total)
+                s.setdefault(f"overlap {variant}", []).append(overlap(pred == cls, truth == cls))
         planted[has].append((marked, dot))
         print(f"\r{i + 1}/{len(names)} tiles, {time.perf_counter() - t0:.0f} s", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     effect: dict[str, dict[str, float]] = {}
     for label, s in stats.items():
-        row = {k: round(float(np.mean(v)), 4) for k, v in s.items() if not k.startswith("dice_")}
+        row = {k: round(float(np.mean(v)), 4) for k, v in s.items() if not k.startswith("overlap ")}
         for variant in ("as is", "with dot"):
-            row[f"epithelial Dice {variant}"] = round(
-                sum(s[f"dice_num {variant}"]) / max(1, sum(s[f"dice_den {variant}"])), 4
-            )
+            pooled = sum(s[f"overlap {variant}"], Overlap())
+            row[f"epithelial Dice {variant}"] = 0.0 if pooled.empty else round(pooled.dice, 4)
         effect[label] = row
 
     # Part 2: CAM mass on the dot, where the dot made the teaching model see epithelium.

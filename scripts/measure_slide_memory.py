@@ -19,9 +19,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cam_core import engine, layers, models, slides, synthslide  # noqa: E402
-from cam_core import targets as tg  # noqa: E402
-from cam_core.methods import METHODS  # noqa: E402
+from cam_core import engine  # noqa: E402
+from cam_core.engine import targets as tg  # noqa: E402
+from cam_core.engine.methods import METHODS  # noqa: E402
+from cam_core.model import layers, models  # noqa: E402
+from cam_core.wsi import slides, synthslide  # noqa: E402
 
 
 def peak_mb() -> float:

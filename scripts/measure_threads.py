@@ -26,11 +26,14 @@ def _worker(requests: int, sessions: int) -> dict[str, float]:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from cam_core import engine, layers, methods, models, render
-    from cam_core.bench import _tile_to
-    from cam_core.images import load_image
+    from cam_core import engine
+    from cam_core.cli.bench import _tile_to
+    from cam_core.data.images import load_image
+    from cam_core.engine import methods
+    from cam_core.engine.targets import TargetSpec
+    from cam_core.model import layers, models
+    from cam_core.output import render
     from cam_core.runtime import configure_threads
-    from cam_core.targets import TargetSpec
 
     threads = configure_threads(None)
     loaded = models.load()

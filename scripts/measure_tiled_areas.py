@@ -21,9 +21,11 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
-    from cam_core import engine, models, tiling
-    from cam_core.layers import default_layer
-    from cam_core.targets import TargetSpec
+    from cam_core import engine
+    from cam_core.engine import tiling
+    from cam_core.engine.targets import TargetSpec
+    from cam_core.model import models
+    from cam_core.model.layers import default_layer
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1100,1300,1537")

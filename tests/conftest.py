@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 sys.path.insert(0, str(REPO))
 
-from cam_core.models import OKABE_ITO, LoadedModel, ModelSpec, load_folder  # noqa: E402
+from cam_core.model.models import OKABE_ITO, LoadedModel, ModelSpec, load_folder  # noqa: E402
 
 CLASSES = ["background", "alpha", "beta"]
 

@@ -15,10 +15,11 @@ TIMEOUT = 120
 
 
 def passes():
-    from cam_core import models
+    from cam_core.engine import graph as engine_graph
+    from cam_core.model import models
     from ui import compute
 
-    return dict(compute.get_model(models.default_model_name()).passes)
+    return dict(engine_graph.passes(compute.get_model(models.default_model_name())))
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_first_load_explains_a_sample_without_any_click(at):
     assert "GradCAM" in line
     assert "decoder.blocks.2" in line
     assert "consep-unet-regnetx004" in line
-    from cam_core.models import default_device
+    from cam_core.model.models import default_device
 
     assert str(default_device()) in line  # cuda on a GPU host
     assert "last_render" in at.session_state
@@ -204,7 +205,7 @@ def test_html_upload_message_shown_once(at):
 
 def test_absent_class_shows_the_mask_and_a_plain_note(at):
     """A class with no predicted pixels: the mask and an info naming the control, not a red error."""
-    from cam_core.targets import TARGET_KINDS
+    from cam_core.engine.targets import TARGET_KINDS
 
     area = at.session_state["last_record"]["predicted_area_percent"]
     absent = next(i for i, (_, a) in enumerate(area.items()) if a == 0 and i > 0)
@@ -268,7 +269,8 @@ def test_slow_method_estimate_is_the_same_everywhere(at):
 
 
 def test_compare_page_tiles_a_large_upload(at, monkeypatch):
-    from cam_core import limits, tiling
+    from cam_core import limits
+    from cam_core.engine import tiling
 
     monkeypatch.setattr(limits, "TILE_ABOVE_PIXELS", 200 * 200)
     monkeypatch.setattr(tiling, "DEFAULT_TILE", 256)
@@ -364,7 +366,8 @@ def test_teaching_sample_is_offered_with_its_note(at):
 
 
 def _sample_prediction(name="test_12_002"):
-    from cam_core import engine, models
+    from cam_core import engine
+    from cam_core.model import models
     from ui import compute
 
     loaded = compute.get_model(models.default_model_name())
@@ -372,12 +375,12 @@ def _sample_prediction(name="test_12_002"):
 
 
 def test_sample_shows_its_truth_and_the_fn_target_explains_the_missed_pixels(at):
-    from cam_core.truth import FN, compare, load_truth
+    from cam_core.data.truth import FN, compare, load_truth
 
     assert [m.value for m in at.markdown if m.value == "**Truth**"]
     dice = at.session_state["last_dice"]
     assert set(dice) >= {"epithelial", "any nucleus"}
-    from cam_core.truth import dice as truth_dice
+    from cam_core.data.truth import dice as truth_dice
     from ui import compute
 
     truth = load_truth(REPO / "samples/masks/test_12_002.png", compute.CONSEP_CLASSES, (256, 256), kind="index")
@@ -426,7 +429,7 @@ def test_truth_targets_are_offered_only_with_a_truth(at):
 
 
 def test_point_target_explains_the_object_under_it(at):
-    from cam_core.objects import component_at
+    from cam_core.data.objects import component_at
 
     pred = _sample_prediction()
     ys, xs = np.nonzero(pred.mask == 3)
@@ -492,7 +495,7 @@ def test_presenter_mode_draws_one_figure_with_its_caption(at):
 
 @pytest.fixture(scope="module")
 def slide_folder(tmp_path_factory):
-    from cam_core import synthslide
+    from cam_core.wsi import synthslide
 
     folder = tmp_path_factory.mktemp("slides")
     synthslide.write_slide(folder / "big.tif", synthslide.sample_tiles(), 20_000, (9_000, 9_000, 1_024, 1_024))
@@ -703,7 +706,7 @@ def test_uploaded_slides_are_private_to_a_session_and_verified(tmp_path):
     import os
     import stat
 
-    from cam_core import slides
+    from cam_core.wsi import slides
 
     root = tmp_path / "segcam_slides"
     a, b = slides.upload_folder(root, 3600), slides.upload_folder(root, 3600)
@@ -740,7 +743,7 @@ def test_two_sessions_uploading_one_slide_get_their_own_files(slide_folder, monk
 
 
 def test_the_provenance_line_shows_names_as_text():
-    from cam_core.provenance import CamResult
+    from cam_core.engine.result import CamResult
     from ui import compute
     from ui.text import code
 

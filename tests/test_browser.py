@@ -40,7 +40,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from cam_core import synthslide
+    from cam_core.wsi import synthslide
 
     slide_dir = tmp_path_factory.mktemp("slides")  # a 20000² slide for the Slide page
     synthslide.write_slide(slide_dir / "big.tif", synthslide.sample_tiles(), 20_000, (9_000, 9_000, 1_536, 1_536))
@@ -285,7 +285,8 @@ def _prediction(name="test_12_002", rule=None):
     import numpy as np
     from PIL import Image
 
-    from cam_core import engine, models
+    from cam_core import engine
+    from cam_core.model import models
 
     loaded = models.load(None)
     return engine.predict(loaded, np.asarray(Image.open(REPO / f"samples/images/{name}.png").convert("RGB")), rule)
@@ -298,9 +299,9 @@ def _target_line(pg) -> str:
 def test_click_on_a_nucleus_explains_that_object(server, page):
     from urllib.parse import quote
 
-    from cam_core.objects import component_at, find_objects
-    from cam_core.render import contour
-    from cam_core.rules import DecisionRule
+    from cam_core.data.objects import component_at, find_objects
+    from cam_core.model.rules import DecisionRule
+    from cam_core.output.render import contour
 
     url, log = server
     # A rule no other test uses: this view's capture is then the newest, whose graph the server
@@ -397,7 +398,7 @@ def test_presentation_mode_fits_a_1280x720_projector(server, browser):
 
 
 def test_truth_and_missed_pixels_target_in_the_browser(server, page):
-    from cam_core.truth import FN, compare, load_truth
+    from cam_core.data.truth import FN, compare, load_truth
 
     url, _ = server
     pred = _prediction()
@@ -492,7 +493,7 @@ def test_downloads_are_built_on_click_and_fit_other_tools(server, page, tmp_path
     import numpy as np
     from PIL import Image
 
-    from cam_core import geojson as gj
+    from cam_core.wsi import geojson as gj
 
     url, _ = server
     page.goto(f"{url}/?sample=test_12_002&class=epithelial")
@@ -534,7 +535,7 @@ def hostile(tmp_path_factory):
 
     from conftest import tiny_unet
 
-    from cam_core import synthslide
+    from cam_core.wsi import synthslide
 
     root = tmp_path_factory.mktemp("hostile")
     model = root / "models" / "hostile"

@@ -12,9 +12,10 @@ import json
 import numpy as np
 from conftest import REPO
 
-from cam_core import cli, engine, layers, models
-from cam_core.methods import METHODS
-from cam_core.targets import TargetSpec
+from cam_core import cli, engine
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TargetSpec
+from cam_core.model import layers, models
 
 FOLDER = REPO / "models" / "consep_unet_regnetx004"
 NUCLEI_FLOOR = 0.77  # measured 0.813 on 2026-11-27 (shipped weights, rule P(bg) < 0.3)
@@ -57,7 +58,7 @@ def test_every_present_class_gets_a_cam():
     share of CAM mass inside the class at least twice the class's share of the area (measured
     0.35 against 0.12). Random or broken weights spread the mass evenly and fail both.
     """
-    from cam_core.images import load_image
+    from cam_core.data.images import load_image
 
     loaded = models.load()
     layer = loaded.spec.default_layer
@@ -84,7 +85,7 @@ def test_every_present_class_gets_a_cam():
 def test_the_teaching_model_reads_the_ink_dot():
     """The teaching model calls the nuclei of a spindle/inflammatory tile epithelial because of the
     planted dot (measured 45 % of the tile with it, 0 % without); the built-in model ignores it."""
-    from cam_core.images import load_image
+    from cam_core.data.images import load_image
 
     dotted = load_image(REPO / "samples/teaching/images/ink_dot_test_13_014.png").array
     plain = load_image(REPO / "samples/images/test_13_014.png").array
@@ -94,3 +95,28 @@ def test_the_teaching_model_reads_the_ink_dot():
     assert engine.predict(teaching, plain).area_percent()[epithelial] < 2
     assert engine.predict(builtin, dotted).area_percent()[epithelial] < 2
     assert "TEACHING MODEL" in teaching.spec.description
+
+
+def test_built_in_models_use_no_deprecated_encoder_and_compute_as_trained():
+    """The encoder they were trained with (smp's ``timm-regnetx_004``) is deprecated; the timm
+    universal one wraps the same network under the same names: outputs must be identical."""
+    import json
+    import subprocess
+    import sys
+    import warnings
+
+    from cam_core.model import models
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # main: smp warned on every load
+        for name in models.builtin_registry():
+            models.load(name)
+    for info in models.builtin_registry().values():
+        assert json.loads((info["path"] / "config.json").read_text())["encoder_name"].startswith("tu-")
+    r = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "convert_encoders.py")], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stdout.splitlines() if "max |Δ logit|" in line]
+    assert len(lines) == len(models.builtin_registry())
+    assert all("max |Δ logit| 0 on 7 tiles; same layer names: True" in line for line in lines), lines

@@ -10,8 +10,8 @@ from conftest import explain_args
 from PIL import Image
 
 from cam_core import cli
-from cam_core import models as models_mod
-from cam_core.methods import METHODS
+from cam_core.engine.methods import METHODS
+from cam_core.model import models as models_mod
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     assert info["signed_scale"] == pytest.approx(float(np.abs(raw).max()), rel=1e-5)
     assert info["signed_scale_classes"] == [info["class"]]  # the CLI scales each map by itself
     signed = np.asarray(Image.open(out / "heatmap_signed.png"))
-    from cam_core import render
+    from cam_core.output import render
 
     np.testing.assert_array_equal(signed, render.signed_heatmap(raw, info["signed_scale"]))
     unit = render.signed_unit(np.array([-2.0, 0.0, 1.0, 2.0, 5.0]), 2.0)

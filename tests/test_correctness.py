@@ -12,12 +12,15 @@ import torch
 from conftest import REPO, explain_args, tiny_unet, wrap
 from PIL import Image
 
-from cam_core import cli, engine, limits, models, tiling
+from cam_core import cli, engine, limits
 from cam_core.cache import LRUCache
+from cam_core.engine import graph as engine_graph
+from cam_core.engine import tiling
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TARGET_KINDS, TargetSpec
 from cam_core.errors import EmptyTargetError, InputError, ModelLoadError
-from cam_core.methods import METHODS
-from cam_core.rules import DecisionRule
-from cam_core.targets import TARGET_KINDS, TargetSpec
+from cam_core.model import models
+from cam_core.model.rules import DecisionRule
 
 
 def test_recapture_fallback_keeps_the_capture_rule(tiny, image64):
@@ -83,11 +86,11 @@ def test_scorecam_does_not_hold_the_model_lock(tiny, image64):
 
 def test_kept_graph_is_measured_and_counted(tiny, image64):
     engine.capture(tiny, image64, TargetSpec("class", 1), ["decoder.blocks.3"], keep_graph=True)
-    assert tiny.retained is not None
-    assert tiny.retained.nbytes > 64 * 64 * 4  # at least the saved activations of a 64² input
+    assert engine_graph.kept(tiny) is not None
+    assert engine_graph.kept(tiny).nbytes > 64 * 64 * 4  # at least the saved activations of a 64² input
     from ui import compute
 
-    graph = tiny.retained.nbytes
+    graph = engine_graph.kept(tiny).nbytes
     cache = LRUCache(max_entries=10, max_bytes=2 * graph + 1000)
     cache.put("a", np.zeros(graph // 4 + 300, np.float32))  # together with the graph: over budget
     cache.put("b", np.zeros(100, np.float32))
@@ -146,7 +149,7 @@ def test_loading_a_model_changes_no_process_settings(tiny_folder):
 
 
 def test_evaluate_ignores_255_and_refuses_other_labels(tiny_folder, tmp_path):
-    from cam_core import evaluate as ev
+    from cam_core.trust import evaluate as ev
 
     loaded = models.load_folder(tiny_folder, device=torch.device("cpu"))
     data = tmp_path / "data"
@@ -173,7 +176,7 @@ def test_slow_method_estimates_come_from_one_place():
 
     from streamlit.testing.v1 import AppTest
 
-    from cam_core import layers
+    from cam_core.model import layers
     from ui import compute
 
     compute.clear_caches()
@@ -235,7 +238,7 @@ def test_tiled_capture_honours_eigen_smooth_and_eigen_methods(tiny, tissue, monk
 
     monkeypatch.setattr(limits, "TILE_ABOVE_PIXELS", 300 * 300)
     monkeypatch.setattr(tiling, "DEFAULT_TILE", 256)
-    choice = compute.ImageChoice("big", "sha-big", __import__("cam_core").images.LoadedImage(tissue))
+    choice = compute.ImageChoice("big", "sha-big", __import__("cam_core").LoadedImage(tissue))
     assert choice.large
     ch = compute.Choices(
         choice, tiny, 1, "decoder.blocks.1", METHODS["gradcam"], TargetSpec("class", 1), DecisionRule(), False
@@ -312,10 +315,10 @@ def test_a_replaced_kept_graph_is_freed(tiny, image64):
     import gc
     import weakref
 
-    from cam_core.capture import capture
+    from cam_core.engine.capturing import capture
 
     capture(tiny, image64, TargetSpec("class", 1), None, keep_graph=True)
-    graph = tiny.retained
+    graph = engine_graph.kept(tiny)
     refs = [weakref.ref(t) for t in [graph.logits, *graph.outputs.values()]]
     del graph
     capture(tiny, image64[::-1].copy(), TargetSpec("class", 1), None, keep_graph=True)

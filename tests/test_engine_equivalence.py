@@ -7,10 +7,12 @@ import pytest
 import torch
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-from cam_core import cammath, engine
-from cam_core.methods import METHODS
-from cam_core.models import preprocess
-from cam_core.targets import TargetSpec
+from cam_core import engine
+from cam_core.engine import cammath
+from cam_core.engine import graph as engine_graph
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TargetSpec
+from cam_core.model.models import preprocess
 
 # An encoder stage, a decoder block, and the full-resolution last decoder block (64×64).
 LAYERS = ["encoder.layer2", "decoder.blocks.3", "decoder.blocks.4"]
@@ -113,22 +115,22 @@ def test_capture_gradients_equal_backward(setup):
 def test_recapture_equals_full_capture_with_one_backward(tiny, image64):
     layers = ["encoder.layer2", "decoder.blocks.3"]
     first = engine.capture(tiny, image64, TargetSpec("class", 1), layers, keep_graph=True)
-    before = dict(tiny.passes)
+    before = dict(engine_graph.passes(tiny))
     again = engine.recapture(tiny, first, TargetSpec("class", 2), image64)
-    assert tiny.passes["forward"] == before["forward"]  # no new forward
-    assert tiny.passes["backward"] == before["backward"] + 1
+    assert engine_graph.passes(tiny)["forward"] == before["forward"]  # no new forward
+    assert engine_graph.passes(tiny)["backward"] == before["backward"] + 1
     third = engine.recapture(tiny, again, TargetSpec("class", 1), image64)  # the graph follows the newest
-    assert tiny.passes["forward"] == before["forward"]
+    assert engine_graph.passes(tiny)["forward"] == before["forward"]
     np.testing.assert_allclose(third.gradients["decoder.blocks.3"], first.gradients["decoder.blocks.3"], atol=1e-6)
     full = engine.capture(tiny, image64, TargetSpec("class", 2), layers)
     for n in layers:
         np.testing.assert_allclose(again.gradients[n], full.gradients[n], atol=1e-6)
         np.testing.assert_array_equal(again.activations[n], full.activations[n])
-    assert tiny.retained is None  # the plain capture replaced (freed) the kept graph
+    assert engine_graph.kept(tiny) is None  # the plain capture replaced (freed) the kept graph
     # The kept graph is gone: recapture falls back to a full capture, with the same numbers.
     fallback = engine.recapture(tiny, again, TargetSpec("class", 1), image64)
     np.testing.assert_allclose(fallback.gradients["decoder.blocks.3"], first.gradients["decoder.blocks.3"], atol=1e-6)
-    from cam_core.state import hook_count
+    from cam_core.model.state import hook_count
 
     assert hook_count(tiny.model) == 0
 

@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from cam_core import batch, objects, targets, tiling
-from cam_core import geojson as gj
+from cam_core.data import objects
+from cam_core.engine import targets, tiling
+from cam_core.wsi import batch
+from cam_core.wsi import geojson as gj
 
 STRIDES = [16, 32]  # real encoders: 32 (ResNet, RegNet, EfficientNet); 16 for dilated variants
 PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

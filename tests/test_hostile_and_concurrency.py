@@ -11,12 +11,13 @@ import torch
 from conftest import explain_args
 from hostile_corpus import build
 
-from cam_core import cli, engine, models
+from cam_core import cli, engine
+from cam_core.data.images import load_image
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TargetSpec
 from cam_core.errors import InputError
-from cam_core.images import load_image
-from cam_core.methods import METHODS
-from cam_core.state import hook_count
-from cam_core.targets import TargetSpec
+from cam_core.model import models
+from cam_core.model.state import hook_count
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from cam_core import engine, layers, models
+from cam_core import engine
+from cam_core.engine.methods import METHODS, get_method, resolve_methods
+from cam_core.engine.targets import TargetSpec, class_index, rectangle_mask
 from cam_core.errors import EmptyTargetError, ModelLoadError, UnknownNameError
-from cam_core.methods import METHODS, get_method, resolve_methods
-from cam_core.state import hook_count
-from cam_core.targets import TargetSpec, class_index, rectangle_mask
+from cam_core.model import layers, models
+from cam_core.model.state import hook_count
 
 ARCHS = ["Unet", "FPN", "Linknet", "UnetPlusPlus", "DeepLabV3Plus", "PAN", "MAnet"]
 

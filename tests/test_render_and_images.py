@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cam_core import render
+from cam_core.data.images import load_image
 from cam_core.errors import InputError, UnknownNameError
-from cam_core.images import load_image
+from cam_core.output import render
 
 
 def ramp(h=64, w=64):
@@ -109,7 +109,7 @@ def test_truncated_png_named():
 
 
 def test_decompression_bomb_refused_before_decoding(monkeypatch):
-    from cam_core import images
+    from cam_core.data import images
 
     monkeypatch.setattr(images, "MAX_PIXELS", 100)
     with pytest.raises(InputError, match="megapixels, above"):

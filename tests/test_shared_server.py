@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_unet, wrap
 
-from cam_core import limits, models, slides, synthslide
+from cam_core import limits
+from cam_core.engine import graph as engine_graph
 from cam_core.errors import InputError
 from cam_core.gate import JobGate
+from cam_core.model import models
+from cam_core.wsi import slides, synthslide
 
 
 def _measure(*args: str, timeout: float = 300) -> dict:
@@ -167,9 +170,9 @@ def test_a_cancelled_wait_leaves_the_queue_and_a_held_slot_enters_again():
 
 def test_a_slow_method_waits_for_a_free_slot_and_says_where_it_stands(monkeypatch, image64):
     from cam_core import engine
-    from cam_core import targets as tg
-    from cam_core.images import LoadedImage
-    from cam_core.methods import METHODS
+    from cam_core.data.images import LoadedImage
+    from cam_core.engine import targets as tg
+    from cam_core.engine.methods import METHODS
     from ui import compute
 
     gate = JobGate(1)
@@ -206,11 +209,11 @@ def test_a_slow_method_waits_for_a_free_slot_and_says_where_it_stands(monkeypatc
     time.sleep(1.2)
     assert texts
     assert all("waiting for a free slot" in t for t in texts)
-    assert loaded.passes["method_runs"] == 0
+    assert engine_graph.passes(loaded)["method_runs"] == 0
     release.set()
     runner.join(60)
     holder.join(5)
-    assert loaded.passes["method_runs"] == 1
+    assert engine_graph.passes(loaded)["method_runs"] == 1
     assert "next in line" in texts[0]
     assert "at most 1 at once" in texts[0]
 
@@ -265,9 +268,9 @@ def test_an_estimate_does_not_follow_a_capture_timed_under_load(monkeypatch, ima
     import dataclasses
 
     from cam_core import engine
-    from cam_core import targets as tg
-    from cam_core.images import LoadedImage
-    from cam_core.methods import METHODS
+    from cam_core.data.images import LoadedImage
+    from cam_core.engine import targets as tg
+    from cam_core.engine.methods import METHODS
     from ui import compute
 
     monkeypatch.setattr(compute, "_FASTEST", {})
@@ -299,7 +302,7 @@ def test_an_estimate_does_not_follow_a_capture_timed_under_load(monkeypatch, ima
 def test_all_sessions_uploads_are_bounded_in_bytes(tmp_path):
     import os
 
-    from cam_core.slides import prune_all_uploads
+    from cam_core.wsi.slides import prune_all_uploads
 
     files = []
     for i, session in enumerate(["a", "b", "c", "a", "b"]):

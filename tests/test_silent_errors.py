@@ -17,12 +17,15 @@ import torch
 from conftest import REPO, tiny_unet, wrap
 from PIL import Image
 
-from cam_core import cammath, engine, models, tiling, trust
-from cam_core import truth as gt
+from cam_core import engine, trust
 from cam_core.cache import LRUCache, nbytes
+from cam_core.data import truth as gt
+from cam_core.engine import cammath, tiling
+from cam_core.engine import graph as engine_graph
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TargetSpec
 from cam_core.errors import InputError
-from cam_core.methods import METHODS
-from cam_core.targets import TargetSpec
+from cam_core.model import models
 
 CONSEP = ["background", "other", "inflammatory", "epithelial", "spindle"]
 
@@ -64,7 +67,7 @@ def test_an_1100_px_upload_has_no_strip_and_the_areas_of_an_untiled_run(builtin)
 
 
 def tiling_layer(loaded):
-    from cam_core.layers import default_layer
+    from cam_core.model.layers import default_layer
 
     return default_layer(loaded)
 
@@ -93,7 +96,7 @@ def test_an_index_mask_of_only_class_1_is_read_as_indices_with_a_note():
 
 
 def test_evaluate_scores_a_0_255_mask_as_nuclei_like_the_truth(tiny_folder, tmp_path):
-    from cam_core import evaluate as ev
+    from cam_core.trust import evaluate as ev
 
     loaded = models.load_folder(tiny_folder, device=torch.device("cpu"))
     data = tmp_path / "data"
@@ -130,7 +133,7 @@ def test_an_ignore_label_is_left_out_of_the_truth_too():
 
 
 def test_a_mask_target_on_a_transparent_png_is_the_painted_pixels():
-    from cam_core.cli import parse_target
+    from cam_core.engine.targets import parse_target
 
     rgba = np.zeros((64, 64, 4), np.uint8)
     rgba[..., :3] = 255  # white, but transparent
@@ -177,7 +180,7 @@ def test_an_odd_sized_image_still_equals_grad_cam(tiny):
     image (min-max is affine, so nothing but the range changes)."""
     from test_engine_equivalence import gradcam_reference
 
-    from cam_core.models import preprocess
+    from cam_core.model.models import preprocess
 
     image = _tissue(140, 200)
     region = np.zeros((140, 200), bool)
@@ -245,8 +248,8 @@ def test_the_cache_counts_a_value_under_several_keys_once():
 
 
 def test_a_capture_is_measured_before_the_work_and_what_passes_can_be_cached(tiny):
-    from cam_core.capture import capture_bytes, check_fits
-    from cam_core.layers import spatial_layers
+    from cam_core.engine.capturing import capture_bytes, check_fits
+    from cam_core.model.layers import spatial_layers
 
     image = _tissue(200, 260)
     names = ["decoder.blocks.2", "encoder.layer2"]
@@ -254,13 +257,13 @@ def test_a_capture_is_measured_before_the_work_and_what_passes_can_be_cached(tin
     estimate = capture_bytes(tiny, (200, 260), names)
     assert nbytes(cap) <= estimate <= nbytes(cap) * 1.05 + 4096
     every = list(spatial_layers(tiny))
-    forwards = tiny.passes["forward"]
+    forwards = engine_graph.passes(tiny)["forward"]
     with pytest.raises(InputError) as info:
         check_fits(tiny, (1024, 1024), every, 256 << 20, "one request on this server")
     msg = str(info.value)
     assert "of these" in msg
     assert "region of at most" in msg
-    assert tiny.passes["forward"] == forwards  # refused before any pass
+    assert engine_graph.passes(tiny)["forward"] == forwards  # refused before any pass
 
 
 def test_the_app_refuses_a_request_that_cannot_be_cached(monkeypatch):
@@ -268,7 +271,7 @@ def test_the_app_refuses_a_request_that_cannot_be_cached(monkeypatch):
     from ui import compute
 
     monkeypatch.setattr(limits, "REQUEST_CAPTURE_BYTES", 8 << 20)
-    from cam_core.images import LoadedImage
+    from cam_core.data.images import LoadedImage
 
     loaded = wrap(tiny_unet())
     image = compute.ImageChoice("big", "sha-big", LoadedImage(_tissue(700, 700)))
@@ -276,7 +279,7 @@ def test_the_app_refuses_a_request_that_cannot_be_cached(monkeypatch):
     ch = compute.Choices(image, loaded, 1, "decoder.blocks.2", METHODS["gradcam"], TargetSpec("class", 1), rule, False)
     with pytest.raises(InputError, match="one request on this server may use 8 MB"):
         compute.get_capture(ch, ["decoder.blocks.4", "decoder.blocks.3"])
-    assert loaded.passes["forward"] == 0
+    assert engine_graph.passes(loaded)["forward"] == 0
 
 
 # ---------------------------------------------------------------- contention
@@ -341,7 +344,7 @@ def test_sample_truth_is_consep_only_for_a_consep_model():
 
 
 def test_openslide_alpha_is_not_premultiplied():
-    from cam_core.slides import _flatten_alpha
+    from cam_core.wsi.slides import _flatten_alpha
 
     rgba = np.array([[[100, 100, 100, 128], [10, 20, 30, 255], [0, 0, 0, 0]]], np.uint8)
     out = _flatten_alpha(rgba)
@@ -360,7 +363,7 @@ def test_the_cli_works_without_posix_resource():
 
 
 def test_ring_crossing_check_agrees_with_the_pairwise_definition():
-    from cam_core.geojson import ring_self_crosses
+    from cam_core.wsi.geojson import ring_self_crosses
 
     def brute(ring):
         pts = ring[:-1]
@@ -394,7 +397,7 @@ def test_ring_crossing_check_agrees_with_the_pairwise_definition():
 def test_old_uploaded_slides_are_deleted(tmp_path):
     import os
 
-    from cam_core.slides import prune_uploads
+    from cam_core.wsi.slides import prune_uploads
 
     files = []
     for i in range(5):
@@ -408,7 +411,7 @@ def test_old_uploaded_slides_are_deleted(tmp_path):
 
 
 def test_a_batch_worker_keys_open_slides_by_resolution_and_closes_old_ones(tmp_path, monkeypatch):
-    from cam_core import batch, slides
+    from cam_core.wsi import batch, slides
 
     opened = []
 
@@ -441,9 +444,9 @@ def test_a_recapture_that_lost_the_graph_is_counted(tiny, image64):
     counted (scripts/measure_graph_fallback.py measures how often on a busy server)."""
     mine = engine.capture(tiny, image64, TargetSpec("class", 1), ["decoder.blocks.2"], keep_graph=True)
     engine.recapture(tiny, mine, TargetSpec("class", 2), image64)
-    assert tiny.passes["fallback"] == 0
+    assert engine_graph.passes(tiny)["fallback"] == 0
     engine.capture(tiny, image64[::-1].copy(), TargetSpec("class", 1), ["decoder.blocks.2"], keep_graph=True)
-    forwards = tiny.passes["forward"]
+    forwards = engine_graph.passes(tiny)["forward"]
     engine.recapture(tiny, mine, TargetSpec("class", 2), image64)
-    assert tiny.passes["fallback"] == 1
-    assert tiny.passes["forward"] == forwards + 1
+    assert engine_graph.passes(tiny)["fallback"] == 1
+    assert engine_graph.passes(tiny)["forward"] == forwards + 1

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from cam_core import cli, slides, synthslide
-from cam_core import geojson as gj
+from cam_core import cli
 from cam_core.errors import InputError
+from cam_core.wsi import geojson as gj
+from cam_core.wsi import slides, synthslide
 
 pytestmark = pytest.mark.slow
 SIZE = 20_000
@@ -195,7 +196,7 @@ def embedded(slide_dir, tmp_path_factory):
 
 
 def test_batch_writes_valid_geojson_that_matches_the_models_mask(embedded, slide_dir):
-    from cam_core import batch
+    from cam_core.wsi import batch
 
     doc = json.loads((embedded / "big.geojson").read_text())
     assert gj.validate(doc, SIZE, SIZE) == []

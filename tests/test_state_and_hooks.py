@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cam_core import engine
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TargetSpec
 from cam_core.errors import Cancelled, EmptyTargetError, InputError
-from cam_core.methods import METHODS
-from cam_core.state import hook_count, preserved_state
-from cam_core.targets import TargetSpec
+from cam_core.model.state import hook_count, preserved_state
 
 LAYER = "decoder.blocks.3"
 

@@ -9,10 +9,11 @@ import pytest
 from conftest import REPO, explain_args
 from PIL import Image
 
-from cam_core import cli, engine, limits, tiling
+from cam_core import cli, engine, limits
+from cam_core.engine import tiling
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TargetSpec
 from cam_core.errors import InputError
-from cam_core.methods import METHODS
-from cam_core.targets import TargetSpec
 
 # The tolerance the README states: Pearson r >= 0.95 and mean |difference| <= 0.08 (CAM in [0, 1]).
 MIN_R, MAX_MEAN_ABS = 0.95, 0.08
@@ -66,7 +67,7 @@ def test_tiled_rectangle_target_matches_untiled(tiny, tissue, method):
     """A local target: most tiles hold no target pixel. Grad-CAM's channel weights are global, so
     tiles without the target must still contribute their activations (main had r = 0.36 on a
     1024² image: it skipped them), and Eigen maps must be one projection over the whole map."""
-    from cam_core.targets import rectangle_mask
+    from cam_core.engine.targets import rectangle_mask
 
     info = METHODS[method]
     rect = TargetSpec("mask", 1, rectangle_mask(tissue.shape[:2], 40, 40, 120, 120))
@@ -78,7 +79,7 @@ def test_tiled_rectangle_target_matches_untiled(tiny, tissue, method):
 
 
 def test_tiling_uses_the_given_rule(tiny, tissue):
-    from cam_core.rules import DecisionRule
+    from cam_core.model.rules import DecisionRule
 
     strict = DecisionRule("background_below", 0.05)
     pred_tiled, _ = tiling.explain_tiled(

@@ -15,8 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from cam_core import cli
-from cam_core.evaluate import scores
-from cam_core.stain import hed_to_rgb, restain, rgb_to_hed
+from cam_core.data.stain import hed_to_rgb, restain, rgb_to_hed
+from cam_core.trust.evaluate import scores
 
 DATA = REPO.parent / "shared" / "data" / "consep"
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from cam_core import cli, engine, trust
+from cam_core.engine.methods import get_method
+from cam_core.engine.targets import TargetSpec, rectangle_mask
 from cam_core.errors import Cancelled
-from cam_core.methods import get_method
-from cam_core.models import OKABE_ITO, LoadedModel, ModelSpec
-from cam_core.targets import TargetSpec, rectangle_mask
+from cam_core.model.models import OKABE_ITO, LoadedModel, ModelSpec
 
 BOX = (slice(4, 20), slice(24, 40))  # the only pixels the spot model looks at
 

@@ -10,12 +10,13 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from cam_core import cli, render
-from cam_core import targets as tg
-from cam_core import truth as gt
+from cam_core import cli
+from cam_core.data import truth as gt
+from cam_core.data.images import load_image
+from cam_core.data.objects import component_at, find_objects
+from cam_core.engine import targets as tg
 from cam_core.errors import EmptyTargetError, InputError
-from cam_core.images import load_image
-from cam_core.objects import component_at, find_objects
+from cam_core.output import render
 
 CLASSES = ["background", "alpha", "beta"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from cam_core import render
+from cam_core.output import render
 
 # Larger pictures are sent downscaled: a click is mapped back to full-resolution pixels.
 MAX_SENT_SIDE = 1400

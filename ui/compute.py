@@ -20,19 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from cam_core import limits, models, render
-from cam_core import targets as tg
+from cam_core import limits
 from cam_core.cache import LRUCache
-from cam_core.capture import check_fits
+from cam_core.data.images import LoadedImage, load_image
+from cam_core.data.truth import Truth, load_truth
+from cam_core.data.truth import summary as truth_summary
+from cam_core.engine import targets as tg
+from cam_core.engine.capturing import check_fits
+from cam_core.engine.methods import MethodInfo
+from cam_core.engine.result import CamResult, result_record
 from cam_core.errors import Cancelled, SegCamError
 from cam_core.gate import JobGate
-from cam_core.images import LoadedImage, load_image
-from cam_core.methods import MethodInfo
-from cam_core.provenance import CamResult, result_record
-from cam_core.rules import DecisionRule
+from cam_core.model import models
+from cam_core.model.rules import DecisionRule
+from cam_core.output import render
 from cam_core.runtime import SERVER_THREADS, configure_threads
-from cam_core.truth import Truth, load_truth
-from cam_core.truth import summary as truth_summary
 
 from .state import CONSEP_CLASSES, SAMPLE_MPP, sample_file, sample_truth_file
 
@@ -211,7 +213,7 @@ class Choices:
 
 def layers_to_capture(loaded: models.LoadedModel, image: ImageChoice, layer: str) -> list[str]:
     """Every curated layer in one pass on a normal image; only the chosen one when tiled."""
-    from cam_core import layers
+    from cam_core.model import layers
 
     if image.large:
         return [layer]
@@ -229,9 +231,9 @@ def prediction_if_cached(loaded: models.LoadedModel, image: ImageChoice, rule: D
 
 def _keep_graph_budget(loaded: models.LoadedModel) -> None:
     """Count the kept autograd graph in the capture cache's byte budget; drop it if it cannot fit."""
-    from cam_core.capture import drop_graph
+    from cam_core.engine.graph import drop_graph, kept
 
-    graph = loaded.retained
+    graph = kept(loaded)
     key = ("graph", loaded.name)
     if graph is None:
         CAPTURES.release(key)
@@ -250,7 +252,8 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
     Large images get a stitched (tiled) capture of the layers asked for; normal ones one pass
     over every curated layer with its graph kept, so another class costs one backward.
     """
-    from cam_core import engine, tiling
+    from cam_core import engine
+    from cam_core.engine import tiling
 
     wanted = layers_needed or layers_to_capture(ch.loaded, ch.image, ch.layer)
     rule_key = ch.rule.key()
@@ -340,7 +343,7 @@ def forward_seconds(ch: Choices, cap: Any) -> float:
 
 def estimate_seconds(ch: Choices, info: MethodInfo, layer: str, forward_s: float) -> float:
     """The one estimate the app shows for a method (label, warning, progress)."""
-    from cam_core import layers
+    from cam_core.model import layers
 
     return info.estimate_seconds(layers.spatial_layers(ch.loaded)[layer].channels, forward_s)
 
@@ -400,7 +403,7 @@ def record_for(
     Args:
         region: the target's boolean region (the page has built it for the outline and target line).
     """
-    from cam_core.methods import get_method
+    from cam_core.engine.methods import get_method
 
     classes = ch.loaded.spec.classes
     target = ch.target.with_class(res.class_index)
@@ -466,7 +469,8 @@ def provenance_line(res: CamResult, pass_seconds: float, image_name: str, classe
 def warm_up(sample_name: str) -> None:
     """Load the default model and explain a sample with the default settings, filling the caches
     a first session reads (called by the launcher in a background thread)."""
-    from cam_core import layers, methods
+    from cam_core.engine import methods
+    from cam_core.model import layers
 
     t0 = time.perf_counter()
     loaded = get_model(models.default_model_name())
@@ -548,12 +552,9 @@ def trust_estimate(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -
     from cam_core import trust
 
     refs = TRUST.get(("refs", *_trust_base(ch, cap))) or {}
-    layers_needing = {la for _, la in cells if f"random{trust.RANDOM_SEEDS - 1}@{la}" not in refs}
-    maps = len(cells) + trust.RANDOM_SEEDS * len(layers_needing) + ("target mask" not in refs)
-    forward_s = forward_seconds(ch, cap)
-    steps = trust.count_blocks(ch.loaded.model) if all(info.from_cache for info, _ in cells) else 1
-    # each sanity step is a capture: a forward and a backward (together 1.3–2× the forward here)
-    raw = trust.forwards(maps) * forward_s + steps * 2 * forward_s
+    cascade = all(info.from_cache for info, _ in cells)
+    layers_ = [la for _, la in cells]
+    raw = trust.estimate_seconds(ch.loaded.model, layers_, len(cells), refs, cascade, forward_seconds(ch, cap))
     return raw * _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
 
 
@@ -608,7 +609,7 @@ def slide_overview(path: str, mpp_override: float | None) -> tuple[Any, np.ndarr
     """A slide's info, thumbnail and tissue mask (cached by path, modification time and resolution)."""
     from pathlib import Path
 
-    from cam_core import slides
+    from cam_core.wsi import slides
 
     p = Path(path)
     key = (str(p), p.stat().st_mtime_ns, mpp_override)
@@ -623,7 +624,7 @@ def slide_overview(path: str, mpp_override: float | None) -> tuple[Any, np.ndarr
 
 def slide_view(path: str, mpp_override: float | None, box: tuple[int, int, int, int], side: int = 1024) -> np.ndarray:
     """A level-0 box of a slide as a picture about ``side`` pixels wide (from the nearest level)."""
-    from cam_core import slides
+    from cam_core.wsi import slides
 
     key = ("view", path, mpp_override, box, side)
     hit = SLIDE_THUMBS.get(key)
@@ -638,13 +639,13 @@ def slide_region_choice(
     path: str, mpp_override: float | None, box: tuple[int, int, int, int], model_mpp: float
 ) -> ImageChoice:
     """A region of a slide, read at the model's resolution, as an image the pages explain."""
-    from cam_core import slides
+    from cam_core.wsi import slides
 
     x, y, w, h = box
     with slides.Slide(path, mpp_override) as slide:
         array = slide.read_region(x, y, w, h, model_mpp)
         info = slide.info
-    notes = [f"region ({x}, {y}) {w}×{h} of {info.name}, read at {model_mpp:g} µm/px", *info.notes]
+    notes = [slides.region_note((x, y, w, h), info.name, model_mpp), *info.notes]
     # The pixels read are the region's identity: the same box read at another slide resolution
     # (a typed µm/px) or for another model's µm/px is another image, with its own captures.
     sha = hashlib.sha256(f"{array.shape}".encode() + np.ascontiguousarray(array).tobytes()).hexdigest()

@@ -29,8 +29,11 @@ def _warm() -> None:
 def main(argv: list[str] | None = None) -> None:
     from streamlit.web import cli as stcli
 
+    from cam_core.limits import MAX_BYTES
+
     threading.Thread(target=_warm, name="segcam-warm-up", daemon=True).start()
-    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+    upload_mb = f"--server.maxUploadSize={MAX_BYTES >> 20}"  # the library's bound, defined once
+    sys.argv = ["streamlit", "run", str(APP), upload_mb, *(sys.argv[1:] if argv is None else argv)]
     stcli.main()
 
 

@@ -7,14 +7,15 @@ import hashlib
 
 import streamlit as st
 
-from cam_core import layers, methods, models
-from cam_core import targets as tg
+from cam_core.data.images import MPP_RANGE, SUPPORTED, load_image
+from cam_core.data.masks import MASK_KINDS
+from cam_core.data.truth import load_truth
+from cam_core.engine import methods
+from cam_core.engine import targets as tg
 from cam_core.errors import SegCamError
-from cam_core.images import MPP_RANGE, SUPPORTED, load_image
 from cam_core.limits import MAX_PIXELS
-from cam_core.masks import MASK_KINDS
-from cam_core.rules import presets
-from cam_core.truth import load_truth
+from cam_core.model import layers, models
+from cam_core.model.rules import presets
 
 from . import compute
 from .clickable import clickable_image
@@ -86,7 +87,7 @@ def _image_sidebar() -> ImageChoice | None:
 
 def _thumbnails(names: list[str]) -> None:
     """The samples as a sheet of thumbnails; clicking one selects it (the select box does too)."""
-    from cam_core.render import contact_sheet
+    from cam_core.output.render import contact_sheet
 
     per_row = 4
     labels = [n.removeprefix("test_").replace("ink_dot_test_", "dot ") for n in names]
@@ -106,7 +107,7 @@ def _thumbnails(names: list[str]) -> None:
 def _linked_slide_region(loaded: models.LoadedModel) -> ImageChoice | None:
     """A link to a slide region (``slide=NAME&region=x,y,w,h``): read it once, at this model's
     resolution, from the slides folder; what cannot be read becomes a note."""
-    from cam_core import slides
+    from cam_core.wsi import slides
 
     if not st.session_state.get("link_requested", {}).pop("slide_region", None):
         return None
@@ -331,7 +332,7 @@ def sidebar() -> Choices | None:
 
 def _point_target(cls: int | None, h: int, w: int) -> tg.TargetSpec:
     """The clicked object; the point can be typed too. No point yet: the predicted region."""
-    from cam_core.objects import check_point
+    from cam_core.data.objects import check_point
 
     point = st.session_state.get("sel_point")
     try:

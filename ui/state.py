@@ -13,14 +13,15 @@ from typing import Any
 
 import streamlit as st
 
-from cam_core import targets as tg
-from cam_core.methods import DEFAULT_METHOD, METHODS
-from cam_core.render import COLORMAPS, DEFAULT_COLORMAP, SHOW_MODES, THRESHOLD_MODES, VALUE_VIEWS
+from cam_core.data import consep
+from cam_core.engine import targets as tg
+from cam_core.engine.methods import DEFAULT_METHOD, METHODS
+from cam_core.output.render import COLORMAPS, DEFAULT_COLORMAP, SHOW_MODES, THRESHOLD_MODES, VALUE_VIEWS
+from cam_core.paths import REPO_ROOT, SAMPLES_DIR, TEACHING_SAMPLES_DIR
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples" / "images"
-# Tiles with a planted artefact for the teaching model, listed after the real samples, with a note.
-TEACHING_SAMPLES = REPO / "samples" / "teaching" / "images"
+REPO = REPO_ROOT
+SAMPLES = SAMPLES_DIR
+TEACHING_SAMPLES = TEACHING_SAMPLES_DIR  # listed after the real samples, with a note
 TEACHING_NOTES: dict[str, str] = {
     "ink_dot_test_13_014": (
         "Teaching sample: a spindle/inflammatory tile with a green ink dot planted on it. Pick the model "
@@ -30,9 +31,8 @@ TEACHING_NOTES: dict[str, str] = {
 }
 FAVICON = REPO / "assets" / "favicon.png"
 DEFAULT_SAMPLE = "test_12_002"
-# CoNSeP tiles were scanned at 40×, about 0.25 µm per pixel; their masks' values (samples/README.md).
-SAMPLE_MPP = 0.25
-CONSEP_CLASSES = ["background", "other", "inflammatory", "epithelial", "spindle"]
+SAMPLE_MPP = consep.MPP  # the samples are CoNSeP tiles
+CONSEP_CLASSES = consep.CLASSES
 
 # The app's target choices: the core's kinds, with a rectangle standing for a user mask. The
 # truth kinds are offered only when the image has a ground truth.
@@ -249,7 +249,7 @@ def apply_link(params: dict[str, str]) -> None:
     if "sample" in params and params.get("image") != "upload":
         st.session_state["sel_source"] = "Sample"
     if "layer" in params:  # the layer was chosen for the link's model (the default one when it names none)
-        from cam_core.models import default_model_name
+        from cam_core.model.models import default_model_name
 
         st.session_state["sel_layer_model"] = st.session_state.get("sel_model") or default_model_name()
 

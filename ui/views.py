@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from cam_core import render
-from cam_core import targets as tg
-from cam_core import truth as gt
-from cam_core.capture import Prediction
-from cam_core.provenance import CamResult
+from cam_core.data import truth as gt
+from cam_core.data.objects import area_um2, mass_share
+from cam_core.engine import targets as tg
+from cam_core.engine.capturing import Prediction
+from cam_core.engine.result import CamResult
+from cam_core.output import render
 
 from . import compute, state
 from .clickable import clickable_image, copy_image_button
@@ -95,7 +96,8 @@ def target_line(ch: compute.Choices, target: tg.TargetSpec, region: np.ndarray) 
     words = state.TARGET_CHOICES.get(target.kind, tg.TARGET_KINDS[target.kind])
     where = f" at ({target.point[0]}, {target.point[1]})" if target.point is not None else ""
     box = tg.box_of(region)
-    um = f", {n * ch.image.mpp**2:.1f} µm²" if ch.image.mpp else ""
+    area = area_um2(n, ch.image.mpp)
+    um = f", {area:.1f} µm²" if area is not None else ""
     extent = f", box x {box[0]}–{box[2]}, y {box[1]}–{box[3]}" if box and target.kind in OUTLINED_KINDS else ""
     return f"Target: **{words}**{where} — {n} px{um}{extent}"
 
@@ -192,7 +194,7 @@ def truth_target_view(
     for missed pixels, blue is the evidence that argued against the class there."""
     c1, c2 = st.columns([2, 1])
     c1.info(TRUTH_TARGET_NOTE[target.kind])
-    share = float(res.cam[region].sum() / max(res.cam.sum(), 1e-12))
+    share = mass_share(res.cam, region)
     c1.caption(
         f"{100 * share:.1f} % of this map's mass lies on the outlined region, which is {100 * region.mean():.1f} % "
         "of the tile (on the sample tiles GradCAM's missed-pixel map is almost the map of the found pixels, "
@@ -272,7 +274,7 @@ def truth_section(ch: compute.Choices, prediction: Prediction, class_index: int 
 
 def objects_section(ch: compute.Choices, prediction: Prediction, res: CamResult) -> None:
     """Every predicted object, to pick one from the keyboard (the same target as a click)."""
-    from cam_core.objects import find_objects
+    from cam_core.data.objects import find_objects
 
     objs = find_objects(prediction.mask, prediction.probs, np.clip(res.cam, 0, None))
     st.session_state["last_objects"] = [(o.class_index, o.area_px, o.centroid_xy) for o in objs]
@@ -437,7 +439,7 @@ def tile_geojson(ch: compute.Choices, res: CamResult, prediction: Prediction, re
     slide region (its origin and scale), else tile pixels."""
     import json
 
-    from cam_core import geojson as gj
+    from cam_core.wsi import geojson as gj
 
     level = record.get("threshold", {}).get("level")
     spec = ch.loaded.spec

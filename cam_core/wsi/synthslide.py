@@ -119,5 +119,7 @@ def sample_tiles(folder: str | Path | None = None) -> list[np.ndarray]:
     """The CoNSeP sample tiles shipped in ``samples/images`` (the one without nuclei left out)."""
     from PIL import Image
 
-    root = Path(folder) if folder else Path(__file__).resolve().parents[1] / "samples" / "images"
+    from cam_core.paths import SAMPLES_DIR
+
+    root = Path(folder) if folder else SAMPLES_DIR
     return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(root.glob("test_*.png")) if "7_005" not in p.name]

@@ -25,18 +25,16 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import ModelLoadError, SegCamError, unknown
-from .rules import ARGMAX, DecisionRule
+from cam_core import limits
+from cam_core.errors import ModelLoadError, SegCamError, unknown
+from cam_core.model.rules import ARGMAX, DecisionRule
+from cam_core.paths import REPO_ROOT
 
-if TYPE_CHECKING:
-    from .capture import RetainedGraph
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_ROOT = REPO_ROOT / "models"
 REGISTRY_FILE = MODELS_ROOT / "registry.json"
 DEFAULT_MODELS_DIR = MODELS_ROOT / "user"
@@ -67,9 +65,12 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(eq=False)  # one object per loaded model: compared and hashed by identity
 class LoadedModel:
-    """A model ready for inference on one device, with the lock every caller must hold."""
+    """A model ready for inference on one device, with the lock every caller must hold.
+
+    It carries no engine state: the kept graph and the pass counters live in
+    :mod:`cam_core.engine.graph`, keyed by this object."""
 
     name: str
     path: Path
@@ -78,13 +79,6 @@ class LoadedModel:
     device: torch.device
     multiple: int
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    # Model passes made through the engine: lets tests prove a slider move costs none.
-    # "fallback": a recapture that found another capture's graph kept and ran a full pass instead.
-    passes: dict[str, int] = field(
-        default_factory=lambda: {"forward": 0, "backward": 0, "method_runs": 0, "fallback": 0}
-    )
-    # The autograd graph of the latest capture kept for engine.recapture (at most one per model).
-    retained: RetainedGraph | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -199,8 +193,12 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
     if default_layer is not None and not isinstance(default_layer, str):
         raise _spec_error(folder, f"default_layer must be a dotted layer name, got {default_layer!r}")
     mpp = data.get("microns_per_pixel")
-    if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not 0.01 <= mpp <= 100):
-        raise _spec_error(folder, f"microns_per_pixel must be a number in 0.01–100 (e.g. 0.25 for 40×), got {mpp!r}")
+    if mpp is not None and (
+        isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not limits.plausible_mpp(float(mpp))
+    ):
+        raise _spec_error(
+            folder, f"microns_per_pixel must be a number in {limits.mpp_range_text()} (e.g. 0.25 for 40×), got {mpp!r}"
+        )
     return ModelSpec(
         classes=[str(c) for c in classes],
         colors=[str(c) for c in colors],

@@ -34,24 +34,35 @@ import threading
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from . import cammath
-from . import targets as tg
-from .capture import Capture, Prediction, Progress, capture, forward, prepare, probabilities, target_region
-from .errors import Cancelled, InputError
-from .limits import is_large
-from .methods import MethodInfo
-from .models import LoadedModel
-from .passes import default_batch_size, private_copy
-from .rules import DecisionRule
-from .runtime import denormals_flushed
-from .state import preserved_state
+from cam_core.engine import cammath
+from cam_core.engine import targets as tg
+from cam_core.engine.capturing import (
+    Capture,
+    Prediction,
+    Progress,
+    capture,
+    forward,
+    prepare,
+    probabilities,
+    target_region,
+)
+from cam_core.engine.graph import passes as passes_of
+from cam_core.engine.methods import MethodInfo
+from cam_core.engine.passes import default_batch_size, private_copy
+from cam_core.errors import Cancelled, InputError
+from cam_core.limits import LARGE_SIDE, is_large
+from cam_core.model.models import LoadedModel
+from cam_core.model.rules import DecisionRule
+from cam_core.model.state import preserved_state
+from cam_core.runtime import denormals_flushed
 
-log = logging.getLogger("cam_core.engine")  # every model pass is logged there
+log = logging.getLogger("cam_core.engine.facade")  # every model pass is logged there
 # One place for every constant of the checks.
 FAITHFULNESS_STEPS = 20  # 5 % of the pixels per step
 # RandomCAM maps averaged for the random baseline. Random maps vary a lot (sd ~0.2-0.5 on the
@@ -99,6 +110,24 @@ def forwards(maps: int, steps: int = FAITHFULNESS_STEPS) -> int:
     return 2 + 2 * (steps - 1) * maps
 
 
+def estimate_seconds(
+    model: torch.nn.Module,
+    layers: list[str],
+    maps: int,
+    references: dict[str, Any],
+    cascade: bool,
+    forward_s: float,
+) -> float:
+    """The cost model of :func:`trust`, before it runs: the faithfulness forwards of ``maps`` maps
+    plus the reference curves not yet in ``references`` (the random maps of each layer, the
+    target mask), and the sanity steps (one capture each: a forward and a backward, together
+    1.3–2× the forward here; the whole cascade for one-pass methods, one step otherwise)."""
+    needing = {la for la in layers if f"random{RANDOM_SEEDS - 1}@{la}" not in references}
+    total_maps = maps + RANDOM_SEEDS * len(needing) + ("target mask" not in references)
+    steps = count_blocks(model) if cascade else 1
+    return forwards(total_maps) * forward_s + steps * 2 * forward_s
+
+
 def rank_pixels(cam: np.ndarray, seed: int = 0) -> np.ndarray:
     """Pixel indices from most to least important, ties broken at random (not by position).
 
@@ -140,7 +169,7 @@ def _batched_scores(
         with loaded.lock, preserved_state(loaded.model), torch.no_grad():
             loaded.model.eval()
             logits = forward(loaded.model, xb)
-            loaded.passes["forward"] += xb.shape[0]
+            passes_of(loaded)["forward"] += xb.shape[0]
             log.info("model pass: forward ×%d (trust) %s %s", xb.shape[0], loaded.name, tuple(xb.shape[1:]))
         scores.extend(_class_score(loaded, logits.float(), cls, region).cpu().tolist())
         if progress is not None:
@@ -176,7 +205,7 @@ def faithfulness(
     if is_large(image.shape[:2]):
         raise InputError(
             "faithfulness runs dozens of forwards of the whole image; explain a region of at most "
-            "1024×1024 pixels (crop the image or use a rectangle target on a crop)"
+            f"{LARGE_SIDE}×{LARGE_SIDE} pixels (crop the image or use a rectangle target on a crop)"
         )
     target, reg = target_region(loaded, target, prediction)
     assert target.class_index is not None
@@ -398,16 +427,15 @@ def randomise(model: torch.nn.Module, names: list[str], generator: torch.Generat
 
 
 def copy_of(loaded: LoadedModel) -> LoadedModel:
-    """A private copy to randomise: its own weights, lock and pass counters; the shared one untouched."""
+    """A private copy to randomise: its own weights and lock (and so its own engine state: no kept
+    graph, its own pass counters); the shared one untouched."""
     twin = private_copy(loaded.model, loaded.lock)
-    return dataclasses.replace(
-        loaded, model=twin, lock=threading.Lock(), retained=None, passes={"forward": 0, "backward": 0, "method_runs": 0}
-    )
+    return dataclasses.replace(loaded, model=twin, lock=threading.Lock())
 
 
 def method_explainer(info: MethodInfo, layer: str, eigen_smooth: bool = False) -> Explainer:
     """A registry method as an explainer (one capture, or its own passes)."""
-    from . import engine
+    from cam_core import engine
 
     def explain(model: LoadedModel, image: np.ndarray, target: tg.TargetSpec, prediction: Prediction) -> np.ndarray:
         if info.from_cache:
@@ -465,11 +493,11 @@ def sanity(
     The target region is the trained model's (its prediction), so both maps explain the same
     pixels; only the weights differ.
     """
-    from . import engine
+    from cam_core import engine
 
     if is_large(image.shape[:2]):
         raise InputError(
-            "the sanity check explains the image once per randomisation step; use an image of at most 1024×1024"
+            f"the sanity check explains the image once per randomisation step; use an image of at most {LARGE_SIDE}×{LARGE_SIDE}"
         )
     layers, methods = layers or [], [m for m in (methods or []) if m.from_cache]
     t0 = time.perf_counter()
@@ -585,7 +613,7 @@ def trust(
             no extra pass is made (and the app's kept graph is not replaced).
         progress: (fraction, text); may raise :class:`Cancelled`.
     """
-    from . import engine
+    from cam_core import engine
 
     t0 = time.perf_counter()
     part = _staged(progress)

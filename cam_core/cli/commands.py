@@ -18,17 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import limits
-from .errors import InputError, NothingPredictedError, SegCamError
-from .masks import MASK_KINDS
+from cam_core import limits
+from cam_core.data.masks import MASK_KINDS
+from cam_core.errors import InputError, NothingPredictedError, SegCamError
 
 if TYPE_CHECKING:
-    from .capture import Prediction
-    from .images import LoadedImage
-    from .models import LoadedModel
-    from .provenance import CamResult
-    from .targets import TargetSpec
-    from .truth import Truth
+    from cam_core.data.images import LoadedImage
+    from cam_core.engine.capturing import Prediction
+    from cam_core.engine.result import CamResult
+    from cam_core.engine.targets import TargetSpec
+    from cam_core.model.models import LoadedModel
 
 # zlib level 1: a 512² heatmap PNG encodes ~6× faster than at Pillow's default level 6, for
 # files ~20 % larger; the pixels are identical (PNG is lossless).
@@ -42,8 +41,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .render import COLORMAPS, DEFAULT_COLORMAP, THRESHOLD_MODES
-    from .targets import TARGET_KINDS
+    from cam_core.engine.targets import TARGET_KINDS
+    from cam_core.output.render import COLORMAPS, DEFAULT_COLORMAP, THRESHOLD_MODES
 
     ap = argparse.ArgumentParser(prog="python -m cam_core", description="CAM explanations of segmentation models")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -120,8 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=0.25)
     p.add_argument("--no-resolution", action="store_true", help="write no resolution metadata")
 
-    from . import batch, bench, trust_report
-    from . import evaluate as ev
+    from cam_core.cli import bench
+    from cam_core.trust import evaluate as ev
+    from cam_core.trust import report as trust_report
+    from cam_core.wsi import batch
 
     ev.add_parser(sub)
     bench.add_parser(sub)
@@ -131,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_slide(args: argparse.Namespace) -> int:
-    from . import render, slides
+    from cam_core.output import render
+    from cam_core.wsi import slides
 
     with slides.Slide(args.slide, args.mpp) as slide:
         info = slide.info
@@ -154,7 +156,7 @@ def _print_slide(args: argparse.Namespace) -> int:
 
 
 def _make_slide(args: argparse.Namespace) -> int:
-    from . import synthslide
+    from cam_core.wsi import synthslide
 
     out = Path(args.out)
     kind = "nores" if args.no_resolution else "svs" if out.suffix.lower() == ".svs" else "tiff"
@@ -169,8 +171,8 @@ def _make_slide(args: argparse.Namespace) -> int:
 
 def _slide_region(args: argparse.Namespace, model_mpp: float | None) -> tuple[LoadedImage, dict[str, Any]]:
     """``explain SLIDE --region X,Y,W,H``: the region at the model's resolution, and its record."""
-    from . import slides
-    from .images import LoadedImage
+    from cam_core.data.images import LoadedImage
+    from cam_core.wsi import slides
 
     try:
         x, y, w, h = (int(v) for v in args.region.split(","))
@@ -185,12 +187,12 @@ def _slide_region(args: argparse.Namespace, model_mpp: float | None) -> tuple[Lo
         array = slide.read_region(x, y, w, h, model_mpp)
         info = slide.info
     mpp = model_mpp or info.mpp
-    notes = [f"region ({x}, {y}) {w}×{h} of {info.name}, read at {mpp:g} µm/px", *info.notes]
+    notes = [slides.region_note((x, y, w, h), info.name, mpp), *info.notes]
     return LoadedImage(array, notes, "RGB", mpp), {"slide": info.record(), "region_level0_xywh": [x, y, w, h]}
 
 
 def _print_models(args: argparse.Namespace) -> int:
-    from . import models
+    from cam_core.model import models
 
     entries = models.discover(args.models_dir)
     if args.json:
@@ -206,7 +208,7 @@ def _print_models(args: argparse.Namespace) -> int:
 
 
 def _print_layers(args: argparse.Namespace) -> int:
-    from . import layers, models
+    from cam_core.model import layers, models
 
     loaded = models.load(args.model, args.models_dir)
     spatial = layers.spatial_layers(loaded)
@@ -220,7 +222,7 @@ def _print_layers(args: argparse.Namespace) -> int:
 
 
 def _print_methods() -> int:
-    from .methods import GROUPS, METHODS
+    from cam_core.engine.methods import GROUPS, METHODS
 
     for m in METHODS.values():
         flags = [
@@ -235,43 +237,6 @@ def _print_methods() -> int:
         print(f"{m.name:20s} {m.family:12s} {', '.join(flags):60s} {m.summary}")
     print("groups: " + "; ".join(f"{k} = {v[0]}" for k, v in GROUPS.items()))
     return 0
-
-
-def parse_target(text: str, class_index: int | None, shape: tuple[int, int], truth: Truth | None = None) -> TargetSpec:
-    """``predicted`` | ``class`` | ``fn`` | ``fp`` | ``mask:PATH`` | ``rect:x0,y0,x1,y1`` | ``point:X,Y``."""
-    from . import targets as tg
-
-    if text in tg.TRUTH_KINDS:
-        if truth is None:
-            raise InputError(f"--target {text} compares with the ground truth; add --gt MASK (the tile's truth mask)")
-        return tg.TargetSpec(text, class_index, truth=truth)
-    if text in tg.TARGET_KINDS and text not in ("mask", "point"):
-        return tg.TargetSpec(text, class_index)
-    if text.startswith("point:"):
-        try:
-            x, y = (int(v) for v in text[6:].split(","))
-        except ValueError:
-            raise InputError(f"bad point {text!r}; write point:X,Y in image pixels, e.g. point:120,64") from None
-        from .objects import check_point
-
-        check_point(x, y, shape)  # before the model runs
-        return tg.TargetSpec("point", class_index, point=(x, y))
-    if text.startswith("rect:"):
-        try:
-            x0, y0, x1, y1 = (int(v) for v in text[5:].split(","))
-        except ValueError:
-            raise InputError(f"bad rectangle {text!r}; write rect:x0,y0,x1,y1 in pixels") from None
-        return tg.TargetSpec("mask", class_index, tg.rectangle_mask(shape, x0, y0, x1, y1))
-    if text.startswith("mask:"):
-        from . import masks
-
-        path = Path(text[5:])
-        if not path.is_file():
-            raise InputError(f"target mask {path} not found; give mask:PATH of a PNG the size of the image")
-        return tg.TargetSpec("mask", class_index, masks.region(path.read_bytes(), shape, str(path)))
-    raise InputError(
-        f"unknown target {text!r}; valid: predicted, class, fn, fp (with --gt), mask:PATH, rect:x0,y0,x1,y1, point:X,Y"
-    )
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -299,8 +264,8 @@ class _Writer:
         self.mask_png: Path | None = None
 
     def mask(self, prediction: Prediction, out: Path) -> Path:
-        from . import render
-        from .truth import compare as gt_compare
+        from cam_core.data.truth import compare as gt_compare
+        from cam_core.output import render
 
         out.mkdir(parents=True, exist_ok=True)
         self.mask_png = out / "mask.png"
@@ -318,8 +283,8 @@ class _Writer:
         return self.mask_png
 
     def result(self, folder: Path, res: CamResult, prediction: Prediction, target: TargetSpec, tiles: int) -> None:
-        from . import render
-        from .provenance import result_record
+        from cam_core.engine.result import result_record
+        from cam_core.output import render
 
         args = self.args
         mpp = self.image.mpp  # a µm scale bar on every picture when the resolution is known
@@ -382,13 +347,15 @@ class _Writer:
 
 def _explain(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    from . import engine, layers, methods, models, tiling
-    from . import targets as tg
-    from .images import load_image
-    from .rules import parse as parse_rule
-    from .runtime import CLI_THREADS, configure_threads
-    from .truth import load_truth
-    from .truth import summary as summarize_truth
+    from cam_core import engine
+    from cam_core.data.images import load_image
+    from cam_core.data.truth import load_truth
+    from cam_core.data.truth import summary as summarize_truth
+    from cam_core.engine import methods, tiling
+    from cam_core.engine import targets as tg
+    from cam_core.model import layers, models
+    from cam_core.model.rules import parse as parse_rule
+    from cam_core.runtime import CLI_THREADS, configure_threads
 
     configure_threads(CLI_THREADS)
     loaded = models.load(args.model, args.models_dir)
@@ -396,7 +363,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.region:
         image, slide_record = _slide_region(args, loaded.spec.mpp)
     else:
-        from .slides import SLIDE_ONLY_SUFFIXES
+        from cam_core.wsi.slides import SLIDE_ONLY_SUFFIXES
 
         if Path(args.image).suffix.lower() in SLIDE_ONLY_SUFFIXES:
             raise InputError(
@@ -410,7 +377,7 @@ def _explain(args: argparse.Namespace) -> int:
     truth = load_truth(args.gt, loaded.spec.classes, image.array.shape[:2], kind=args.gt_kind) if args.gt else None
     if truth is not None and truth.note:
         print(f"note: {truth.note}", file=sys.stderr)
-    target = parse_target(args.target, cls, image.array.shape[:2], truth)
+    target = tg.parse_target(args.target, cls, image.array.shape[:2], truth)
     failures: list[str] = []
     multi = len(layer_names) * len(method_list) > 1
 
@@ -539,15 +506,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "explain":
             return _explain(args)
         if args.command == "bench":
-            from . import bench
+            from cam_core.cli import bench
 
             return bench.run(args)
         if args.command == "evaluate":
-            from . import evaluate as ev
+            from cam_core.trust import evaluate as ev
 
             return ev.run(args)
         if args.command == "trust":
-            from . import trust_report
+            from cam_core.trust import report as trust_report
 
             return trust_report.run(args)
         if args.command == "slide":
@@ -555,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "make-slide":
             return _make_slide(args)
         if args.command == "batch":
-            from . import batch
+            from cam_core.wsi import batch
 
             return batch.run(args)
     except SegCamError as exc:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError, unknown
-from .models import LoadedModel
-from .state import preserved_state
+from cam_core.errors import InputError, unknown
+from cam_core.model.models import LoadedModel
+from cam_core.model.state import preserved_state
 
 
 @dataclass(frozen=True)

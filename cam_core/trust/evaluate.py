@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, unknown
-from .images import load_image
-from .masks import IGNORE_INDEX, MASK_KINDS, decode, interpret
-from .rules import DecisionRule
-from .rules import parse as parse_rule
-from .stain import TELLEZ_SETTINGS, restain
+from cam_core.data.images import TILE_SUFFIXES, load_image
+from cam_core.data.masks import IGNORE_INDEX, MASK_KINDS, decode, interpret
+from cam_core.data.metrics import Overlap, from_confusion, overlap
+from cam_core.data.stain import TELLEZ_SETTINGS, restain
+from cam_core.errors import InputError, unknown
+from cam_core.model.rules import DecisionRule
+from cam_core.model.rules import parse as parse_rule
 
 if TYPE_CHECKING:
-    from .models import LoadedModel
+    from cam_core.model.models import LoadedModel
 
 
 def add_parser(sub) -> None:
@@ -71,18 +72,14 @@ def tile_names(data: Path, split: str | None, names_file: str | None, limit: int
             raise InputError(f"no {f}; --split needs DATA/<split>.txt with one tile name per line")
         names = f.read_text().split()
     else:
-        names = sorted(
-            p.stem
-            for p in (data / "images").glob("*")
-            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-        )
+        names = sorted(p.stem for p in (data / "images").glob("*") if p.suffix.lower() in TILE_SUFFIXES)
     if not names:
         raise InputError(f"no tiles found in {data / 'images'}")
     return names[:limit] if limit else names
 
 
 def _find(folder: Path, name: str) -> Path:
-    for ext in (".png", ".tif", ".tiff", ".jpg", ".jpeg"):
+    for ext in TILE_SUFFIXES:
         if (folder / f"{name}{ext}").is_file():
             return folder / f"{name}{ext}"
     raise InputError(f"no file for tile {name!r} in {folder}")
@@ -92,15 +89,9 @@ def scores(conf: np.ndarray, classes: list[str], macro: list[str]) -> dict[str, 
     """Metrics from a confusion matrix (rows = truth, columns = prediction)."""
     per_class = {}
     for c, name in enumerate(classes):
-        tp = conf[c, c]
-        fp = conf[:, c].sum() - tp
-        fn = conf[c, :].sum() - tp
-        dice = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
-        iou = tp / (tp + fp + fn) if (tp + fp + fn) else float("nan")
-        per_class[name] = {"dice": float(dice), "iou": float(iou), "gt_pixels": int(conf[c, :].sum())}
-    fg_tp = conf[1:, 1:].sum()
-    fg_pred, fg_gt = conf[:, 1:].sum(), conf[1:, :].sum()
-    nuclei = 2 * fg_tp / (fg_pred + fg_gt) if (fg_pred + fg_gt) else float("nan")
+        o = from_confusion(conf, [c])
+        per_class[name] = {"dice": o.dice, "iou": o.iou, "gt_pixels": o.truth}
+    nuclei = from_confusion(conf, list(range(1, len(classes)))).dice  # every foreground class as one
     vals = [per_class[m]["dice"] for m in macro if per_class[m]["gt_pixels"] > 0]
     return {
         "per_class": per_class,
@@ -123,12 +114,12 @@ def evaluate(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from . import engine
+    from cam_core import engine
 
     n = loaded.num_classes
     conf = np.zeros((n, n), dtype=np.int64)
     ignored = binary_masks = 0
-    nuclei = np.zeros(3, np.int64)  # both, predicted, truth: nucleus pixels of every mask
+    nuclei = Overlap()  # both, predicted, truth: nucleus pixels of every mask
     notes: list[str] = []
     rng = np.random.default_rng(seed)
     for name in tqdm(names, desc=f"evaluate [{setting}]", mininterval=5):
@@ -147,15 +138,13 @@ def evaluate(
         if setting != "none":
             image = restain(image, setting, rng)
         pred = engine.predict(loaded, image, rule).mask.astype(np.int64)
-        p_fg, t_fg = (pred > 0) & keep, (gt > 0) & keep
-        nuclei += [int((p_fg & t_fg).sum()), int(p_fg.sum()), int(t_fg.sum())]
+        nuclei += overlap((pred > 0) & keep, (gt > 0) & keep)
         if read.binary:
             binary_masks += 1
         else:
             conf += np.bincount(gt[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
     out = scores(conf, loaded.spec.classes, macro)
-    both, pred_px, truth_px = (int(v) for v in nuclei)
-    out["nuclei_dice"] = 2 * both / (pred_px + truth_px) if pred_px + truth_px else float("nan")
+    out["nuclei_dice"] = nuclei.dice
     return {
         **out,
         "tiles": len(names),
@@ -169,7 +158,7 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import models
+    from cam_core.model import models
 
     loaded = models.load(args.model, args.models_dir)
     data = Path(args.data)

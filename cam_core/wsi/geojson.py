@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .objects import EIGHT  # objects are 8-connected, here as in the app's objects table
+from cam_core.data.objects import EIGHT  # objects are 8-connected, here as in the app's objects table
 
 OBJECT_TYPES = ("annotation", "detection", "cell", "tile")
 # Polygons are simplified by at most this many pixels (Douglas–Peucker), at the mask's resolution.
@@ -392,7 +392,7 @@ def _object_features(
     comp: np.ndarray, offset: tuple[float, float], scale: float, kind: str, cls: int, sums: Sums, style: Style, key: str
 ) -> list[dict[str, Any]]:
     """QuPath features of one connected object whose pixel (0, 0) sits at level-0 ``offset``."""
-    from .render import hex_to_rgb
+    from cam_core.output.render import hex_to_rgb
 
     name, color = style.name(kind, cls), hex_to_rgb(style.colors[cls])
     meas = style.measurements(kind, sums)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import truth as gt
-from .errors import EmptyTargetError, InputError, NothingPredictedError, unknown
+from cam_core.data import truth as gt
+from cam_core.errors import EmptyTargetError, InputError, NothingPredictedError, unknown
 
 # Target kinds and the words the app, the CLI and every message use for them. Defined here only.
 TARGET_KINDS: dict[str, str] = {
@@ -125,7 +126,7 @@ def resolve_auto(spec: TargetSpec, predicted: np.ndarray, classes: list[str]) ->
     if spec.class_index is not None:
         return spec
     if spec.kind == "point" and spec.point is not None:
-        from .objects import component_at
+        from cam_core.data.objects import component_at
 
         return spec.with_class(component_at(predicted, *spec.point)[0])
     cls = auto_class(predicted, len(classes))
@@ -231,7 +232,7 @@ def region(spec: TargetSpec, predicted: np.ndarray, classes: list[str]) -> np.nd
                 f"'{TARGET_KINDS['predicted']}'"
             )
     elif spec.kind == "point" and spec.point is not None:
-        from .objects import component_at
+        from cam_core.data.objects import component_at
 
         cls, reg = component_at(predicted, *spec.point)
         if cls != spec.class_index:
@@ -279,3 +280,40 @@ def class_index(name_or_index: str | int, classes: list[str]) -> int:
         if str(name_or_index).lower() in lowered:
             return lowered.index(str(name_or_index).lower())
     raise unknown("class", name_or_index, [f"{i}={c}" for i, c in enumerate(classes)])
+
+
+def parse_target(
+    text: str, class_index: int | None, shape: tuple[int, int], truth: gt.Truth | None = None
+) -> TargetSpec:
+    """``predicted`` | ``class`` | ``fn`` | ``fp`` | ``mask:PATH`` | ``rect:x0,y0,x1,y1`` | ``point:X,Y``."""
+    if text in TRUTH_KINDS:
+        if truth is None:
+            raise InputError(f"--target {text} compares with the ground truth; add --gt MASK (the tile's truth mask)")
+        return TargetSpec(text, class_index, truth=truth)
+    if text in TARGET_KINDS and text not in ("mask", "point"):
+        return TargetSpec(text, class_index)
+    if text.startswith("point:"):
+        try:
+            x, y = (int(v) for v in text[6:].split(","))
+        except ValueError:
+            raise InputError(f"bad point {text!r}; write point:X,Y in image pixels, e.g. point:120,64") from None
+        from cam_core.data.objects import check_point
+
+        check_point(x, y, shape)  # before the model runs
+        return TargetSpec("point", class_index, point=(x, y))
+    if text.startswith("rect:"):
+        try:
+            x0, y0, x1, y1 = (int(v) for v in text[5:].split(","))
+        except ValueError:
+            raise InputError(f"bad rectangle {text!r}; write rect:x0,y0,x1,y1 in pixels") from None
+        return TargetSpec("mask", class_index, rectangle_mask(shape, x0, y0, x1, y1))
+    if text.startswith("mask:"):
+        from cam_core.data import masks
+
+        path = Path(text[5:])
+        if not path.is_file():
+            raise InputError(f"target mask {path} not found; give mask:PATH of a PNG the size of the image")
+        return TargetSpec("mask", class_index, masks.region(path.read_bytes(), shape, str(path)))
+    raise InputError(
+        f"unknown target {text!r}; valid: predicted, class, fn, fp (with --gt), mask:PATH, rect:x0,y0,x1,y1, point:X,Y"
+    )

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cammath
-from .capture import Progress, ScoreFn, capture_outputs, forward
+from cam_core.engine import cammath
+from cam_core.engine.capturing import Progress, ScoreFn, capture_outputs, forward
 
 FAST_SCORECAM_K = 32
 

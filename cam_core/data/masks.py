@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from cam_core.errors import InputError
 
 IGNORE_INDEX = 255
 MASK_KINDS: dict[str, str] = {
@@ -36,7 +36,7 @@ MAX_MASK_BYTES = 64 * 1024 * 1024
 
 def check_kind(kind: str) -> str:
     if kind not in MASK_KINDS:
-        from .errors import unknown
+        from cam_core.errors import unknown
 
         raise unknown("mask kind", kind, list(MASK_KINDS))
     return kind

@@ -20,19 +20,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import targets as tg
-from .errors import EmptyTargetError, InputError
-from .layers import resolve_layers
-from .models import LoadedModel, pad_to_multiple, preprocess
-from .rules import DecisionRule
-from .state import preserved_state
+from cam_core.engine import targets as tg
+from cam_core.engine.graph import RetainedGraph, keep, kept, measure_saved, passes
+from cam_core.errors import EmptyTargetError, InputError
+from cam_core.model.layers import resolve_layers
+from cam_core.model.models import LoadedModel, pad_to_multiple, preprocess
+from cam_core.model.rules import DecisionRule
+from cam_core.model.state import preserved_state
 
 Progress = Callable[[float, str], None]
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 _CAPTURE_IDS = itertools.count(1)
 # Below this side some smp architectures cannot build their feature pyramid.
 SMALL_SIDE = 64
-log = logging.getLogger("cam_core.engine")
+log = logging.getLogger("cam_core.engine.facade")
 
 
 @contextlib.contextmanager
@@ -91,20 +92,10 @@ class Capture:
         return self.prediction.rule
 
 
-@dataclass
-class RetainedGraph:
-    """The autograd graph of a model's latest capture, kept so another target costs one backward."""
-
-    capture_id: int
-    logits: torch.Tensor
-    outputs: dict[str, torch.Tensor]
-    nbytes: int  # memory of the tensors autograd saved for the backward
-
-
 def capture_bytes(loaded: LoadedModel, shape: tuple[int, int], names: list[str]) -> int:
     """An upper bound of a capture's memory, known before any pass: the layer maps, the class
     probabilities (float32), the mask and the target's region."""
-    from .layers import map_bytes
+    from cam_core.model.layers import map_bytes
 
     h, w = shape
     return map_bytes(loaded, shape, names) + (4 * loaded.num_classes + 3) * h * w
@@ -138,7 +129,7 @@ def check_fits(loaded: LoadedModel, shape: tuple[int, int], names: list[str], li
 
 def _fitting(loaded: LoadedModel, shape: tuple[int, int], names: list[str], limit: int) -> list[str]:
     """The most layers of ``names`` (smallest maps first) whose capture fits ``limit``."""
-    from .layers import map_bytes
+    from cam_core.model.layers import map_bytes
 
     chosen: list[str] = []
     for n in sorted(names, key=lambda n: map_bytes(loaded, shape, [n])):
@@ -215,7 +206,7 @@ def predict(loaded: LoadedModel, image: np.ndarray, rule: DecisionRule | None = 
     with loaded.lock, preserved_state(loaded.model), torch.no_grad():
         loaded.model.eval()
         logits = forward(loaded.model, x)
-        loaded.passes["forward"] += 1
+        passes(loaded)["forward"] += 1
         log.info("model pass: forward (predict) %s %s", loaded.name, tuple(x.shape))
     check_finite(logits, "logits")
     return prediction_from_logits(loaded, logits, size, rule)
@@ -266,29 +257,6 @@ def score_function(
     return target, tg.build(target, padded, loaded.spec.binary, loaded.num_classes, finer=finer)
 
 
-@contextlib.contextmanager
-def _measure_saved(enabled: bool) -> Iterator[list[int]]:
-    """Bytes of the tensors autograd saves for the backward (each storage once)."""
-    total = [0]
-    if not enabled:
-        yield total
-        return
-    seen: set[int] = set()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            total[0] += storage.nbytes()
-        # Detached (same storage, no grad_fn): an op's saved *output* packed as itself would make
-        # a node → tensor → node cycle that no garbage collector frees, leaking every kept graph
-        # (~290 MB per 512² capture; found by scripts/measure_memory.py, tested).
-        return t.detach()
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield total
-
-
 def capture(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -305,7 +273,7 @@ def capture(
             later :func:`recapture` or fallback uses the same rule.
         keep_graph: keep the autograd graph (one per model, replacing the previous one) so
             :func:`recapture` can explain another class or region with one backward and no
-            forward. Its size is measured (``loaded.retained.nbytes``) for memory budgets.
+            forward. Its size is measured (``graph.kept(loaded).nbytes``) for memory budgets.
         region_weights: per-pixel weights of the target region (tiling).
 
     Raises:
@@ -321,15 +289,15 @@ def capture(
         preserved_state(model),
         capture_outputs(model, names) as outs,
         torch.enable_grad(),
-        _measure_saved(keep_graph) as saved,
+        measure_saved(keep_graph) as saved,
     ):
         model.eval()
-        loaded.retained = None  # free the previous graph before building up another
+        keep(loaded, None)  # free the previous graph before building up another
         # The input requires grad so every hooked output is in the graph, even when a
         # user's model has frozen parameters; autograd.grad leaves parameters' .grad alone.
         x = x.detach().requires_grad_(True)
         logits = forward(model, x)
-        loaded.passes["forward"] += 1
+        passes(loaded)["forward"] += 1
         check_finite(logits, "logits")
         t_forward = time.perf_counter() - t0
         prediction = prediction_from_logits(loaded, logits, size, rule)
@@ -337,7 +305,7 @@ def capture(
         score = score_fn(logits[0])
         t1 = time.perf_counter()
         grads = torch.autograd.grad(score, [outs[n] for n in names], allow_unused=True, retain_graph=keep_graph)
-        loaded.passes["backward"] += 1
+        passes(loaded)["backward"] += 1
         log.info("model pass: forward+backward (capture) %s %s layers=%d", loaded.name, tuple(x.shape), len(names))
         t_backward = time.perf_counter() - t1
         activations, gradients = {}, {}
@@ -358,14 +326,8 @@ def capture(
             seconds={"forward": t_forward, "backward": t_backward, "total": time.perf_counter() - t0},
         )
         if keep_graph:
-            loaded.retained = RetainedGraph(cap.uid, logits, {n: outs[n] for n in names}, saved[0])
+            keep(loaded, RetainedGraph(cap.uid, logits, {n: outs[n] for n in names}, saved[0]))
     return cap
-
-
-def drop_graph(loaded: LoadedModel) -> None:
-    """Free the kept graph (e.g. when it does not fit a memory budget)."""
-    with loaded.lock:
-        loaded.retained = None
 
 
 def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: np.ndarray | None = None) -> Capture:
@@ -375,7 +337,7 @@ def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: n
     ``image``) when the model's kept graph belongs to another capture.
     """
     with loaded.lock:
-        graph = loaded.retained
+        graph = kept(loaded)
         if graph is not None and graph.capture_id == cap.uid:
             t0 = time.perf_counter()
             target, score_fn = score_function(loaded, target, cap.prediction, cap.padded_shape)
@@ -384,7 +346,7 @@ def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: n
                 grads = torch.autograd.grad(
                     score, [graph.outputs[n] for n in cap.layers], allow_unused=True, retain_graph=True
                 )
-            loaded.passes["backward"] += 1
+            passes(loaded)["backward"] += 1
             log.info("model pass: backward only (recapture) %s", loaded.name)
             gradients = {
                 n: np.zeros_like(cap.activations[n]) if g is None else g.detach().float().cpu().numpy()
@@ -407,6 +369,6 @@ def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: n
             return new
     if image is None:
         raise InputError("the kept graph was replaced by another capture; pass the image to capture again")
-    loaded.passes["fallback"] += 1
+    passes(loaded)["fallback"] += 1
     log.info("model pass: recapture fell back to a full pass (another capture's graph is kept) %s", loaded.name)
     return capture(loaded, image, target, cap.layers, rule=cap.rule, keep_graph=True)

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from cam_core import limits
+from cam_core.errors import InputError
+from cam_core.paths import REPO_ROOT
 
 SLIDES_DIR_ENV = "SEGCAM_SLIDES_DIR"
-DEFAULT_SLIDES_DIR = Path(__file__).resolve().parents[1] / "slides"
+DEFAULT_SLIDES_DIR = REPO_ROOT / "slides"
 # File kinds OpenSlide reads (the slides folder lists these).
 SLIDE_ONLY_SUFFIXES = (".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 SLIDE_SUFFIXES = (*SLIDE_ONLY_SUFFIXES, ".tif", ".tiff")
@@ -28,8 +30,7 @@ SLIDE_SUFFIXES = (*SLIDE_ONLY_SUFFIXES, ".tif", ".tiff")
 # for uploads; a region of a slide is explained untiled up to this, tiled above).
 MAX_REGION_PIXELS = 4096 * 4096
 THUMBNAIL_SIDE = 1024
-# Believable microns per pixel of a slide (1.0 ≈ 10×, 0.25 ≈ 40×, 0.1 ≈ 100×).
-MPP_RANGE = (0.05, 10.0)
+MPP_RANGE = limits.MPP_RANGE  # believable microns per pixel (1.0 ≈ 10×, 0.25 ≈ 40×, 0.1 ≈ 100×)
 
 
 def slides_dir(override: str | Path | None = None) -> Path:
@@ -105,14 +106,16 @@ class Slide:
         mpp = mpp_x if mpp_x is not None else mpp_y
         if mpp_x is not None and mpp_y is not None and abs(mpp_x - mpp_y) > 0.01 * mpp_x:
             notes.append(f"pixels are not square ({mpp_x:.4g} × {mpp_y:.4g} µm); the x resolution is used")
-        if mpp is not None and not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
+        if mpp is not None and not limits.plausible_mpp(mpp):
             notes.append(f"the slide says {mpp:g} µm per pixel, which no microscope scan has; it is ignored")
             mpp = None
         if mpp is None:
             notes.append("the slide does not say its resolution (µm per pixel); give it to read regions at the model's")
         if mpp_override is not None:
-            if not MPP_RANGE[0] <= mpp_override <= MPP_RANGE[1]:
-                raise InputError(f"resolution {mpp_override:g} µm/px is not plausible; give a value in 0.05–10")
+            if not limits.plausible_mpp(mpp_override):
+                raise InputError(
+                    f"resolution {mpp_override:g} µm/px is not plausible; give a value in {limits.mpp_range_text()}"
+                )
             notes.append(f"resolution set by the user: {mpp_override:g} µm/px (the slide says {mpp or 'nothing'})")
             mpp = mpp_override
         digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()
@@ -196,7 +199,7 @@ class Slide:
         as it arrives; a level box above :data:`~cam_core.limits.SLIDE_SCAN_MAX_PIXELS` (a slide
         with no reduced levels, seen whole) is refused before any pixel is read.
         """
-        from .limits import SLIDE_READ_BLOCK_PIXELS, SLIDE_SCAN_MAX_PIXELS
+        from cam_core.limits import SLIDE_READ_BLOCK_PIXELS, SLIDE_SCAN_MAX_PIXELS
 
         need = w / out_w
         level = max((i for i, d in enumerate(self.info.level_downsamples) if d <= need + 1e-6), default=0)
@@ -256,6 +259,13 @@ def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
+def region_note(box: tuple[int, int, int, int], name: str, mpp: float | None) -> str:
+    """How an image read from a slide says where it came from (CLI result files, the app)."""
+    x, y, w, h = box
+    at = f", read at {mpp:g} µm/px" if mpp else ""
+    return f"region ({x}, {y}) {w}×{h} of {name}{at}"
+
+
 def tissue_mask(thumb: np.ndarray) -> np.ndarray:
     """Tissue on a thumbnail: saturated, not white (Otsu on saturation, at least 0.07), cleaned."""
     import cv2
@@ -292,7 +302,7 @@ def prune_uploads(folder: Path, keep: Path, kept: int | None = None) -> list[Pat
     """Delete the oldest uploaded slides in ``folder`` beyond the newest ``kept`` (default
     :data:`cam_core.limits.SLIDE_UPLOADS_KEPT`), never ``keep``: a shared server's temp folder is
     not an archive. Returns what was deleted."""
-    from .limits import SLIDE_UPLOADS_KEPT
+    from cam_core.limits import SLIDE_UPLOADS_KEPT
 
     kept = SLIDE_UPLOADS_KEPT if kept is None else kept
     others = sorted((p for p in folder.iterdir() if p.is_file() and p != keep), key=lambda p: p.stat().st_mtime_ns)
@@ -306,7 +316,7 @@ def prune_all_uploads(root: Path, keep: Path, max_bytes: int | None = None) -> l
     """Delete the oldest uploaded slides of every session under ``root`` until they take at most
     ``max_bytes`` (default :data:`cam_core.limits.SLIDE_UPLOADS_MAX_BYTES`), never ``keep``: the
     per-session count bounds one session, this bounds the server's disk whatever the sessions."""
-    from .limits import SLIDE_UPLOADS_MAX_BYTES
+    from cam_core.limits import SLIDE_UPLOADS_MAX_BYTES
 
     limit = SLIDE_UPLOADS_MAX_BYTES if max_bytes is None else max_bytes
     files = []

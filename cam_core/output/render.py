@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import InputError, unknown
+from cam_core.errors import InputError, unknown
 
 # Perceptually uniform and readable with colour-vision deficiencies first; jet last, for habit.
 COLORMAPS: dict[str, str] = {

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, unknown
+from cam_core.errors import InputError, unknown
 
 RULE_TYPES = {
     "argmax": "each pixel gets its most probable class",

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cam_core.data.metrics import overlap
+
 # Comparison codes and their words; colours live in cam_core.render (one place each).
 TN, TP, FP, FN = 0, 1, 2, 3
 OUTCOMES: dict[int, str] = {TP: "true positive", FP: "false positive", FN: "false negative"}
@@ -85,7 +87,7 @@ def load_truth(
         InputError: not an image, a colour image, another size, or values that are not classes;
             the message says what would work.
     """
-    from . import masks
+    from cam_core.data import masks
 
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "mask")
@@ -126,10 +128,8 @@ def dice(predicted: np.ndarray, truth: Truth, classes: list[str]) -> dict[str, f
     scores: dict[str, float | None] = {}
     targets: list[tuple[str, int | None]] = [] if truth.binary else [(c, i) for i, c in enumerate(classes) if i > 0]
     for label, idx in [*targets, (ANY_NUCLEUS, None)]:
-        p = predicted_positive(predicted, truth, idx)
-        t = truth.positive(idx)
-        total = int(p.sum() + t.sum())
-        scores[label] = None if total == 0 else round(2.0 * float((p & t).sum()) / total, 4)
+        o = overlap(predicted_positive(predicted, truth, idx), truth.positive(idx))
+        scores[label] = None if o.empty else round(o.dice, 4)
     return scores
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from cam_core.errors import InputError
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 DEFAULT_TILE = 512
@@ -136,7 +136,7 @@ def grid(wm: int, hm: int, tile: int, overlap: int) -> list[Cell]:
 
 def _spec(params: BatchParams, spec: Any) -> Any:
     """The model's spec: the one the caller has, else loaded (the driver loads the model once)."""
-    from . import models
+    from cam_core.model import models
 
     return spec if spec is not None else models.load(params.model, params.models_dir).spec
 
@@ -145,7 +145,7 @@ def plan(
     slide_path: str | Path, out_dir: str | Path, params: BatchParams, spec: Any = None
 ) -> tuple[Any, list[TileJob]]:
     """The slide's info and the tile grid over its tissue, at the model's resolution."""
-    from . import slides
+    from cam_core.wsi import slides
 
     model_mpp = _spec(params, spec).mpp
     with slides.Slide(slide_path, params.mpp_override) as slide:
@@ -203,8 +203,8 @@ _WORKER: dict[str, Any] = {"loads": 0}
 
 def _worker_model(params: BatchParams) -> Any:
     """The model of this worker process, loaded on its first tile and kept (never shipped)."""
-    from . import models
-    from .runtime import configure_threads
+    from cam_core.model import models
+    from cam_core.runtime import configure_threads
 
     key = f"{params.model}|{params.models_dir}"
     if _WORKER.get("key") != key:
@@ -223,7 +223,7 @@ def _slide(path: str, mpp_override: float | None) -> Any:
     used ones closed beyond :data:`SLIDES_PER_WORKER` (a worker serves many slides and runs)."""
     from collections import OrderedDict
 
-    from . import slides
+    from cam_core.wsi import slides
 
     cache: OrderedDict[tuple[Any, ...], Any] = _WORKER.setdefault("slides", OrderedDict())
     st = os.stat(path)
@@ -239,8 +239,8 @@ def _slide(path: str, mpp_override: float | None) -> Any:
 
 def style(params: BatchParams, spec: Any) -> Any:
     """How every tile of a run names and measures its objects."""
-    from . import geojson as gj
-    from .methods import get_method
+    from cam_core.engine.methods import get_method
+    from cam_core.wsi import geojson as gj
 
     return gj.Style(spec.classes, spec.colors, spec.mpp, get_method(params.method).name, params.threshold)
 
@@ -253,12 +253,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def process_tile(job: TileJob) -> dict[str, Any]:
     """Predict and explain one tile; write its objects; return a summary (no arrays)."""
-    from . import engine, layers
-    from . import geojson as gj
-    from . import targets as tg
-    from .capture import drop_graph
-    from .errors import NothingPredictedError
-    from .methods import get_method
+    from cam_core import engine
+    from cam_core.engine import targets as tg
+    from cam_core.engine.graph import drop_graph
+    from cam_core.engine.methods import get_method
+    from cam_core.errors import NothingPredictedError
+    from cam_core.model import layers
+    from cam_core.wsi import geojson as gj
 
     t0 = time.perf_counter()
     params = job.params
@@ -363,9 +364,9 @@ def assemble(
     info: Any, jobs: list[TileJob], out_dir: Path, params: BatchParams, extra: dict[str, Any], spec: Any = None
 ) -> dict[str, Any]:
     """The slide's GeoJSON, overview maps and manifest from the finished tile files."""
-    from . import geojson as gj
-    from . import render
-    from .provenance import versions
+    from cam_core.engine.result import versions
+    from cam_core.output import render
+    from cam_core.wsi import geojson as gj
 
     features: list[dict[str, Any]] = []
     fragments: list[gj.Fragment] = []
@@ -577,7 +578,8 @@ class Agreement:
 def stitched_mask(slide_path: str | Path, params: BatchParams, loaded: Any) -> tuple[np.ndarray, tuple[int, int]]:
     """The model's mask of every planned tile's owned cell, pasted on the model-pixel grid over
     the planned tiles' bounding box, and that box's top-left (x, y) on the grid."""
-    from . import engine, slides
+    from cam_core import engine
+    from cam_core.wsi import slides
 
     _, jobs = plan(slide_path, Path("."), params, loaded.spec)
     if not jobs:
@@ -600,8 +602,9 @@ def mask_agreement(slide_path: str | Path, out_dir: Path, params: BatchParams) -
     """The exported detections rasterised back against the stitched mask of the same tiles."""
     from scipy import ndimage
 
-    from . import geojson as gj
-    from . import models
+    from cam_core.data.metrics import Overlap, overlap
+    from cam_core.model import models
+    from cam_core.wsi import geojson as gj
 
     doc = json.loads((out_dir / f"{Path(slide_path).stem}.geojson").read_text())
     loaded = models.load(params.model, params.models_dir)
@@ -610,15 +613,14 @@ def mask_agreement(slide_path: str | Path, out_dir: Path, params: BatchParams) -
     scale = jobs[0].scale if jobs else 1.0
     raster = gj.rasterize(doc, mask.shape, loaded.spec.classes, scale, (gx0 * scale, gy0 * scale))
     drawn = raster.labels
-    inter = total = components = 0
+    pooled, components = Overlap(), 0
     for c in range(1, len(loaded.spec.classes)):
         if params.classes is not None and c not in params.classes:
             continue
-        inter += 2 * int(((mask == c) & (drawn == c)).sum())
-        total += int((mask == c).sum() + (drawn == c).sum())
+        pooled += overlap(drawn == c, mask == c)
         components += ndimage.label(mask == c, structure=gj.EIGHT)[1]
     detections = sum(f["properties"]["objectType"] == "detection" for f in doc["features"])
-    return Agreement(inter / max(total, 1), raster.duplicated, detections, components)
+    return Agreement(0.0 if pooled.empty else pooled.dice, raster.duplicated, detections, components)
 
 
 def add_parser(sub: Any) -> None:
@@ -639,9 +641,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import layers, models, slides
-    from . import targets as tg
-    from .methods import get_method
+    from cam_core.engine import targets as tg
+    from cam_core.engine.methods import get_method
+    from cam_core.model import layers, models
+    from cam_core.wsi import slides
 
     src = Path(args.slides)
     paths = slides.list_slides(src) if src.is_dir() else [src]

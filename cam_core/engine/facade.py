@@ -19,26 +19,27 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from . import cammath
-from . import targets as tg
-from .capture import (
+from cam_core.engine import cammath
+from cam_core.engine import targets as tg
+from cam_core.engine.capturing import (
     Capture,
     Prediction,
     Progress,
     capture,
-    drop_graph,
     predict,
     prepare,
     recapture,
     score_function,
 )
-from .errors import InputError
-from .layers import resolve_layers, spatial_layers
-from .methods import AUG_SMOOTH_COPIES, MethodInfo
-from .models import LoadedModel
-from .passes import FAST_SCORECAM_K, PassRun, default_batch_size, expected_batches, private_copy
-from .provenance import CamResult, versions
-from .rules import DecisionRule
+from cam_core.engine.graph import drop_graph
+from cam_core.engine.graph import passes as passes_of
+from cam_core.engine.methods import AUG_SMOOTH_COPIES, MethodInfo
+from cam_core.engine.passes import FAST_SCORECAM_K, PassRun, default_batch_size, expected_batches, private_copy
+from cam_core.engine.result import CamResult, versions
+from cam_core.errors import InputError
+from cam_core.model.layers import resolve_layers, spatial_layers
+from cam_core.model.models import LoadedModel
+from cam_core.model.rules import DecisionRule
 
 __all__ = [
     "FAST_SCORECAM_K",
@@ -135,7 +136,7 @@ def run_method(
         Cancelled: the progress callback cancelled it.
         InputError: the method failed; the message names it and the layer.
     """
-    from . import passes
+    from cam_core.engine import passes
 
     (layer_name,) = resolve_layers(loaded, layer)
     prediction = prediction or predict(loaded, image, rule)
@@ -173,9 +174,9 @@ def run_method(
         aug_smooth=augment,
         label=info.name,
     )
-    loaded.passes["method_runs"] += 1
+    passes_of(loaded)["method_runs"] += 1
     log.info("model pass: %s on a private copy (~%d forwards) %s", info.name, expected, loaded.name)
-    from .errors import Cancelled
+    from cam_core.errors import Cancelled
 
     try:
         cam, cam_raw = runner(run)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EmptyTargetError
+from cam_core.errors import EmptyTargetError
 
 # 8-connectivity: a nucleus touching itself diagonally is one nucleus.
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -29,7 +29,18 @@ class PredictedObject:
     cam_share: float | None  # share of the CAM's mass inside the object, when a CAM is given
 
     def area_um2(self, mpp: float | None) -> float | None:
-        return None if mpp is None else self.area_px * mpp * mpp
+        return area_um2(self.area_px, mpp)
+
+
+def area_um2(pixels: int, mpp: float | None) -> float | None:
+    """Area of ``pixels`` square pixels in µm² (None when the resolution is unknown)."""
+    return None if mpp is None else pixels * mpp * mpp
+
+
+def mass_share(cam: np.ndarray, region: np.ndarray) -> float:
+    """Share of a non-negative map's mass inside a boolean region (0 for an all-zero map)."""
+    total = float(cam.sum())
+    return float(cam[region].sum()) / total if total > 0 else 0.0
 
 
 def _label(binary: np.ndarray) -> tuple[np.ndarray, int]:

@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
-from .limits import MAX_BYTES, MAX_PIXELS
+from cam_core import limits
+from cam_core.errors import InputError
+from cam_core.limits import MAX_BYTES, MAX_PIXELS
 
 __all__ = ["MAX_BYTES", "MAX_PIXELS", "SUPPORTED", "LoadedImage", "load_image"]
+# File names read as tiles in a folder (evaluate, trust): the formats a tile set comes in, the
+# first the one looked for first.
+TILE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 SUPPORTED = "PNG, JPEG, TIFF (8/16-bit, multi-page: first page), BMP, WebP, GIF (first frame)"
 
 
@@ -30,9 +34,7 @@ class LoadedImage:
     mpp: float | None = None  # microns per pixel from the file's metadata, None when it has none
 
 
-# A resolution written in a file is believed only in the range of microscope images: many
-# programs stamp 72 or 96 dpi (353 or 265 µm/px) on any picture.
-MPP_RANGE = (0.05, 20.0)
+MPP_RANGE = limits.MPP_RANGE  # a resolution written in a file is believed only in this range
 
 
 def _mpp_from_metadata(img: Image.Image) -> float | None:
@@ -47,7 +49,7 @@ def _mpp_from_metadata(img: Image.Image) -> float | None:
     elif "dpi" in img.info:
         dpi = float(img.info["dpi"][0])
         mpp = 25400.0 / dpi if dpi > 0 else None
-    return mpp if mpp is not None and MPP_RANGE[0] <= mpp <= MPP_RANGE[1] else None
+    return mpp if limits.plausible_mpp(mpp) else None
 
 
 def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:

@@ -24,9 +24,9 @@ import time
 import numpy as np
 import torch
 
-from . import engine
-from . import targets as tg
-from .capture import (
+from cam_core import engine
+from cam_core.engine import targets as tg
+from cam_core.engine.capturing import (
     Capture,
     Prediction,
     Progress,
@@ -38,14 +38,15 @@ from .capture import (
     prepare,
     target_region,
 )
-from .capture import probabilities as to_probabilities
-from .errors import InputError
-from .layers import resolve_layers
-from .limits import STITCHED_MAX_BYTES, TILE_ABOVE_PIXELS
-from .methods import MethodInfo
-from .models import LoadedModel
-from .rules import DecisionRule
-from .state import preserved_state
+from cam_core.engine.capturing import probabilities as to_probabilities
+from cam_core.engine.graph import passes as passes_of
+from cam_core.engine.methods import MethodInfo
+from cam_core.errors import InputError
+from cam_core.limits import STITCHED_MAX_BYTES, TILE_ABOVE_PIXELS
+from cam_core.model.layers import resolve_layers
+from cam_core.model.models import LoadedModel
+from cam_core.model.rules import DecisionRule
+from cam_core.model.state import preserved_state
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "TILE_ABOVE_PIXELS", "capture_tiled", "explain_tiled", "tile_boxes"]
 DEFAULT_TILE = 512
@@ -162,7 +163,7 @@ def capture_tiled(
         with loaded.lock, preserved_state(model), capture_outputs(model, names) as outs, torch.no_grad():
             model.eval()
             logits = forward(model, x)
-            loaded.passes["forward"] += 1
+            passes_of(loaded)["forward"] += 1
             tile_acts = {n: outs[n].float().cpu().numpy() for n in names}
         t_forward += time.perf_counter() - tf
         check_finite(logits, "logits")

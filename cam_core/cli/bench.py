@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import targets as tg
-from .images import load_image
+from cam_core.data.images import load_image
+from cam_core.engine import targets as tg
 
 if TYPE_CHECKING:
     import torch
 
-    from .models import LoadedModel
+    from cam_core.model.models import LoadedModel
 
-REPO = Path(__file__).resolve().parents[1]
+from cam_core.paths import REPO_ROOT as REPO
 
 
 def add_parser(sub) -> None:
@@ -108,7 +108,9 @@ def run_scorecam(args: argparse.Namespace) -> int:
     """Rank agreement and speed of ScoreCAM-TopK against exact ScoreCAM, tile by tile."""
     from scipy.stats import spearmanr
 
-    from . import engine, layers, methods, models
+    from cam_core import engine
+    from cam_core.engine import methods
+    from cam_core.model import layers, models
 
     loaded = models.load(args.model, args.models_dir)
     layer = args.layer or [n for n in layers.curated_layers(loaded) if n.startswith("encoder")][-1]
@@ -218,7 +220,7 @@ class _Setup:
         """grad-cam's segmentation tutorial: a method object per call, its own forward + backward."""
         from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-        from .methods import METHODS
+        from cam_core.engine.methods import METHODS
 
         modules = dict(self.loaded.model.named_modules())
         with METHODS[name.lower()].grad_cam_cls()(self.loaded.model, [modules[layer]]) as cam:
@@ -226,7 +228,8 @@ class _Setup:
 
 
 def _setup(args: argparse.Namespace) -> _Setup:
-    from . import engine, layers, models
+    from cam_core import engine
+    from cam_core.model import layers, models
 
     loaded = models.load(args.model, args.models_dir)
     image = _tile_to(load_image(args.image).array, args.size)
@@ -260,8 +263,8 @@ def row_first(s: _Setup, fb: float) -> dict[str, Any]:
     """Mask + first CAM: plain = a forward for the mask then one grad-cam call; engine = one capture."""
     import torch
 
-    from . import engine
-    from .methods import METHODS
+    from cam_core import engine
+    from cam_core.engine.methods import METHODS
 
     def plain() -> None:
         with torch.no_grad():
@@ -277,8 +280,8 @@ def row_first(s: _Setup, fb: float) -> dict[str, Any]:
 
 
 def row_switch_method(s: _Setup) -> dict[str, Any]:
-    from . import engine
-    from .methods import METHODS
+    from cam_core import engine
+    from cam_core.engine.methods import METHODS
 
     cap = s.held["cap"]
     return _row(
@@ -289,8 +292,8 @@ def row_switch_method(s: _Setup) -> dict[str, Any]:
 
 
 def row_switch_layer(s: _Setup) -> dict[str, Any]:
-    from . import engine
-    from .methods import METHODS
+    from cam_core import engine
+    from cam_core.engine.methods import METHODS
 
     cap = s.held["cap"]
     return _row(
@@ -301,8 +304,8 @@ def row_switch_layer(s: _Setup) -> dict[str, Any]:
 
 
 def row_switch_class(s: _Setup, bwd: float) -> dict[str, Any]:
-    from . import engine
-    from .methods import METHODS
+    from cam_core import engine
+    from cam_core.engine.methods import METHODS
 
     def ours() -> None:
         # From the newest capture: the kept graph follows it (an older one would fall back to a
@@ -323,8 +326,9 @@ def row_switch_class(s: _Setup, bwd: float) -> dict[str, Any]:
 
 def row_grid(s: _Setup) -> dict[str, Any]:
     """The Compare page's default grid: every fast method × the compare layers."""
-    from . import engine, layers
-    from .methods import fast_methods
+    from cam_core import engine
+    from cam_core.engine.methods import fast_methods
+    from cam_core.model import layers
 
     fast = fast_methods()
     # Plain grad-cam's full SVD needs (H·W)² floats: its eigen methods cannot run on large layers
@@ -352,8 +356,9 @@ def row_grid(s: _Setup) -> dict[str, Any]:
 def row_render(s: _Setup, size: int) -> dict[str, Any]:
     from PIL import Image
 
-    from . import engine, render
-    from .methods import METHODS
+    from cam_core import engine
+    from cam_core.engine.methods import METHODS
+    from cam_core.output import render
 
     cam = engine.cam_from_capture(s.held["cap"], METHODS["gradcam"], s.default_layer).cam
     img = _tile_to(s.image, size)
@@ -384,7 +389,7 @@ import torch
 from PIL import Image
 from pytorch_grad_cam import {classes}
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
-from cam_core import models
+from cam_core.model import models
 loaded = models.load({model!r})
 model = loaded.model.eval()
 img = np.asarray(Image.open({image!r}).convert("RGB"))
@@ -424,8 +429,8 @@ def run_cli(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from . import layers, models
-    from .methods import fast_methods
+    from cam_core.engine.methods import fast_methods
+    from cam_core.model import layers, models
 
     loaded = models.load(args.model, args.models_dir)
     grid_layers = layers.compare_layers(loaded)
@@ -485,7 +490,9 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 
 def run_trust(args: argparse.Namespace) -> int:
     """What the trust checks cost at the sample tile's size: each part timed on its own."""
-    from . import engine, layers, methods, models, trust
+    from cam_core import engine, trust
+    from cam_core.engine import methods
+    from cam_core.model import layers, models
 
     loaded = models.load(args.model, args.models_dir)
     image = load_image(args.image).array
@@ -541,7 +548,7 @@ def run(args: argparse.Namespace) -> int:
         return run_cli(args)
     import torch
 
-    from .provenance import versions
+    from cam_core.engine.result import versions
 
     s = _setup(args)
     device = s.loaded.device

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cammath as cm
-from . import passes
-from .errors import unknown
+from cam_core.engine import cammath as cm
+from cam_core.engine import passes
+from cam_core.errors import unknown
 
 LayerCam = Callable[[np.ndarray, np.ndarray, bool], np.ndarray]
 # A gradient method with its own passes costs about a forward and two backwards (~3 forwards).

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, NothingPredictedError
+from cam_core.errors import InputError, NothingPredictedError
 
 REPORT_FILE = "trust.json"  # beside a model's weights: its measured per-model report
 REPORT_SCHEMA = 1
@@ -57,20 +57,24 @@ def _images(args: argparse.Namespace) -> list[Path]:
         return [Path(args.image)]
     root = Path(args.data)
     folder = root / "images" if (root / "images").is_dir() else root
-    found = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
+    from cam_core.data.images import TILE_SUFFIXES
+
+    found = sorted(p for p in folder.glob("*") if p.suffix.lower() in TILE_SUFFIXES)
     if not found:
         raise InputError(f"no images in {folder}; --data needs a folder of PNG/JPEG/TIFF tiles (or DIR/images)")
     return found[: args.limit] if args.limit else found
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import layers, methods, models, trust
-    from . import targets as tg
-    from .cli import parse_target
-    from .images import load_image
-    from .provenance import versions
-    from .rules import parse as parse_rule
-    from .runtime import CLI_THREADS, configure_threads
+    from cam_core import trust
+    from cam_core.data.images import load_image
+    from cam_core.engine import methods
+    from cam_core.engine import targets as tg
+    from cam_core.engine.result import versions
+    from cam_core.engine.targets import parse_target
+    from cam_core.model import layers, models
+    from cam_core.model.rules import parse as parse_rule
+    from cam_core.runtime import CLI_THREADS, configure_threads
 
     configure_threads(CLI_THREADS)
     paths = _images(args)

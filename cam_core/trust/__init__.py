@@ -1,0 +1,45 @@
+"""Can this map be believed: faithfulness (deletion against random maps and the target mask),
+sanity (model randomisation), the trust report over a folder, the shortcut audit and the model's
+evaluation against truth. The checks' API is this package's (``cam_core.trust.trust`` …).
+
+Above the engine and the data layer; below the CLI and the app."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = (
+    "BLUR_SIGMA",
+    "FAITHFULNESS_STEPS",
+    "Faithfulness",
+    "FaithfulnessVerdict",
+    "RANDOM_SEEDS",
+    "REFERENCE_EXPLAINERS",
+    "SANITY_MAX_RHO",
+    "Sanity",
+    "TrustReport",
+    "cascade_blocks",
+    "copy_of",
+    "count_blocks",
+    "edge_explainer",
+    "estimate_seconds",
+    "faithfulness",
+    "forwards",
+    "method_explainer",
+    "random_maps",
+    "randomise",
+    "rank_pixels",
+    "sanity",
+    "spearman",
+    "ssim",
+    "target_explainer",
+    "trust",
+)
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(".checks", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

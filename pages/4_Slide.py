@@ -16,6 +16,7 @@ from cam_core.errors import SegCamError
 from cam_core.model import models
 from cam_core.output import render
 from cam_core.wsi import slides
+from cam_core.wsi.viewport import Viewport, region_at
 from ui import compute, state
 from ui.clickable import clickable_image
 from ui.text import plain
@@ -115,11 +116,9 @@ def main() -> None:
     except SegCamError as exc:
         st.error(str(exc))
         return
-    vx, vy, vw, _ = view
-    k = picture.shape[1] / vw  # overview pixels per level-0 pixel
-    cx, cy = st.session_state.get("slide_center") or _tissue_centre(tissue, thumb.shape[1] / w0)
-    x = int(min(max(cx - side0 // 2, 0), w0 - side0))
-    y = int(min(max(cy - side0 // 2, 0), h0 - side0))
+    port = Viewport(view, picture.shape[1])
+    center = st.session_state.get("slide_center") or _tissue_centre(tissue, thumb.shape[1] / w0)
+    x, y = region_at(center, side0, (w0, h0))
     st.session_state["w_slide_x"], st.session_state["w_slide_y"] = x, y
 
     def typed() -> None:
@@ -135,25 +134,20 @@ def main() -> None:
         if whole:
             here = tissue
         else:  # the thumbnail's tissue mask over the view (smooth; not re-detected around every nucleus)
-            t = thumb.shape[1] / w0
-            crop = tissue[int(vy * t) : int(np.ceil((vy + view[3]) * t)), int(vx * t) : int(np.ceil((vx + vw) * t))]
-            here = cv2.resize(
-                crop.astype(np.uint8), (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_NEAREST
-            )
+            crop = port.crop(tissue, (w0, h0)).astype(np.uint8)
+            here = cv2.resize(crop, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_NEAREST)
         picture = render.outline(picture, here.astype(bool), "#00A000")
         heat = _batch_heat(info.name)
         show_heat = heat is not None and st.toggle("Batch heat map over the overview", key="slide_heat")
         if show_heat and heat is not None:
-            hy0, hx0 = int(vy / h0 * heat.shape[0]), int(vx / w0 * heat.shape[1])
-            hy1, hx1 = int((vy + view[3]) / h0 * heat.shape[0]), int((vx + vw) / w0 * heat.shape[1])
-            crop = heat[hy0 : max(hy1, hy0 + 1), hx0 : max(hx1, hx0 + 1)]
-            hm = cv2.resize(crop, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR)
+            hm = cv2.resize(
+                port.crop(heat, (w0, h0)), (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR
+            )
             picture = render.overlay(picture, np.clip(hm, 0, 1), 0.5)
         box = np.zeros(picture.shape[:2], bool)
-        bx0, by0 = int((x - vx) * k), int((y - vy) * k)
-        bx1, by1 = max(int((x + side0 - vx) * k), bx0 + 3), max(int((y + side0 - vy) * k), by0 + 3)
+        bx0, by0, bx1, by1 = port.to_picture(x, y, side0, side0)
         box[max(by0, 0) : max(by1, 0), max(bx0, 0) : max(bx1, 0)] = True
-        picture = render.scale_bar(render.outline(picture, box, "#FF00FF"), info.mpp / k)
+        picture = render.scale_bar(render.outline(picture, box, "#FF00FF"), info.mpp / port.k)
         click = clickable_image(
             picture,
             f"overview of {info.name}: tissue outlined in green, the region in magenta",
@@ -161,7 +155,7 @@ def main() -> None:
             title="Click to centre the region here",
         )
         if click is not None:
-            st.session_state["slide_center"] = (int(vx + click[0] / k), int(vy + click[1] / k))
+            st.session_state["slide_center"] = port.to_level0(click[0], click[1])
             st.rerun()
     with col_ctl:
         st.number_input("x (level-0 px)", 0, max(w0 - side0, 0), key="w_slide_x", on_change=typed)

@@ -261,3 +261,32 @@ def test_a_point_target_is_its_objects_area(data, h, w):
     (mine,) = [o for o in found if labels[o.centroid_xy[1], o.centroid_xy[0]] == labels[y, x]]
     assert int(region.sum()) == mine.area_px
     assert region[y, x] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    w0=st.integers(256, 200_000),
+    h0=st.integers(256, 200_000),
+    side=st.integers(1, 8192),
+    cx=st.integers(-1000, 201_000),
+    cy=st.integers(-1000, 201_000),
+    width=st.integers(200, 1600),
+)
+def test_the_slide_pages_region_and_clicks_stay_on_the_slide(w0, h0, side, cx, cy, width):
+    from cam_core.wsi.viewport import Viewport, region_at
+
+    side0 = min(side, w0, h0)
+    x, y = region_at((cx, cy), side0, (w0, h0))
+    assert 0 <= x <= w0 - side0
+    assert 0 <= y <= h0 - side0
+    port = Viewport((0, 0, w0, h0), width)
+    x0, y0, x1, y1 = port.to_picture(x, y, side0, side0)
+    assert x1 - x0 >= 3  # always visible
+    assert y1 - y0 >= 3
+    px, py = (x0 + x1) / 2, (y0 + y1) / 2  # a click on the box's centre lands in the region
+    lx, ly = port.to_level0(px, py)
+    tolerance = 2 / port.k + 1
+    assert x - tolerance <= lx <= x + side0 + tolerance
+    assert y - tolerance <= ly <= y + side0 + tolerance
+    thumb = np.zeros((max(1, round(1024 * h0 / max(w0, h0))), max(1, round(1024 * w0 / max(w0, h0)))))
+    assert Viewport((x, y, side0, side0), width).crop(thumb, (w0, h0)).size >= 1

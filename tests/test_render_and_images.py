@@ -133,3 +133,34 @@ def test_lru_cache_bounds_and_shared_values():
     assert cache.get("a") is None
     cache.put("huge", np.zeros(1000, np.uint8))  # larger than the whole budget: not kept
     assert cache.get("huge") is None
+
+
+def test_otsu_is_the_between_class_variance_maximum():
+    """render.otsu is OpenCV's Otsu (one Otsu in the project): check it against the definition."""
+    from cam_core.output.render import otsu
+
+    rng = np.random.default_rng(3)
+    values = np.clip(np.concatenate([rng.normal(0.2, 0.05, 3000), rng.normal(0.7, 0.1, 1500)]), 0, 1)
+    q = np.round(values * 255) / 255
+
+    def between(t: float) -> float:
+        low, high = q[q <= t], q[q > t]
+        if not len(low) or not len(high):
+            return 0.0
+        return len(low) * len(high) * (low.mean() - high.mean()) ** 2
+
+    best = max((k / 255 for k in range(256)), key=between)
+    assert abs(otsu(values.astype(np.float32)) - (best + 0.5 / 255)) < 1e-9
+
+
+def test_a_progress_line_draws_fractions_and_counts(capsys):
+    from cam_core.progress import Line
+
+    with Line("explain") as line:
+        line.fraction(0.5, "forward 1 of 2")
+    with Line("slide.tif", 10, "tiles") as tiles:
+        tiles.count(4, 10, "~3 s left")
+    err = capsys.readouterr().err
+    assert "explain  50.0%" in err
+    assert "forward 1 of 2" in err
+    assert "slide.tif: 4/10 tiles" in err

@@ -24,6 +24,7 @@ from cam_core import limits
 from cam_core.cache import LRUCache
 from cam_core.data.images import LoadedImage, load_image
 from cam_core.data.truth import Truth, load_truth
+from cam_core.data.truth import for_model as truth_for_model
 from cam_core.data.truth import summary as truth_summary
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import check_fits
@@ -170,11 +171,8 @@ _SAMPLE_TRUTH: dict[tuple[str, tuple[str, ...]], Truth | None] = {}
 
 
 def sample_truth(name: str, classes: list[str]) -> Truth | None:
-    """The sample's shipped mask (None when the sample has none): CoNSeP class indices.
-
-    Compared per class only with a model of CoNSeP's classes; any other model (whatever the
-    number of its classes: indices of other classes would mean other things) as any nucleus.
-    """
+    """The sample's shipped mask (None when the sample has none): CoNSeP class indices, scored
+    as :func:`cam_core.data.truth.for_model` decides for this model's classes."""
     key = (name, tuple(classes))
     if key not in _SAMPLE_TRUTH:
         path = sample_truth_file(name)
@@ -182,10 +180,7 @@ def sample_truth(name: str, classes: list[str]) -> Truth | None:
         if path is not None:
             shape = sample(name)[0].shape[:2]
             consep = load_truth(path, CONSEP_CLASSES, shape, name=path.name, kind="index")
-            truth = consep
-            if list(classes) != CONSEP_CLASSES:
-                note = "the sample's CoNSeP classes are not this model's: compared as any nucleus"
-                truth = dataclasses.replace(consep, labels=(consep.labels > 0).astype(np.uint8), binary=True, note=note)
+            truth = truth_for_model(consep, CONSEP_CLASSES, classes, "the sample's CoNSeP")
         _SAMPLE_TRUTH[key] = truth
     return _SAMPLE_TRUTH[key]
 
@@ -503,7 +498,6 @@ def signed_scale(ch: Choices, info: MethodInfo, layer: str, cap: Any, res: CamRe
     Returns:
         The scale and the classes it covers.
     """
-    import dataclasses
 
     from cam_core.errors import EmptyTargetError
 

@@ -32,6 +32,7 @@ from cam_core.paths import REPO_ROOT as REPO
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="time the engine against plain grad-cam")
+    p.set_defaults(run=run)
     p.add_argument("--model", default=None)
     p.add_argument("--models-dir", default=None)
     p.add_argument("--image", default=str(REPO / "samples/images/test_12_002.png"))

@@ -21,6 +21,7 @@ import numpy as np
 from cam_core import limits
 from cam_core.data.masks import MASK_KINDS
 from cam_core.errors import InputError, NothingPredictedError, SegCamError
+from cam_core.progress import Line
 
 if TYPE_CHECKING:
     from cam_core.data.images import LoadedImage
@@ -48,16 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list built-in and models-folder models")
+    p.set_defaults(run=_print_models)
     p.add_argument("--models-dir", default=None)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("layers", help="candidate target layers of a model")
+    p.set_defaults(run=_print_layers)
     _add_model_args(p)
     p.add_argument("--all", action="store_true", help="every spatial layer, not just the curated list")
 
-    sub.add_parser("methods", help="the CAM methods and their capabilities")
+    sub.add_parser("methods", help="the CAM methods and their capabilities").set_defaults(
+        run=lambda _: _print_methods()
+    )
 
     p = sub.add_parser("explain", help="mask, CAM heatmap and overlay for one image")
+    p.set_defaults(run=_explain)
     p.add_argument("image")
     _add_model_args(p)
     p.add_argument(
@@ -107,12 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=None, help="a slide's µm/px when its metadata lacks it")
 
     p = sub.add_parser("slide", help="what a slide says about itself: size, levels, resolution, tissue")
+    p.set_defaults(run=_print_slide)
     p.add_argument("slide")
     p.add_argument("--mpp", type=float, default=None, help="the slide's µm/px when its metadata lacks it")
     p.add_argument("--thumbnail", default=None, metavar="PNG", help="write the thumbnail with the tissue outlined")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("make-slide", help="a pyramidal demo/test slide tiled from the sample tiles")
+    p.set_defaults(run=_make_slide)
     p.add_argument("out", help="output file (.tif, or .svs for an Aperio-style slide)")
     p.add_argument("--size", type=int, default=20_000, help="side in level-0 pixels (default 20000)")
     p.add_argument("--tissue", type=int, default=1_536, help="side of the tissue square (default 1536)")
@@ -385,8 +393,8 @@ def _explain(args: argparse.Namespace) -> int:
         failures.append(f"{info.name} @ {layer}: {exc}")
         print(f"skipped {info.name} @ {layer}: {exc}", file=sys.stderr)
 
-    def progress(frac: float, msg: str) -> None:
-        print(f"\r[{frac * 100:5.1f}%] {msg:60s}", end="", file=sys.stderr, flush=True)
+    line = Line("explain")
+    progress = line.fraction
 
     h, w = image.array.shape[:2]
     tiled = limits.is_large(image.array.shape)
@@ -447,14 +455,15 @@ def _explain(args: argparse.Namespace) -> int:
                 on_error=on_error if multi else None,
             )
     except NothingPredictedError as exc:
-        print(file=sys.stderr)
+        line.close()
         prediction = exc.prediction or engine.predict(loaded, image.array, rule)
         writer.mask(prediction, out)
         writer.close()
         _summary(out, 0, [str(exc)], cap, tiled, t_start)
         print(f"nothing to explain: {exc}; wrote the mask to {out / 'mask.png'}")
         return 0
-    print(file=sys.stderr)
+    finally:
+        line.close()
     prediction = cap.prediction if cap else engine.predict(loaded, image.array, rule)
     resolved = (
         results[0].class_index if results else tg.resolve_auto(target, prediction.mask, loaded.spec.classes).class_index
@@ -497,38 +506,10 @@ def _summary(out: Path, n: int, failures: list[str], cap: Any, tiled: bool, t_st
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "models":
-            return _print_models(args)
-        if args.command == "layers":
-            return _print_layers(args)
-        if args.command == "methods":
-            return _print_methods()
-        if args.command == "explain":
-            return _explain(args)
-        if args.command == "bench":
-            from cam_core.cli import bench
-
-            return bench.run(args)
-        if args.command == "evaluate":
-            from cam_core.trust import evaluate as ev
-
-            return ev.run(args)
-        if args.command == "trust":
-            from cam_core.trust import report as trust_report
-
-            return trust_report.run(args)
-        if args.command == "slide":
-            return _print_slide(args)
-        if args.command == "make-slide":
-            return _make_slide(args)
-        if args.command == "batch":
-            from cam_core.wsi import batch
-
-            return batch.run(args)
+        return int(args.run(args))  # each sub-command's parser names the function that runs it
     except SegCamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
-    return 2

@@ -15,6 +15,7 @@ Pixel codes of the comparison map, shared by the renderer and the result files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,20 @@ def compare(predicted: np.ndarray, truth: Truth, class_index: int | None) -> np.
     out[p & ~t] = FP
     out[~p & t] = FN
     return out
+
+
+def for_model(truth: Truth, truth_classes: list[str], model_classes: list[str], whose: str = "the truth's") -> Truth:
+    """A truth of ``truth_classes`` as the model at hand can be scored on it: per class only
+    when the classes are the same; any other model (whatever the number of its classes: indices
+    of other classes would mean other things) as any nucleus, with a note saying so."""
+    if truth.binary or list(model_classes) == list(truth_classes):
+        return truth
+    return dataclasses.replace(
+        truth,
+        labels=(truth.labels > 0).astype(np.uint8),
+        binary=True,
+        note=f"{whose} classes are not this model's: compared as any nucleus",
+    )
 
 
 def errors(predicted: np.ndarray, truth: Truth, class_index: int | None, outcome: int) -> np.ndarray:

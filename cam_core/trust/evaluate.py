@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="per-class Dice/IoU on DIR/images + DIR/masks")
+    p.set_defaults(run=run)
     p.add_argument("--model", default=None)
     p.add_argument("--models-dir", default=None)
     p.add_argument("--data", required=True, help="folder with images/ and masks/ (pixel value = class index)")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cam_core.errors import InputError, NothingPredictedError
+from cam_core.progress import Line
 
 REPORT_FILE = "trust.json"  # beside a model's weights: its measured per-model report
 REPORT_SCHEMA = 1
@@ -31,6 +31,7 @@ REPORT_SCHEMA = 1
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("trust", help="faithfulness vs random and the sanity check, for an image or a folder")
+    p.set_defaults(run=run)
     p.add_argument("image", nargs="?", help="one image (or use --data for a folder)")
     p.add_argument("--data", default=None, help="folder of tiles (DIR/images/*.png or DIR/*.png): the per-model report")
     p.add_argument("--limit", type=int, default=None, help="at most this many tiles of --data")
@@ -91,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
         target = parse_target(args.target, cls, image.array.shape[:2])
         label = f"{path.name} ({n}/{len(paths)})"
 
-        def progress(frac: float, text: str, label: str = label) -> None:
-            print(f"\r{label} [{frac * 100:5.1f}%] {text[:70]:70s}", end="", file=sys.stderr, flush=True)
-
+        line = Line(label)
         try:
             reports = trust.trust(
                 loaded,
@@ -103,14 +102,15 @@ def run(args: argparse.Namespace) -> int:
                 method_list,
                 rule=rule,
                 cascade=not args.no_cascade,
-                progress=progress,
+                progress=line.fraction,
             )
         except NothingPredictedError as exc:
             if args.data is None:
                 raise
             skipped.append(f"{path.name}: {exc}")
             continue
-        print(file=sys.stderr)
+        finally:
+            line.close()
         per_image.append({"image": path.name, "results": [r.record() for r in reports]})
     if not per_image:
         raise InputError("no tile could be checked: " + "; ".join(skipped))

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from cam_core.errors import InputError
+from cam_core.progress import Line
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 DEFAULT_TILE = 512
@@ -625,6 +626,7 @@ def mask_agreement(slide_path: str | Path, out_dir: Path, params: BatchParams) -
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("batch", help="whole slides: prediction, CAMs and QuPath GeoJSON, on Dask")
+    p.set_defaults(run=run)
     p.add_argument("slides", help="a slide file or a folder of slides")
     p.add_argument("--out", required=True, help="output folder (one subfolder per slide; re-runs resume)")
     p.add_argument("--model", default=None)
@@ -666,16 +668,23 @@ def run(args: argparse.Namespace) -> int:
     for p in paths:  # open every slide first: a bad one is reported before any work
         slides.Slide(p, args.mpp).close()
 
+    lines: dict[str, Line] = {}
+
     def progress(done: int, total: int, rate: float, left: float, name: str) -> None:
-        print(f"\r{name}: {done}/{total} tiles · {rate:.2f} tiles/s · ~{left:.0f} s left   ", end="", file=sys.stderr)
+        if name not in lines:
+            lines[name] = Line(name, total, "tiles")
+        lines[name].count(done, total, f"~{left:.0f} s left")
 
     client, cluster, where = _client(args.workers, args.scheduler)
     failed = 0
     try:
         print(f"Dask: {where}", file=sys.stderr)
         for p in paths:
-            m = run_slide(p, Path(args.out), params, client, progress, loaded.spec)
-            print(file=sys.stderr)
+            try:
+                m = run_slide(p, Path(args.out), params, client, progress, loaded.spec)
+            finally:
+                if p.name in lines:
+                    lines.pop(p.name).close()
             r = m["run"]
             failed += len(r["failures"])
             print(

@@ -158,3 +158,25 @@ def test_eigen_methods_memory_at_256_full_resolution(tiny):
         assert peak < 2 * 2**30, f"{name} peak {peak / 2**20:.0f} MiB"
         assert peak < 100 * 2**20  # in fact ~tens of MiB
         assert res.cam.max() > 0.99
+
+
+def test_segcam_json_has_one_schema_that_names_every_wrong_field(tiny_folder, capsys):
+    import json
+
+    from cam_core.cli import main
+    from cam_core.model.spec_file import json_schema
+
+    # what the hand-written checks let through: class names that are not names, text for a number
+    (tiny_folder / "segcam.json").write_text(
+        json.dumps({"classes": [{"name": "a"}, "b", "c"], "microns_per_pixel": "0.25", "description": 7})
+    )
+    with pytest.raises(ModelLoadError) as info:
+        models.load_folder(tiny_folder)
+    msg = str(info.value)  # main: loaded, with the class named "{'name': 'a'}"
+    assert "classes must be a list with one name per output channel" in msg
+    assert "microns_per_pixel must be a number in 0.05–20" in msg
+    assert "description must be text" in msg
+    schema = json_schema()
+    assert set(schema["properties"]) >= {"classes", "colors", "preprocessing", "decision_rule", "microns_per_pixel"}
+    assert main(["models", "--schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_print_models)
     p.add_argument("--models-dir", default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--schema", action="store_true", help="print the JSON Schema of a model folder's segcam.json")
 
     p = sub.add_parser("layers", help="candidate target layers of a model")
     p.set_defaults(run=_print_layers)
@@ -202,6 +203,11 @@ def _slide_region(args: argparse.Namespace, model_mpp: float | None) -> tuple[Lo
 def _print_models(args: argparse.Namespace) -> int:
     from cam_core.model import models
 
+    if args.schema:
+        from cam_core.model.spec_file import json_schema
+
+        print(json.dumps(json_schema(), indent=1))
+        return 0
     entries = models.discover(args.models_dir)
     if args.json:
         print(json.dumps([{**e.__dict__, "path": str(e.path)} for e in entries], indent=1))

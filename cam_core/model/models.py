@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cam_core import limits
 from cam_core.errors import ModelLoadError, SegCamError, unknown
 from cam_core.model.rules import ARGMAX, DecisionRule
 from cam_core.paths import REPO_ROOT
@@ -140,74 +139,49 @@ def _spec_error(folder: Path, what: str) -> ModelLoadError:
     return ModelLoadError(f"{folder.name}: {SPEC_FILE} {what}")
 
 
-def _triple(folder: Path, value: Any, default: tuple[float, float, float], what: str) -> tuple[float, float, float]:
-    if value is None:
-        return default
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 3
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        raise _spec_error(folder, f"preprocessing.{what} must be a list of 3 numbers (R, G, B), got {value!r}")
-    return (float(value[0]), float(value[1]), float(value[2]))
-
-
 def read_spec(folder: Path, out_channels: int) -> ModelSpec:
-    """Read ``segcam.json`` (optional) and check every field's type and its fit to the model.
+    """Read ``segcam.json`` (optional): its schema (:mod:`cam_core.model.spec_file`), then its fit
+    to the model (one class name and colour per output channel, a decision rule that exists).
 
     A wrong field is a ``ModelLoadError`` naming the field and the valid form, raised here at
     load time, so a broken file never reaches the mask, the renderer or the model list.
     """
+    from cam_core.model import spec_file
+
     binary = out_channels == 1
     n_classes = 2 if binary else out_channels
     data = _read_json(folder / SPEC_FILE, "class file") if (folder / SPEC_FILE).is_file() else {}
-    classes = data.get("classes") or (
+    try:
+        parsed = spec_file.parse(data)
+    except ValueError as exc:
+        raise _spec_error(folder, str(exc)) from None
+    classes = parsed.classes or (
         ["background", "foreground"] if binary else [f"class {i}" for i in range(out_channels)]
     )
-    if not isinstance(classes, list) or len(classes) != n_classes:
+    if len(classes) != n_classes:
         raise ModelLoadError(
-            f"{folder.name}: {SPEC_FILE} names {len(classes) if isinstance(classes, list) else '?'} classes "
+            f"{folder.name}: {SPEC_FILE} names {len(classes)} classes "
             f"but the model has {out_channels} output channel(s); give {n_classes} class names"
             + (" (a 1-channel sigmoid model has [background, foreground])" if binary else "")
         )
-    colors = data.get("colors") or (OKABE_ITO * (n_classes // len(OKABE_ITO) + 1))[:n_classes]
-    if not isinstance(colors, list) or len(colors) != n_classes:
-        raise _spec_error(
-            folder, f"has {len(colors) if isinstance(colors, list) else '?'} colours for {n_classes} classes"
-        )
-    for c in colors:
-        if not isinstance(c, str) or not HEX_COLOUR.fullmatch(c):
-            raise _spec_error(folder, f"colour {c!r} is not #RRGGBB (e.g. #E69F00)")
-    prep = data.get("preprocessing", {})
-    if not isinstance(prep, dict):
-        raise _spec_error(folder, f'preprocessing must be an object {{"mean": [...], "std": [...]}}, got {prep!r}')
-    mean = _triple(folder, prep.get("mean"), IMAGENET_MEAN, "mean")
-    std = _triple(folder, prep.get("std"), IMAGENET_STD, "std")
-    if min(std) <= 0:
-        raise _spec_error(folder, f"preprocessing.std must be positive, got {std}")
+    colors = parsed.colors or (OKABE_ITO * (n_classes // len(OKABE_ITO) + 1))[:n_classes]
+    if len(colors) != n_classes:
+        raise _spec_error(folder, f"has {len(colors)} colours for {n_classes} classes")
+    prep = parsed.preprocessing
     try:
-        rule = DecisionRule.from_json(data.get("decision_rule", {"type": "argmax"}))
+        rule = DecisionRule.from_json(parsed.decision_rule or {"type": "argmax"})
     except SegCamError as exc:
         raise _spec_error(folder, str(exc)) from None
-    default_layer = data.get("default_layer")
-    if default_layer is not None and not isinstance(default_layer, str):
-        raise _spec_error(folder, f"default_layer must be a dotted layer name, got {default_layer!r}")
-    mpp = data.get("microns_per_pixel")
-    if mpp is not None and (
-        isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not limits.plausible_mpp(float(mpp))
-    ):
-        raise _spec_error(
-            folder, f"microns_per_pixel must be a number in {limits.mpp_range_text()} (e.g. 0.25 for 40×), got {mpp!r}"
-        )
+    mpp = parsed.microns_per_pixel
     return ModelSpec(
         classes=[str(c) for c in classes],
         colors=[str(c) for c in colors],
-        mean=mean,
-        std=std,
-        default_layer=default_layer,
+        mean=IMAGENET_MEAN if prep.mean is None else (float(prep.mean[0]), float(prep.mean[1]), float(prep.mean[2])),
+        std=IMAGENET_STD if prep.std is None else (float(prep.std[0]), float(prep.std[1]), float(prep.std[2])),
+        default_layer=parsed.default_layer,
         decision_rule=rule,
         binary=binary,
-        description=str(data.get("description", "")),
+        description=parsed.description,
         mpp=None if mpp is None else float(mpp),
         extra={k: v for k, v in data.items() if k not in {"classes", "colors", "preprocessing", "decision_rule"}},
     )

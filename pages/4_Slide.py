@@ -19,7 +19,7 @@ from cam_core.wsi import slides
 from cam_core.wsi.viewport import Viewport, region_at
 from ui import compute, state
 from ui.clickable import clickable_image
-from ui.text import plain
+from ui.text import code, plain
 
 REGION_SIDES = (256, 512, 1024, 2048)  # region side in pixels at the model's resolution
 UPLOADS = Path(tempfile.gettempdir()) / "segcam_slides"
@@ -184,7 +184,9 @@ def main() -> None:
         )
     st.caption(
         "Whole slides and cohorts: `python -m cam_core batch SLIDE|DIR --out OUT` (Dask; see the README). "
-        f"Its overview heat map and GeoJSON show here when OUT is `{batch_dir()}`."
+        # the folder's name only: the server's file-system layout is not every visitor's business
+        f"Its overview heat map and GeoJSON show here when OUT is the server's batch folder "
+        f"({code(batch_dir().name)}, `$SEGCAM_BATCH_DIR` or `batch_out/` beside the app)."
     )
 
 

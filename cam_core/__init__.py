@@ -10,8 +10,7 @@ Names are imported on first use (PEP 562), so ``import cam_core.output.render`` 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cam_core.lazy import exports
 
 _EXPORTS = {
     "CamResult": "engine",
@@ -39,10 +38,4 @@ _EXPORTS = {
     "DecisionRule": "model.rules",
     "TargetSpec": "engine.targets",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'cam_core' has no attribute {name!r}")
+__all__, __getattr__ = exports(__name__, {name: f".{module}" for name, module in _EXPORTS.items()})

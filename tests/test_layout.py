@@ -63,14 +63,13 @@ def _imports() -> dict[str, set[str]]:
                     deps.add(sub if sub in modules else base)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names if a.name.startswith("cam_core"))
-            elif (  # a package's lazy re-export: importlib.import_module(".facade", __name__)
-                isinstance(node, ast.Call)
-                and getattr(node.func, "attr", "") == "import_module"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and str(node.args[0].value).startswith(".")
+            elif (  # a package's lazy re-export (cam_core.lazy.exports): the module named ".facade"
+                path.name == "__init__.py"
+                and isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and f"{package}{node.value}" in modules
             ):
-                deps.add(f"{package}{node.args[0].value}")
+                deps.add(f"{package}{node.value}")
         graph[name] = {d for d in deps if d != name and d != "cam_core"}
     return graph
 

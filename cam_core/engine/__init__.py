@@ -8,29 +8,27 @@ Imports run one way: ``cam_core.model`` and ``cam_core.data`` below, never ``tru
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cam_core.lazy import exports
 
-_EXPORTS = (
-    "CamResult",
-    "Capture",
-    "FAST_SCORECAM_K",
-    "GRAD_CAM_SVD_MAX_PIXELS",
-    "Prediction",
-    "cam_from_capture",
-    "capture",
-    "drop_graph",
-    "explain",
-    "predict",
-    "prepare",
-    "recapture",
-    "run_method",
-    "score_function",
+__all__, __getattr__ = exports(
+    __name__,
+    dict.fromkeys(
+        (
+            "CamResult",
+            "Capture",
+            "FAST_SCORECAM_K",
+            "GRAD_CAM_SVD_MAX_PIXELS",
+            "Prediction",
+            "cam_from_capture",
+            "capture",
+            "drop_graph",
+            "explain",
+            "predict",
+            "prepare",
+            "recapture",
+            "run_method",
+            "score_function",
+        ),
+        ".facade",
+    ),
 )
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(".facade", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

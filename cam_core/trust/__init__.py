@@ -6,40 +6,38 @@ Above the engine and the data layer; below the CLI and the app."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cam_core.lazy import exports
 
-_EXPORTS = (
-    "BLUR_SIGMA",
-    "FAITHFULNESS_STEPS",
-    "Faithfulness",
-    "FaithfulnessVerdict",
-    "RANDOM_SEEDS",
-    "REFERENCE_EXPLAINERS",
-    "SANITY_MAX_RHO",
-    "Sanity",
-    "TrustReport",
-    "cascade_blocks",
-    "copy_of",
-    "count_blocks",
-    "edge_explainer",
-    "estimate_seconds",
-    "faithfulness",
-    "forwards",
-    "method_explainer",
-    "random_maps",
-    "randomise",
-    "rank_pixels",
-    "sanity",
-    "spearman",
-    "ssim",
-    "target_explainer",
-    "trust",
+__all__, __getattr__ = exports(
+    __name__,
+    dict.fromkeys(
+        (
+            "BLUR_SIGMA",
+            "FAITHFULNESS_STEPS",
+            "Faithfulness",
+            "FaithfulnessVerdict",
+            "RANDOM_SEEDS",
+            "REFERENCE_EXPLAINERS",
+            "SANITY_MAX_RHO",
+            "Sanity",
+            "TrustReport",
+            "cascade_blocks",
+            "copy_of",
+            "count_blocks",
+            "edge_explainer",
+            "estimate_seconds",
+            "faithfulness",
+            "forwards",
+            "method_explainer",
+            "random_maps",
+            "randomise",
+            "rank_pixels",
+            "sanity",
+            "spearman",
+            "ssim",
+            "target_explainer",
+            "trust",
+        ),
+        ".checks",
+    ),
 )
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(".checks", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

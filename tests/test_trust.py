@@ -173,3 +173,20 @@ def test_a_method_with_passes_of_its_own_is_checked_on_the_copy(tiny, image64):
     alone = trust.faithfulness(tiny, image64, target, engine.predict(tiny, image64), {"m": cam})["m"]
     assert report.faithfulness.score == pytest.approx(alone.score, abs=1e-6)
     assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+
+
+def test_ssim_is_scikit_images_and_works_at_any_map_size():
+    from skimage.metrics import structural_similarity
+
+    from cam_core.trust import ssim
+
+    rng = np.random.default_rng(0)
+    a, b = ((m - m.min()) / (m.max() - m.min()) for m in (rng.random((64, 48)), rng.random((64, 48))))
+    expected = structural_similarity(
+        a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    assert ssim(a, b) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert ssim(a, a) == pytest.approx(1.0)
+    for side in (1, 2, 3, 6, 7, 10):  # smaller than the window: a uniform window that fits
+        s = ssim(rng.random((side, side + 1)), rng.random((side, side + 1)))
+        assert -1.0 <= s <= 1.0

@@ -33,7 +33,7 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 _CAPTURE_IDS = itertools.count(1)
 # Below this side some smp architectures cannot build their feature pyramid.
 SMALL_SIDE = 64
-log = logging.getLogger("cam_core.engine.facade")
+log = logging.getLogger("cam_core.engine")
 
 
 @contextlib.contextmanager

@@ -62,7 +62,7 @@ from cam_core.model.rules import DecisionRule
 from cam_core.model.state import preserved_state
 from cam_core.runtime import denormals_flushed
 
-log = logging.getLogger("cam_core.engine.facade")  # every model pass is logged there
+log = logging.getLogger("cam_core.engine")  # every model pass is logged there
 # One place for every constant of the checks.
 FAITHFULNESS_STEPS = 20  # 5 % of the pixels per step
 # RandomCAM maps averaged for the random baseline. Random maps vary a lot (sd ~0.2-0.5 on the

@@ -174,3 +174,15 @@ def test_the_consep_models_declare_the_consep_classes():
 
     for info in models.builtin_registry().values():
         assert json.loads((Path(info["path"]) / "segcam.json").read_text())["classes"] == consep.CLASSES
+
+
+def test_the_cli_parser_does_not_import_the_benchmark():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from cam_core.cli import commands; commands._parser(); print('cam_core.cli.bench' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False"  # main: bench (600 lines) imported by every CLI run to build its parser

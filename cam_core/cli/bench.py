@@ -30,38 +30,6 @@ if TYPE_CHECKING:
 from cam_core.paths import REPO_ROOT as REPO
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time the engine against plain grad-cam")
-    p.set_defaults(run=run)
-    p.add_argument("--model", default=None)
-    p.add_argument("--models-dir", default=None)
-    p.add_argument("--image", default=str(REPO / "samples/images/test_12_002.png"))
-    p.add_argument("--size", type=int, default=512, help="the image is tiled/resized to SIZE×SIZE")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--baseline-encoder", default="resnet34", help="also time a Unet with this encoder ('' to skip)")
-    p.add_argument(
-        "--scorecam", action="store_true", help="only: ScoreCAM-TopK against exact ScoreCAM on the sample tiles"
-    )
-    p.add_argument("--layer", default=None, help="layer for --scorecam (default: the deepest encoder stage)")
-    p.add_argument("--large", action="store_true", help="only: tiled explain at 2048² and 4096² with peak RSS")
-    p.add_argument(
-        "--latency", action="store_true", help="only: the model's forward+backward against the baseline Unet"
-    )
-    p.add_argument(
-        "--trust",
-        action="store_true",
-        help="only: cost of the trust checks on one 256² sample tile (faithfulness of one map, its references, "
-        "sanity of one method × layer)",
-    )
-    p.add_argument(
-        "--cli",
-        action="store_true",
-        help="only: whole-process `explain` (3 layers × 6 gradient methods at SIZE², and one 256² tile) "
-        "against plain grad-cam doing the same CAMs in its own process",
-    )
-
-
 def _median(fn: Callable[[], Any], repeats: int) -> float:
     import torch
 

@@ -29,6 +29,18 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _measured(case: str, before: float, t0: float, answer: str, **extra: object) -> dict:
+    """One case's line: its peak RSS before and after the work (MB), seconds and the answer."""
+    return {
+        "case": case,
+        "peak_mb_before": round(before),
+        "peak_mb": round(peak_mb()),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "answer": answer,
+        **extra,
+    }
+
+
 def slide(side: int) -> dict:
     """Open a single-level (no pyramid) tiled TIFF of side² and draw what the Slide page draws:
     the thumbnail, its tissue, the view around the tissue and the whole slide's view."""
@@ -49,13 +61,7 @@ def slide(side: int) -> dict:
                 answer = f"overview {thumb.shape[1]}×{thumb.shape[0]}, tissue {100 * tissue.mean():.2f} %"
         except InputError as exc:
             answer = f"refused: {exc}"
-        return {
-            "case": f"single-level slide {side}² ({path.stat().st_size / 1e6:.1f} MB file)",
-            "peak_mb_before": round(before),
-            "peak_mb": round(peak_mb()),
-            "seconds": round(time.perf_counter() - t0, 2),
-            "answer": answer,
-        }
+        return _measured(f"single-level slide {side}² ({path.stat().st_size / 1e6:.1f} MB file)", before, t0, answer)
 
 
 def upload(side: int) -> dict:
@@ -85,14 +91,7 @@ def upload(side: int) -> dict:
         answer = "explained"
     except SegCamError as exc:
         answer = f"refused: {exc}"
-    return {
-        "case": f"{side}² upload, {layer}",
-        "peak_mb_before": round(before),
-        "peak_mb": round(peak_mb()),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "answer": answer,
-        "model_passes": dict(engine_graph.passes(loaded)),
-    }
+    return _measured(f"{side}² upload, {layer}", before, t0, answer, model_passes=dict(engine_graph.passes(loaded)))
 
 
 def models_list() -> dict:
@@ -114,13 +113,8 @@ def models_list() -> dict:
         before = peak_mb()
         t0 = time.perf_counter()
         entries = {e.name: e for e in models.discover(tmp)}
-        return {
-            "case": "model list with a config-only Unet(resnet50, decoder 2048…128) folder",
-            "peak_mb_before": round(before),
-            "peak_mb": round(peak_mb()),
-            "seconds": round(time.perf_counter() - t0, 2),
-            "answer": entries["huge_decoder"].error or "listed",
-        }
+        case = "model list with a config-only Unet(resnet50, decoder 2048…128) folder"
+        return _measured(case, before, t0, entries["huge_decoder"].error or "listed")
 
 
 CASES = {

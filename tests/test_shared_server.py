@@ -104,6 +104,21 @@ def test_a_view_read_block_by_block_equals_one_read(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the heavy-job queue
 
 
+def _tiny_choices(image: np.ndarray, method: str):
+    """A tiny model and the app's choices for class 1 at decoder.blocks.3 with ``method``."""
+    from cam_core.data.images import LoadedImage
+    from cam_core.engine import targets as tg
+    from cam_core.engine.methods import METHODS
+    from ui import compute
+
+    loaded = wrap(tiny_unet())
+    choice = compute.ImageChoice("t", "sha-t", LoadedImage(image))
+    rule = loaded.spec.decision_rule
+    return loaded, compute.Choices(
+        choice, loaded, 1, "decoder.blocks.3", METHODS[method], tg.TargetSpec("class", 1), rule, False
+    )
+
+
 def test_the_gate_runs_at_most_its_slots_in_arrival_order_and_shows_places():
     gate = JobGate(1)
     release = threading.Event()
@@ -170,25 +185,12 @@ def test_a_cancelled_wait_leaves_the_queue_and_a_held_slot_enters_again():
 
 def test_a_slow_method_waits_for_a_free_slot_and_says_where_it_stands(monkeypatch, image64):
     from cam_core import engine
-    from cam_core.data.images import LoadedImage
-    from cam_core.engine import targets as tg
     from cam_core.engine.methods import METHODS
     from ui import compute
 
     gate = JobGate(1)
     monkeypatch.setattr(compute, "HEAVY", gate)
-    loaded = wrap(tiny_unet())
-    image = compute.ImageChoice("t", "sha-t", LoadedImage(image64))
-    ch = compute.Choices(
-        image,
-        loaded,
-        1,
-        "decoder.blocks.3",
-        METHODS["scorecam"],
-        tg.TargetSpec("class", 1),
-        loaded.spec.decision_rule,
-        False,
-    )
+    loaded, ch = _tiny_choices(image64, "scorecam")
     cap = engine.capture(loaded, image64, ch.target, ["decoder.blocks.3"])
     texts: list[str] = []
     release = threading.Event()
@@ -268,25 +270,12 @@ def test_an_estimate_does_not_follow_a_capture_timed_under_load(monkeypatch, ima
     import dataclasses
 
     from cam_core import engine
-    from cam_core.data.images import LoadedImage
     from cam_core.engine import targets as tg
-    from cam_core.engine.methods import METHODS
     from ui import compute
 
     monkeypatch.setattr(compute, "_FASTEST", {})
     monkeypatch.setattr(compute, "_TRUST_CALIBRATION", {})
-    loaded = wrap(tiny_unet())
-    image = compute.ImageChoice("t", "sha-t", LoadedImage(image64))
-    ch = compute.Choices(
-        image,
-        loaded,
-        1,
-        "decoder.blocks.3",
-        METHODS["gradcam"],
-        tg.TargetSpec("class", 1),
-        loaded.spec.decision_rule,
-        False,
-    )
+    loaded, ch = _tiny_choices(image64, "gradcam")
     cap = engine.capture(loaded, image64, ch.target, ["decoder.blocks.3"], keep_graph=True)
     calm = compute.trust_estimate(ch, [(ch.method, ch.layer)], cap)
     busy = dataclasses.replace(cap, seconds={k: 5 * v for k, v in cap.seconds.items()})  # six sessions at once

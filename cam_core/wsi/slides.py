@@ -1,9 +1,11 @@
 """Whole-slide images through OpenSlide: open, resolution, thumbnail, tissue, regions.
 
 Pathologists work on slides (Aperio .svs, Hamamatsu .ndpi, MIRAX .mrxs, generic pyramidal TIFF,
-tens of thousands of pixels a side). Nothing here reads a whole level 0: a region is read from
-the pyramid level nearest the model's resolution and resampled to it, so memory follows the
-region, not the slide. OpenSlide is imported only when a slide is opened.
+tens of thousands of pixels a side). Nothing here reads a whole level: every view (thumbnail,
+overview, region) is read from the pyramid level nearest the resolution it needs, block by block
+when large, each block resampled as it arrives, so memory follows what is shown, not the slide
+(a slide without a pyramid included; :data:`cam_core.limits.SLIDE_SCAN_MAX_PIXELS` bounds the
+time). OpenSlide is imported only when a slide is opened.
 """
 
 from __future__ import annotations

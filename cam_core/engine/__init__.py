@@ -10,25 +10,24 @@ from __future__ import annotations
 
 from cam_core.lazy import exports
 
+# Each public name, by the module that defines it (the façade's functions and their types).
 __all__, __getattr__ = exports(
     __name__,
-    dict.fromkeys(
-        (
-            "CamResult",
-            "Capture",
-            "FAST_SCORECAM_K",
-            "GRAD_CAM_SVD_MAX_PIXELS",
-            "Prediction",
-            "cam_from_capture",
-            "capture",
-            "drop_graph",
-            "explain",
-            "predict",
-            "prepare",
-            "recapture",
-            "run_method",
-            "score_function",
-        ),
-        ".facade",
-    ),
+    {
+        "cam_from_capture": ".facade",
+        "explain": ".facade",
+        "run_method": ".facade",
+        "GRAD_CAM_SVD_MAX_PIXELS": ".facade",
+        "Capture": ".capturing",
+        "Prediction": ".capturing",
+        "capture": ".capturing",
+        "predict": ".capturing",
+        "prepare": ".capturing",
+        "recapture": ".capturing",
+        "score_function": ".capturing",
+        "drop_graph": ".graph",
+        "FAST_SCORECAM_K": ".passes",
+        "CamResult": ".result",
+        "versions": ".result",
+    },
 )

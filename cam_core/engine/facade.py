@@ -28,33 +28,17 @@ from cam_core.engine.capturing import (
     capture,
     predict,
     prepare,
-    recapture,
     score_function,
 )
-from cam_core.engine.graph import drop_graph
 from cam_core.engine.graph import passes as passes_of
 from cam_core.engine.methods import AUG_SMOOTH_COPIES, MethodInfo
-from cam_core.engine.passes import FAST_SCORECAM_K, PassRun, default_batch_size, expected_batches, private_copy
-from cam_core.engine.result import CamResult, versions
+from cam_core.engine.passes import PassRun, default_batch_size, expected_batches, private_copy
+from cam_core.engine.result import CamResult
 from cam_core.errors import InputError
 from cam_core.model.layers import resolve_layers, spatial_layers
 from cam_core.model.models import LoadedModel
 from cam_core.model.rules import DecisionRule
 
-__all__ = [
-    "FAST_SCORECAM_K",
-    "CamResult",
-    "Capture",
-    "Prediction",
-    "cam_from_capture",
-    "capture",
-    "drop_graph",
-    "explain",
-    "predict",
-    "recapture",
-    "run_method",
-    "versions",
-]
 log = logging.getLogger(__name__)
 # eigen_smooth through grad-cam itself runs its full SVD: (h·w)² floats; refuse above this layer size.
 GRAD_CAM_SVD_MAX_PIXELS = 96 * 96

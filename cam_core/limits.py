@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from cam_core import settings
 
 # Uploads: 64 megapixels (an 8000×8000 region) and 200 MB. The pixel count is checked from the
 # header before any pixel is decoded, so a decompression bomb costs nothing.
@@ -33,16 +33,8 @@ STITCHED_MAX_BYTES = 2 << 30
 # SERVER_CAPTURE_BYTES; one request (one image × its layers) may use REQUEST_CAPTURE_BYTES, checked
 # before any pass (cam_core.capture.check_fits). A request is thus always small enough to be cached
 # (a slider move never re-runs the model), and two sessions' captures fit side by side.
-# A lab with a larger server raises both with $SEGCAM_CAPTURE_CACHE_MB (default 1024).
-CAPTURE_CACHE_ENV = "SEGCAM_CAPTURE_CACHE_MB"
-
-
-def _megabytes(env: str, default: int) -> int:
-    value = os.environ.get(env, "").strip()
-    return max(64, int(value)) if value.isdigit() else default
-
-
-SERVER_CAPTURE_BYTES = _megabytes(CAPTURE_CACHE_ENV, 1024) << 20
+# A lab with a larger server raises both with $SEGCAM_CAPTURE_CACHE_MB (cam_core.settings).
+SERVER_CAPTURE_BYTES = settings.current().capture_cache_mb << 20
 REQUEST_CAPTURE_BYTES = SERVER_CAPTURE_BYTES // 2
 
 
@@ -69,7 +61,5 @@ SLIDE_SCAN_MAX_PIXELS = 1 << 29  # 23170², about 15 s of decoding here
 # Heavy jobs (methods with passes of their own, trust checks, tiled captures) a server runs at once;
 # more wait in a first-come queue and see their place (cam_core.gate). Each is bounded in memory by
 # REQUEST_CAPTURE_BYTES and its method's own steps, so the server's worst case is this many of them.
-# A lab with a larger server raises it with $SEGCAM_HEAVY_JOBS.
-HEAVY_JOBS_ENV = "SEGCAM_HEAVY_JOBS"
-_heavy = os.environ.get(HEAVY_JOBS_ENV, "").strip()
-HEAVY_JOBS_AT_ONCE = max(1, int(_heavy)) if _heavy.isdigit() else 2
+# A lab with a larger server raises it with $SEGCAM_HEAVY_JOBS (cam_core.settings).
+HEAVY_JOBS_AT_ONCE = settings.current().heavy_jobs

@@ -13,7 +13,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-THREADS_ENV = "SEGCAM_TORCH_THREADS"
+from cam_core import settings
+
+THREADS_ENV = settings.env_name("torch_threads")
 # Defaults per kind of process; see README "Threads" for the measurements behind them.
 # Half the cores (1 on 2 cores): leaves room for the server, numpy/OpenCV rendering and other
 # processes; model calls are serialised per model anyway, so more threads only help when idle.
@@ -24,17 +26,11 @@ CLI_THREADS: int | None = None  # one job owns the machine: torch's own default 
 def configure_threads(default: int | None) -> int:
     """Set torch's intra-op threads from ``$SEGCAM_TORCH_THREADS`` or ``default`` (None: torch's own).
 
-    Returns the number in effect. A bad value in the variable is ignored with the default used.
+    Returns the number in effect. A bad value in the variable is reported and the default used.
     """
     import torch
 
-    value = os.environ.get(THREADS_ENV, "").strip()
-    wanted = default
-    if value:
-        try:
-            wanted = max(1, int(value))
-        except ValueError:
-            wanted = default
+    wanted = settings.current().torch_threads or default
     if wanted is not None and torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return torch.get_num_threads()

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import streamlit as st
 
-from cam_core import limits
+from cam_core import limits, settings
 from cam_core.errors import SegCamError
 from cam_core.model import models
 from cam_core.output import render
@@ -186,14 +186,12 @@ def main() -> None:
         "Whole slides and cohorts: `python -m cam_core batch SLIDE|DIR --out OUT` (Dask; see the README). "
         # the folder's name only: the server's file-system layout is not every visitor's business
         f"Its overview heat map and GeoJSON show here when OUT is the server's batch folder "
-        f"({code(batch_dir().name)}, `$SEGCAM_BATCH_DIR` or `batch_out/` beside the app)."
+        f"({code(batch_dir().name)}, `${settings.env_name('batch_dir')}` or `batch_out/` beside the app)."
     )
 
 
 def batch_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("SEGCAM_BATCH_DIR") or (Path(__file__).resolve().parents[1] / "batch_out"))
+    return settings.current().batch_dir
 
 
 def _batch_heat(slide_name: str) -> np.ndarray | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 CORE = REPO / "cam_core"
@@ -147,6 +148,8 @@ def test_each_listed_decision_is_written_once():
         "µm/px range": (r"MPP_RANGE = \(", "cam_core/limits.py"),
         "tile suffixes": (r'"\.png", "\.(jpg|tif)"', "cam_core/data/images.py"),
         "the large-image side": (r"1024×1024|(?<!\* )1024 \* 1024(?! \*)|LARGE_SIDE = \d", "cam_core/limits.py"),
+        # a deployment's variables are read in one schema (Dask's own address aside)
+        "environment variables": (r"os\.environ\.get\(|os\.getenv\(", "cam_core/wsi/batch.py"),
     }
     # Scripts, pages and the training script find the repository before cam_core is importable;
     # inside the library and the UI the root is cam_core.paths'.
@@ -164,6 +167,24 @@ def test_each_listed_decision_is_written_once():
         )
         found[name] = where
         assert where == [owner], (name, where)
+
+
+def test_a_bad_setting_keeps_its_default_and_says_which_variable(monkeypatch, caplog):
+    from cam_core import settings
+
+    monkeypatch.setenv(settings.env_name("heavy_jobs"), "many")
+    monkeypatch.setenv(settings.env_name("capture_cache_mb"), "3")
+    monkeypatch.setenv(settings.env_name("torch_threads"), "4")
+    with caplog.at_level("WARNING", logger="cam_core.settings"):
+        now = settings.current()
+    assert (now.heavy_jobs, now.capture_cache_mb, now.torch_threads) == (2, 1024, 4)  # the good one is kept
+    said = caplog.text
+    assert "SEGCAM_HEAVY_JOBS ignored" in said
+    assert "valid integer" in said
+    assert "SEGCAM_CAPTURE_CACHE_MB" in said
+    assert "≥ 64" in said  # what would work
+    with pytest.raises(KeyError, match="heavy_jobs"):
+        settings.env_name("heavy_job")
 
 
 def test_the_consep_models_declare_the_consep_classes():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cam_core import settings
 from cam_core.errors import ModelLoadError, SegCamError, unknown
 from cam_core.model.rules import ARGMAX, DecisionRule
 from cam_core.paths import REPO_ROOT
@@ -37,7 +37,7 @@ from cam_core.paths import REPO_ROOT
 MODELS_ROOT = REPO_ROOT / "models"
 REGISTRY_FILE = MODELS_ROOT / "registry.json"
 DEFAULT_MODELS_DIR = MODELS_ROOT / "user"
-MODELS_DIR_ENV = "SEGCAM_MODELS_DIR"
+MODELS_DIR_ENV = settings.env_name("models_dir")
 SPEC_FILE = "segcam.json"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,8 +104,7 @@ def models_dir(override: str | Path | None = None) -> Path:
     """The user models folder: explicit override, then ``$SEGCAM_MODELS_DIR``, then ``models/user``."""
     if override:
         return Path(override)
-    env = os.environ.get(MODELS_DIR_ENV)
-    return Path(env) if env else DEFAULT_MODELS_DIR
+    return settings.current().models_dir or DEFAULT_MODELS_DIR
 
 
 def builtin_registry() -> dict[str, dict[str, Any]]:

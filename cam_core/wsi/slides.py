@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from cam_core import limits
+from cam_core import limits, settings
 from cam_core.errors import InputError
-from cam_core.paths import REPO_ROOT
 
-SLIDES_DIR_ENV = "SEGCAM_SLIDES_DIR"
-DEFAULT_SLIDES_DIR = REPO_ROOT / "slides"
+SLIDES_DIR_ENV = settings.env_name("slides_dir")
 # File kinds OpenSlide reads (the slides folder lists these).
 SLIDE_ONLY_SUFFIXES = (".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 SLIDE_SUFFIXES = (*SLIDE_ONLY_SUFFIXES, ".tif", ".tiff")
@@ -36,7 +34,7 @@ MPP_RANGE = limits.MPP_RANGE  # believable microns per pixel (1.0 ≈ 10×, 0.25
 
 
 def slides_dir(override: str | Path | None = None) -> Path:
-    return Path(override or os.environ.get(SLIDES_DIR_ENV) or DEFAULT_SLIDES_DIR)
+    return Path(override or settings.current().slides_dir)
 
 
 def list_slides(folder: str | Path | None = None) -> list[Path]:

@@ -178,6 +178,12 @@ def test_every_object_of_a_slide_is_exported_once(data, cols, rows, tile, overla
             ]
             # one polygon per object (an 8-connected object has one outer ring), area = its pixels
             assert Counter(round(f["properties"]["measurements"]["Area µm^2"]) for f in got) == want, (kind, c)
+    # every outline valid (shapely), and drawn back it is exactly the stitched mask
+    doc = gj.feature_collection(features)
+    assert gj.validate(doc, wm, hm) == []
+    raster = gj.rasterize(doc, (hm, wm), ["background", *[f"c{i}" for i in range(1, classes + 1)]])
+    assert (raster.labels == mosaic).all()
+    assert raster.hits.max(initial=0) <= 1
 
 
 def test_a_cluster_straddling_an_ownership_line_is_exported_once():

@@ -362,36 +362,57 @@ def test_the_cli_works_without_posix_resource():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_ring_crossing_check_agrees_with_the_pairwise_definition():
-    from cam_core.wsi.geojson import ring_self_crosses
+def test_the_geojson_validator_applies_ogcs_rules():
+    """The hand-written check found only two edges crossing; QuPath's JTS geometry also breaks on a
+    hole outside its outline, a ring touching itself and a ring with no area (main: all passed)."""
+    from cam_core.wsi import geojson as gj
 
-    def brute(ring):
-        pts = ring[:-1]
-        n = len(pts)
+    def problems(coords, kind="Polygon"):
+        doc = gj.feature_collection(
+            [gj.feature({"type": kind, "coordinates": coords}, "detection", "e", (1, 2, 3), {}, "k")]
+        )
+        return " | ".join(gj.validate(doc, 100, 100))
 
-        def orient(a, b, c):
-            return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+    square = [[10, 10], [40, 10], [40, 40], [10, 40], [10, 10]]
+    assert problems([square]) == ""
+    assert "not a valid polygon" in problems([[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]])  # a bow tie
+    assert "Hole" in problems([square, [[50, 50], [60, 50], [60, 60], [50, 50]]])  # a hole outside
+    touching = [[0, 0], [4, 0], [4, 4], [2, 0], [0, 4], [0, 0]]  # meets itself at (2, 0)
+    assert "not a valid polygon" in problems([touching])
+    assert "not a valid polygon" in problems([[[0, 0], [5, 0], [9, 0], [0, 0]]])  # no area
+    overlapping = [[square], [[[20, 20], [50, 20], [50, 50], [20, 50], [20, 20]]]]
+    assert "not a valid polygon" in problems(overlapping, "MultiPolygon")
+    assert "≥ 4" in problems([[[0, 0], [1, "x"]]])  # a ragged ring is named, not a crash
 
-        for i in range(n):
-            for j in range(i + 2, n):
-                if i == 0 and j == n - 1:
-                    continue
-                p1, p2, p3, p4 = pts[i], pts[(i + 1) % n], pts[j], pts[(j + 1) % n]
-                if orient(p3, p4, p1) * orient(p3, p4, p2) < 0 and orient(p1, p2, p3) * orient(p1, p2, p4) < 0:
-                    return True
-        return False
 
-    rng = np.random.default_rng(1)
-    seen = set()
-    for _ in range(300):
-        pts = rng.integers(0, 8, (rng.integers(3, 10), 2)).astype(float)
-        ring = np.vstack([pts, pts[:1]])
-        want = brute(ring)
-        seen.add(want)
-        assert ring_self_crosses(ring, chunk=3) == want
-    assert seen == {True, False}
-    bow_tie = np.array([[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]], float)
-    assert ring_self_crosses(bow_tie)
+def test_thin_and_pinched_objects_are_exported_with_their_pixels():
+    """A nucleus one pixel wide went to QuPath as a line of zero area (main); now every object is a
+    valid polygon covering exactly its pixels (Douglas–Peucker at 1 px, tried for this, turned a
+    3×3 nucleus into a triangle: hence exact outlines by default)."""
+    import shapely
+
+    from cam_core.wsi import geojson as gj
+
+    cases = {"line": np.s_[5, 2:12], "block": np.s_[2:5, 2:5]}
+    for name, where in cases.items():
+        mask = np.zeros((16, 16), bool)
+        mask[where] = True
+        (rings,) = gj.mask_polygons(mask)
+        poly = shapely.Polygon(rings[0], rings[1:])
+        assert poly.is_valid, name
+        assert poly.area >= mask.sum() - 2 * np.sqrt(mask.sum()), (name, poly.area)  # the line: 0 on main
+    pinched = np.zeros((16, 16), bool)
+    pinched[2:5, 2:5] = pinched[5:8, 5:8] = True  # two blobs joined by one diagonal step
+    polys = gj.mask_polygons(pinched)
+    doc = gj.feature_collection(
+        [
+            gj.feature(
+                gj.geometry([gj.to_level0(p, (0.0, 0.0), 1.0) for p in polys]), "detection", "a", (1, 2, 3), {}, "p"
+            )
+        ]
+    )
+    assert gj.validate(doc, 16, 16) == []
+    assert (gj.rasterize(doc, (16, 16), ["bg", "a"]).labels == pinched).all()
 
 
 def test_old_uploaded_slides_are_deleted(tmp_path):

@@ -44,7 +44,7 @@ def main() -> int:
             m = json.loads((out / "slide" / "manifest.json").read_text())
             print(f"| {n} | {m['run']['tiles_run']} | {m['run']['tiles_per_second']:.2f} | {wall:.1f} s |")
         first = Path(tmp) / f"out{args.workers.split(',')[0]}" / "slide"
-        params = batch.BatchParams(None, None, None, None, "GradCAM")
+        params = batch.BatchParams(method="GradCAM")
         a = batch.mask_agreement(slide, first, params)
         print(
             f"GeoJSON: {a.dice:.3f} Dice of the detections rasterised back vs the stitched mask; "

@@ -226,7 +226,7 @@ def test_batch_writes_valid_geojson_that_matches_the_models_mask(embedded, slide
     assert (embedded / "mask_lowres.png").is_file()
     # Detections rasterised back agree with the stitched mask (the tiles' owned cells); every
     # object of it is exported once: as many detections as components, no pixel under two.
-    params = batch.BatchParams(None, None, None, None, "GradCAM")
+    params = batch.BatchParams(method="GradCAM")
     agreement = batch.mask_agreement(slide_dir / "big.tif", embedded, params)
     assert agreement.dice >= 0.95
     assert agreement.duplicated == 0
@@ -331,6 +331,38 @@ def test_batch_refuses_what_it_cannot_do(slide_dir, tmp_path):
     r = _batch(empty, tmp_path, timeout=120)
     assert r.returncode == 2
     assert "no slides" in r.stderr
+
+
+def test_a_batch_folder_resumes_only_the_run_that_made_it(tmp_path):
+    """One schema for the parameters (pydantic): a re-run names what differs; a folder from the
+    previous tile grid (manifest 1) or with a damaged manifest is refused, never mixed."""
+    from cam_core.wsi import batch
+
+    params = batch.BatchParams(method="GradCAM")
+    manifest = tmp_path / "manifest.json"
+
+    def write(**change):
+        record = {"manifest": batch.MANIFEST_VERSION, "slide": {"properties_sha256": "abc"}, "params": params.record()}
+        manifest.write_text(json.dumps({**record, **change}))
+
+    write()
+    batch._check_resumable(manifest, params, "abc")  # the same run: resumes
+    with pytest.raises(InputError, match=r"other parameters \(tile, threshold\)"):
+        batch._check_resumable(manifest, params.model_copy(update={"threshold": 0.7, "tile": 256}), "abc")
+    with pytest.raises(InputError, match="another slide"):
+        batch._check_resumable(manifest, params, "def")
+    write(manifest=1)
+    with pytest.raises(InputError, match=r"another version of batch \(manifest 1, now 2"):
+        batch._check_resumable(manifest, params, "abc")
+    write(params={**params.record(), "tile": "big"})
+    with pytest.raises(InputError, match="cannot read"):
+        batch._check_resumable(manifest, params, "abc")
+    with pytest.raises(InputError, match=r"--threshold: Input should be less than or equal to 1"):
+        batch.BatchParams.checked(threshold=1.5)
+    with pytest.raises(InputError, match=r"--mpp: Input should be greater than 0"):
+        batch.BatchParams.checked(mpp_override=-1)
+    with pytest.raises(InputError, match="overlap 64 must be smaller than the tile 64"):
+        batch.BatchParams.checked(tile=64, overlap=64)
 
 
 def test_an_output_folder_that_refuses_writes_is_named_before_any_tile(slide_dir, tmp_path):

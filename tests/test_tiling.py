@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, explain_args
 from PIL import Image
 
-from cam_core import cli, engine, limits
+from cam_core import cli, engine, grid, limits
 from cam_core.engine import tiling
 from cam_core.engine.methods import METHODS
 from cam_core.engine.targets import TargetSpec
@@ -26,14 +26,14 @@ def tissue():
 
 
 def test_boxes_cover_with_overlap():
-    boxes = tiling.tile_boxes(1000, 700, 512, 64)
+    boxes = [c.box for c in grid.grid(700, 1000, 512, 64)]
     covered = np.zeros((1000, 700), int)
     for y0, x0, y1, x1 in boxes:
         covered[y0:y1, x0:x1] += 1
         assert (y1 - y0, x1 - x0) == (512, 512)
     assert covered.min() >= 1
     with pytest.raises(InputError):
-        tiling.tile_boxes(100, 100, 64, 64)
+        [c.box for c in grid.grid(100, 100, 64, 64)]
 
 
 @pytest.mark.parametrize("layer", ["decoder.blocks.3", "decoder.blocks.4"])

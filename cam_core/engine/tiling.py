@@ -42,39 +42,16 @@ from cam_core.engine.capturing import probabilities as to_probabilities
 from cam_core.engine.graph import passes as passes_of
 from cam_core.engine.methods import MethodInfo
 from cam_core.errors import InputError
+from cam_core.grid import grid
 from cam_core.limits import STITCHED_MAX_BYTES, TILE_ABOVE_PIXELS
 from cam_core.model.layers import resolve_layers
 from cam_core.model.models import LoadedModel
 from cam_core.model.rules import DecisionRule
 from cam_core.model.state import preserved_state
 
-__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "TILE_ABOVE_PIXELS", "capture_tiled", "explain_tiled", "tile_boxes"]
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "TILE_ABOVE_PIXELS", "capture_tiled", "explain_tiled"]
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 64
-
-
-def tile_boxes(h: int, w: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int, int, int]]:
-    """(y0, x0, y1, x1) boxes covering every pixel; neighbours share at least ``overlap`` pixels.
-
-    Every start is a multiple of ``align`` (the encoder's stride), so tiles' layer maps land on
-    whole cells of the image's layer map. The last tile of a row or column starts at the aligned
-    position at or before ``n - tile`` and runs to the image's edge: it may be up to
-    ``align - 1`` pixels longer than ``tile`` (rounding its start *up* instead would shrink the
-    overlap below ``overlap``; ending it at ``start + tile`` left a strip of up to ``align - 1``
-    pixels in no tile at all).
-    """
-    if tile <= overlap:
-        raise InputError(f"tile size {tile} must be larger than the overlap {overlap}")
-    if tile % align or overlap % align:
-        raise InputError(f"tile {tile} and overlap {overlap} must be multiples of the encoder stride {align}")
-
-    def spans(n: int) -> list[tuple[int, int]]:
-        if n <= tile:
-            return [(0, n)]
-        starts = sorted({*range(0, n - tile, tile - overlap), (n - tile) // align * align})
-        return [(s, s + tile) for s in starts[:-1]] + [(starts[-1], n)]
-
-    return [(y0, x0, y1, x1) for y0, y1 in spans(h) for x0, x1 in spans(w)]
 
 
 def blend_weights(th: int, tw: int, box: tuple[int, int, int, int], shape: tuple[int, int], overlap: int) -> np.ndarray:
@@ -149,7 +126,7 @@ def capture_tiled(
     m = loaded.multiple
     check_fits(loaded, (h, w), names, STITCHED_MAX_BYTES, "a stitched capture")
     ph, pw = -(-h // m) * m, -(-w // m) * m
-    boxes = tile_boxes(h, w, tile, overlap, align=m)
+    boxes = [cell.box for cell in grid(w, h, tile, overlap, align=m)]
     n_steps = 2 * len(boxes)
     probs = np.zeros((loaded.num_classes, h, w), np.float32)
     acts: dict[str, np.ndarray] = {}

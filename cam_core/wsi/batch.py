@@ -29,38 +29,61 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cam_core.errors import InputError
+from cam_core.grid import grid
 from cam_core.progress import Line
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 128  # 32 µm at 0.25 µm/px: a nucleus cut by one tile's edge is whole in its neighbour
 LOWRES = 16  # model pixels per pixel of the stitched overview maps
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the one tile grid (cam_core.grid), whose last tiles sit at the edge
 
 
-@dataclass(frozen=True)
-class BatchParams:
+class BatchParams(BaseModel):
     """What every tile is computed with (the manifest records it; a re-run must match it)."""
 
-    model: str | None
-    models_dir: str | None
-    classes: tuple[int, ...] | None  # None: every nucleus class the tile predicts
-    layer: str | None
-    method: str
-    tile: int = DEFAULT_TILE
-    overlap: int = DEFAULT_OVERLAP
-    threshold: float = 0.5
-    mpp_override: float | None = None
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = None
+    models_dir: str | None = None
+    classes: tuple[int, ...] | None = Field(None, description="None: every nucleus class the tile predicts")
+    layer: str | None = None
+    method: str = "GradCAM"
+    tile: int = Field(DEFAULT_TILE, gt=0, description="tile side in model pixels")
+    overlap: int = Field(DEFAULT_OVERLAP, ge=0, description="pixels shared by neighbouring tiles (< tile)")
+    threshold: float = Field(0.5, ge=0, le=1, description="CAM level of the annotation regions")
+    mpp_override: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> BatchParams:
+        if self.overlap >= self.tile:
+            raise ValueError(f"overlap {self.overlap} must be smaller than the tile {self.tile}")
+        return self
 
     def record(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def checked(cls, **values: Any) -> BatchParams:
+        """Parameters from a user, or an InputError naming each wrong one and its valid range."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            flags = {"mpp_override": "mpp", "classes": "class"}  # the CLI's names where they differ
+            raise InputError(
+                "; ".join(
+                    f"--{flags.get(str(e['loc'][0]), str(e['loc'][0])) if e['loc'] else 'overlap'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -92,47 +115,6 @@ class TileJob:
 
 
 # ---------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One tile of the grid over a slide at the model's resolution (model pixels)."""
-
-    row: int
-    col: int
-    x: int
-    y: int
-    w: int
-    h: int
-    own: tuple[int, int, int, int]  # owned cell x0, y0, x1, y1 in this tile's pixels
-    neighbours: tuple[bool, bool, bool, bool]  # left, top, right, bottom: another tile's cell beyond
-
-
-def grid(wm: int, hm: int, tile: int, overlap: int) -> list[Cell]:
-    """Tiles of ``tile`` px every ``tile - overlap`` px over a ``wm`` × ``hm`` slide; the owned
-    cells (each tile minus half the overlap on sides with a neighbour) partition the slide."""
-    if overlap < 0 or overlap >= tile // 2:
-        raise InputError(f"overlap {overlap} must be in 0–{tile // 2 - 1} for tiles of {tile}")
-    stride = tile - overlap
-    cols = max(1, -(-(wm - overlap) // stride))
-    rows = max(1, -(-(hm - overlap) // stride))
-    half = overlap // 2
-    cells = []
-    for r in range(rows):
-        for c in range(cols):
-            x, y = c * stride, r * stride
-            w, h = min(tile, wm - x), min(tile, hm - y)
-            if w <= 0 or h <= 0:
-                continue
-            left, top, right, bottom = c > 0, r > 0, c < cols - 1, r < rows - 1
-            own = (
-                half if left else 0,
-                half if top else 0,
-                stride + half if right else w,
-                stride + half if bottom else h,
-            )
-            cells.append(Cell(r, c, x, y, w, h, own, (left, top, right, bottom)))
-    return cells
 
 
 def _spec(params: BatchParams, spec: Any) -> Any:
@@ -391,7 +373,6 @@ def assemble(
     _atomic_write(out_dir / f"{stem}.geojson", json.dumps(doc, allow_nan=False, separators=(",", ":")).encode())
     # Stitched overviews, one pixel per LOWRES model pixels.
     if jobs:
-        stride = params.tile - params.overlap
         scale = jobs[0].scale
         wm, hm = int(info.size_wh[0] / scale), int(info.size_wh[1] / scale)
         cam = np.zeros((-(-hm // LOWRES), -(-wm // LOWRES)), np.float32)
@@ -401,8 +382,8 @@ def assemble(
             if records[job.name] is None:
                 continue
             with np.load(npz) as z:
-                y = (job.row * stride + job.own[1]) // LOWRES
-                x = (job.col * stride + job.own[0]) // LOWRES
+                y = (job.grid_xy[1] + job.own[1]) // LOWRES  # the owned cell's place on the slide's grid
+                x = (job.grid_xy[0] + job.own[0]) // LOWRES
                 for arr, dst in ((z["cam"], cam), (z["mask"], mask)):
                     hh, ww = min(arr.shape[0], dst.shape[0] - y), min(arr.shape[1], dst.shape[1] - x)
                     dst[y : y + hh, x : x + ww] = arr[:hh, :ww]
@@ -481,6 +462,29 @@ def _check_writable(folder: Path) -> None:
         ) from None
 
 
+def _check_resumable(manifest: Path, params: BatchParams, slide_sha256: str) -> None:
+    """Refuse to mix tiles: an output folder resumes only the run that made it (same manifest
+    version, i.e. the same tile grid; same parameters; same slide)."""
+    where = manifest.parent
+    try:
+        old = json.loads(manifest.read_text())
+        version, old_params = old.get("manifest"), BatchParams.model_validate(old.get("params"))
+        old_sha = old.get("slide", {}).get("properties_sha256")
+    except (OSError, ValueError, AttributeError, ValidationError):  # damaged, or not our manifest
+        raise InputError(
+            f"{where} holds a manifest.json this version cannot read; use another --out or delete it"
+        ) from None
+    if version != MANIFEST_VERSION:
+        raise InputError(
+            f"{where} was written by another version of batch (manifest {version}, now {MANIFEST_VERSION}: "
+            "tiles differ); use another --out or delete it"
+        )
+    changed = [k for k in BatchParams.model_fields if getattr(old_params, k) != getattr(params, k)]
+    if changed or old_sha != slide_sha256:
+        what = f"other parameters ({', '.join(changed)})" if changed else "another slide"
+        raise InputError(f"{where} holds a run with {what}; use another --out or delete it")
+
+
 def run_slide(
     slide_path: Path, out_root: Path, params: BatchParams, client: Any, progress: Any = None, spec: Any = None
 ) -> dict[str, Any]:
@@ -493,14 +497,7 @@ def run_slide(
         _check_writable(folder)
     previous = out_dir / "manifest.json"
     if previous.is_file():
-        old = json.loads(previous.read_text())
-        if (
-            old.get("params") != json.loads(json.dumps(params.record()))
-            or old.get("slide", {}).get("properties_sha256") != info.properties_sha256
-        ):
-            raise InputError(
-                f"{out_dir} holds a run with other parameters or another slide; use another --out or delete it"
-            )
+        _check_resumable(previous, params, info.properties_sha256)
     _atomic_write(
         out_dir / "manifest.json",
         json.dumps(
@@ -660,10 +657,16 @@ def run(args: argparse.Namespace) -> int:
     if layer is not None:
         layers.resolve_layers(loaded, layer)
     classes = None if args.cls is None else (tg.class_index(args.cls, loaded.spec.classes),)
-    if not 0 <= args.threshold <= 1:
-        raise InputError(f"--threshold {args.threshold} must be in 0–1")
-    params = BatchParams(
-        args.model, args.models_dir, classes, layer, info.name, args.tile, args.overlap, args.threshold, args.mpp
+    params = BatchParams.checked(
+        model=args.model,
+        models_dir=args.models_dir,
+        classes=classes,
+        layer=layer,
+        method=info.name,
+        tile=args.tile,
+        overlap=args.overlap,
+        threshold=args.threshold,
+        mpp_override=args.mpp,
     )
     for p in paths:  # open every slide first: a bad one is reported before any work
         slides.Slide(p, args.mpp).close()

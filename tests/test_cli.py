@@ -12,6 +12,7 @@ from PIL import Image
 from cam_core import cli
 from cam_core.engine.methods import METHODS
 from cam_core.model import models as models_mod
+from cam_core.output import bundle
 
 
 @pytest.fixture
@@ -27,16 +28,11 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     extra = ("--layer", "decoder.blocks.3", "--method", "gradcam", "--out", str(out))
     rc = cli.main(explain_args(tile, tiny_folder, *extra, cls="alpha"))
     assert rc == 0
-    for name in (
-        "mask.png",
-        "heatmap.png",
-        "heatmap_signed.png",
-        "overlay.png",
-        "cam.npy",
-        "cam_raw.npy",
-        "result.json",
-    ):
-        assert (out / name).is_file(), name
+    # one writer (cam_core.output.bundle) for the CLI's folders and the app's ZIP: the same names
+    names = sorted(p.name for p in out.iterdir() if p.name != "summary.json")  # summary.json: the run's
+    assert names == sorted(set(bundle.FILES) - {"objects.geojson", "truth_compare.png"})
+    with pytest.raises(KeyError, match=r"declared: mask\.png"):
+        bundle.files(None, {}, {"mask.jpg": b""})
     cam = np.load(out / "cam.npy")
     assert cam.dtype == np.float32
     assert cam.shape == (70, 90)  # cropped back to the input size

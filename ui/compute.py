@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import json
 import logging
 import threading
 import time
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -367,21 +364,6 @@ def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any, e
         return None
     RESULTS.put(slow_result_key(ch, info, layer, cap.target.class_index), res)
     return res
-
-
-def zip_bundle(res: CamResult, files: dict[str, bytes], record: dict[str, Any]) -> bytes:
-    """The results ZIP: the CAM arrays, the given files (mask.png as class indices, pictures) and
-    result.json — the same names as the CLI writes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, arr in (("cam.npy", res.cam), ("cam_raw.npy", res.cam_raw)):
-            b = io.BytesIO()
-            np.save(b, arr.astype(np.float32))
-            zf.writestr(name, b.getvalue())
-        for name, data in files.items():
-            zf.writestr(name, data)
-        zf.writestr("result.json", json.dumps(record, indent=1))
-    return buf.getvalue()
 
 
 def record_for(

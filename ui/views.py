@@ -18,7 +18,7 @@ from cam_core.data.objects import area_um2, mass_share
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import Prediction
 from cam_core.engine.result import CamResult
-from cam_core.output import render
+from cam_core.output import bundle, render
 
 from . import compute, state
 from .clickable import clickable_image, copy_image_button
@@ -399,9 +399,8 @@ def downloads(
     def geojson() -> bytes:
         return tile_geojson(ch, res, prediction, record)
 
-    def bundle() -> bytes:
-        files = {name: make() for name, make in pngs.items()}
-        return compute.zip_bundle(res, {**files, "objects.geojson": geojson()}, record)
+    def zipped() -> bytes:  # the CLI's files under the CLI's names (cam_core.output.bundle)
+        return bundle.to_zip(bundle.files(res, record, {**pngs, "objects.geojson": geojson}, ch.image.mpp))
 
     helps = {
         "mask.png": "Pixel value = class index ("
@@ -429,7 +428,7 @@ def downloads(
         on_click="ignore",
         help="Three panels with titles, colour bar and caption: for a slide",
     )
-    d[6].download_button("results.zip", bundle, f"{stem}_results.zip", "application/zip", on_click="ignore")
+    d[6].download_button("results.zip", zipped, f"{stem}_results.zip", "application/zip", on_click="ignore")
     if not ch.image.sample and not ch.image.slide:
         st.caption("An uploaded image cannot travel in a link: share the results ZIP (or the image) with the link.")
 

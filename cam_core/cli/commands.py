@@ -253,10 +253,14 @@ def _print_methods() -> int:
     return 0
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
+def _png(array: np.ndarray) -> bytes:
+    from cam_core.output import render
 
-    Image.fromarray(array).save(path, compress_level=PNG_LEVEL)
+    return render.to_png(array, PNG_LEVEL)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    path.write_bytes(_png(array))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -298,7 +302,7 @@ class _Writer:
 
     def result(self, folder: Path, res: CamResult, prediction: Prediction, target: TargetSpec, tiles: int) -> None:
         from cam_core.engine.result import result_record
-        from cam_core.output import render
+        from cam_core.output import bundle, render
 
         args = self.args
         mpp = self.image.mpp  # a µm scale bar on every picture when the resolution is known
@@ -307,31 +311,13 @@ class _Writer:
             for name in ("mask.png", "mask_color.png"):
                 _link_or_copy(self.mask_png.parent / name, folder / name)
         level = render.threshold_level(res.cam, args.threshold_mode, args.threshold)
-        self.jobs.append(
-            self.pool.submit(
-                lambda: _save_png(render.scale_bar(render.heatmap(res.cam, args.colormap), mpp), folder / "heatmap.png")
-            )
-        )
-        self.jobs.append(
-            self.pool.submit(
-                lambda: _save_png(
-                    render.scale_bar(
-                        render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level), mpp
-                    ),
-                    folder / "overlay.png",
-                )
-            )
-        )
+        pictures: dict[str, bundle.Content] = {
+            "heatmap.png": lambda: _png(render.scale_bar(render.heatmap(res.cam, args.colormap), mpp)),
+            "overlay.png": lambda: _png(
+                render.scale_bar(render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level), mpp)
+            ),
+        }
         scale = render.signed_scale([res.cam_raw])
-        self.jobs.append(
-            self.pool.submit(
-                lambda: _save_png(
-                    render.scale_bar(render.signed_heatmap(res.cam_raw, scale), mpp), folder / "heatmap_signed.png"
-                )
-            )
-        )
-        np.save(folder / "cam.npy", res.cam.astype(np.float32))
-        np.save(folder / "cam_raw.npy", res.cam_raw.astype(np.float32))
         classes = self.loaded.spec.classes
         record = result_record(
             res,
@@ -351,7 +337,8 @@ class _Writer:
             truth=self.record.get("_truth_summary"),
         )
         record["image"] = {k: v for k, v in self.record.items() if not k.startswith("_")}
-        (folder / "result.json").write_text(json.dumps(record, indent=1))
+        for name, content in bundle.files(res, record, pictures, mpp).items():  # PNGs encode in parallel
+            self.jobs.append(self.pool.submit(bundle.write_folder, folder, {name: content}))
 
     def close(self) -> None:
         for job in self.jobs:

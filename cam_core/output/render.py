@@ -331,9 +331,10 @@ def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: 
     return lines
 
 
-def to_png(array: np.ndarray) -> bytes:
+def to_png(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG bytes; the CLI, writing many files, asks for a faster zlib level (1) than the default."""
     import io
 
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    Image.fromarray(array).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()

@@ -306,7 +306,7 @@ def test_click_on_a_nucleus_explains_that_object(server, page):
     url, log = server
     # A rule no other test uses: this view's capture is then the newest, whose graph the server
     # keeps (a view served from the cache while another session's graph is kept costs a full pass).
-    pred = _prediction(rule=DecisionRule("background_below", 0.4))
+    pred = _prediction(rule=DecisionRule(type="background_below", threshold=0.4))
     obj = next(o for o in find_objects(pred.mask) if o.class_index == 3)  # the largest epithelial nucleus
     x, y = obj.centroid_xy
     _, component = component_at(pred.mask, x, y)

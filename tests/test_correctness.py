@@ -24,7 +24,7 @@ from cam_core.model.rules import DecisionRule
 
 
 def test_recapture_fallback_keeps_the_capture_rule(tiny, image64):
-    strict = DecisionRule("background_below", 0.2)
+    strict = DecisionRule(type="background_below", threshold=0.2)
     cap = engine.capture(tiny, image64, TargetSpec("class", 1), ["decoder.blocks.3"], rule=strict, keep_graph=True)
     engine.capture(
         tiny, image64 // 2, TargetSpec("class", 1), ["decoder.blocks.3"], keep_graph=True
@@ -42,6 +42,13 @@ def test_recapture_fallback_keeps_the_capture_rule(tiny, image64):
         ({"decision_rule": "argmax"}, "decision_rule must be an object"),
         ({"decision_rule": {"type": "background_below"}}, "needs a threshold"),
         ({"decision_rule": {"type": "vote"}}, "unknown decision rule type"),
+        # one schema for the rule (pydantic), inside segcam.json's: a wrong key named with the valid ones
+        (
+            {"decision_rule": {"type": "argmax", "thresh": 0.5}},
+            "valid: type, threshold",
+        ),
+        ({"decision_rule": {"type": "background_below", "threshold": "0.5"}}, "decision_rule"),
+        ({"preprocessing": {"meen": [0, 0, 0]}}, "valid: mean, std"),
         ({"preprocessing": {"mean": 5}}, "preprocessing.mean must be a list of 3 numbers"),
         ({"preprocessing": [1, 2]}, "preprocessing must be an object"),
         ({"colors": ["#000000", "red", "#FFFFFF"]}, "is not #RRGGBB"),
@@ -267,7 +274,7 @@ def test_model_spec_decision_rule_is_typed(tiny_folder):
         )
     )
     loaded = models.load_folder(tiny_folder, device=torch.device("cpu"))
-    assert loaded.spec.decision_rule == DecisionRule("background_below", 0.4)
+    assert loaded.spec.decision_rule == DecisionRule(type="background_below", threshold=0.4)
 
 
 def test_capture_in_threads_while_scorecam_runs(tiny, image64):

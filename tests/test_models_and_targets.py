@@ -178,5 +178,7 @@ def test_segcam_json_has_one_schema_that_names_every_wrong_field(tiny_folder, ca
     assert "description must be text" in msg
     schema = json_schema()
     assert set(schema["properties"]) >= {"classes", "colors", "preprocessing", "decision_rule", "microns_per_pixel"}
+    # the decision rule's own schema (cam_core.model.rules), not "any object"
+    assert set(schema["$defs"]["DecisionRule"]["properties"]) == {"type", "threshold"}
     assert main(["models", "--schema"]) == 0
     assert json.loads(capsys.readouterr().out) == schema

@@ -81,7 +81,7 @@ def test_tiled_rectangle_target_matches_untiled(tiny, tissue, method):
 def test_tiling_uses_the_given_rule(tiny, tissue):
     from cam_core.model.rules import DecisionRule
 
-    strict = DecisionRule("background_below", 0.05)
+    strict = DecisionRule(type="background_below", threshold=0.05)
     pred_tiled, _ = tiling.explain_tiled(
         tiny,
         tissue,

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from cam_core import settings
-from cam_core.errors import ModelLoadError, SegCamError, unknown
+from cam_core.errors import ModelLoadError, unknown
 from cam_core.model.rules import ARGMAX, DecisionRule
 from cam_core.paths import REPO_ROOT
 
@@ -167,10 +167,7 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
     if len(colors) != n_classes:
         raise _spec_error(folder, f"has {len(colors)} colours for {n_classes} classes")
     prep = parsed.preprocessing
-    try:
-        rule = DecisionRule.from_json(parsed.decision_rule or {"type": "argmax"})
-    except SegCamError as exc:
-        raise _spec_error(folder, str(exc)) from None
+    rule = parsed.decision_rule or ARGMAX
     mpp = parsed.microns_per_pixel
     return ModelSpec(
         classes=[str(c) for c in classes],

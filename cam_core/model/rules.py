@@ -7,10 +7,10 @@ through :func:`DecisionRule.from_json` / :func:`parse`, so a rule that loads is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cam_core.errors import InputError, unknown
 
@@ -22,25 +22,44 @@ RULE_TYPES = {
 PRESET_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-@dataclass(frozen=True)
-class DecisionRule:
-    """``argmax``, or ``background_below`` with a threshold in (0, 1]."""
+def _input_error(exc: ValidationError) -> InputError:
+    """pydantic's errors as one InputError: the rule's own message, or each wrong field named."""
+    for err in exc.errors():
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, InputError):
+            return cause
+    parts = []
+    for err in exc.errors():
+        where = ".".join(map(str, err["loc"])) or "decision_rule"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"decision_rule has unknown key {where!r}; valid: type, threshold")
+        else:
+            parts.append(f"decision_rule {where}: {err['msg']}")
+    return InputError("; ".join(parts))
 
-    type: str = "argmax"
-    threshold: float | None = None
 
-    def __post_init__(self) -> None:
-        if self.type not in RULE_TYPES:
-            raise unknown("decision rule type", self.type, list(RULE_TYPES))
+class DecisionRule(BaseModel):
+    """``argmax``, or ``background_below`` with a threshold in (0, 1]; its JSON form is its schema
+    (``segcam.json``'s ``decision_rule`` and ``result.json``'s)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field("argmax", description=f"one of: {', '.join(RULE_TYPES)}")
+    threshold: float | None = Field(None, strict=True, description="background_below only: a number in (0, 1]")
+
+    @model_validator(mode="after")
+    def _valid(self) -> DecisionRule:
+        if self.type not in RULE_TYPES:  # a ValueError, so pydantic reports it where the rule sits
+            raise InputError(str(unknown("decision rule type", self.type, list(RULE_TYPES))))
         if self.type == "background_below":
-            t = self.threshold
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < float(t) <= 1:
+            if self.threshold is None or not 0 < float(self.threshold) <= 1:
                 raise InputError(
-                    f"decision rule 'background_below' needs a threshold in (0, 1], got {t!r}; "
+                    f"decision rule 'background_below' needs a threshold in (0, 1], got {self.threshold!r}; "
                     'e.g. {"type": "background_below", "threshold": 0.5}'
                 )
         elif self.threshold is not None:
             raise InputError("decision rule 'argmax' takes no threshold; drop it or use 'background_below'")
+        return self
 
     @classmethod
     def from_json(cls, data: Any) -> DecisionRule:
@@ -49,16 +68,13 @@ class DecisionRule:
             raise InputError(
                 f'decision_rule must be an object such as {{"type": "argmax"}}, got {type(data).__name__} {data!r}'
             )
-        extra = set(data) - {"type", "threshold"}
-        if extra:
-            raise InputError(f"decision_rule has unknown keys {sorted(extra)}; valid: type, threshold")
-        kind = data.get("type", "argmax")
-        if not isinstance(kind, str):
-            raise unknown("decision rule type", kind, list(RULE_TYPES))
-        return cls(kind, data.get("threshold"))
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _input_error(exc) from None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type} if self.threshold is None else {"type": self.type, "threshold": self.threshold}
+        return self.model_dump(exclude_none=True)
 
     def key(self) -> str:
         """A stable string for cache keys and result files."""
@@ -86,7 +102,7 @@ def parse(text: str) -> DecisionRule:
         return ARGMAX
     if text.startswith("bg:"):
         try:
-            return DecisionRule("background_below", float(text[3:]))
+            return DecisionRule(type="background_below", threshold=float(text[3:]))
         except (ValueError, InputError):
             pass
     raise InputError(f"bad decision rule {text!r}; use argmax or bg:T with 0 < T <= 1 (e.g. bg:0.3)")
@@ -96,5 +112,5 @@ def presets(model_default: DecisionRule) -> dict[str, DecisionRule]:
     """The menu of rules: the model's own, argmax, then P(background) thresholds."""
     options = {"model default": model_default, "argmax": ARGMAX}
     for t in PRESET_THRESHOLDS:
-        options[f"P(background) < {t}"] = DecisionRule("background_below", t)
+        options[f"P(background) < {t}"] = DecisionRule(type="background_below", threshold=t)
     return options

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
 from cam_core import limits
+from cam_core.errors import SegCamError
+from cam_core.model.rules import DecisionRule
 
 Number = StrictFloat | StrictInt  # true numbers: no "0.5" strings, no booleans
 Colour = Annotated[StrictStr, Field(pattern=r"^#[0-9A-Fa-f]{6}$")]
@@ -49,7 +51,7 @@ class SpecFile(BaseModel):
         default_factory=lambda: Preprocessing(), description='must be an object {"mean": [...], "std": [...]}'
     )
     default_layer: StrictStr | None = Field(None, description="must be a dotted layer name (e.g. decoder.blocks.2)")
-    decision_rule: dict[str, Any] | None = Field(
+    decision_rule: DecisionRule | None = Field(
         None, description='must be an object, e.g. {"type": "argmax"} or {"type": "background_below", "threshold": 0.9}'
     )
     microns_per_pixel: Number | None = Field(
@@ -65,11 +67,11 @@ class SpecFile(BaseModel):
         return value
 
 
-def _field(loc: tuple[int | str, ...]) -> tuple[str, str]:
+def _field(loc: tuple[int | str, ...]) -> tuple[str, str, list[str]]:
     """The dotted field an error is about (its named fields only, not list indices or union
-    members) and that field's description (its valid form)."""
+    members), that field's description (its valid form) and the names valid beside it."""
     model: Any = SpecFile
-    names, hint = [], ""
+    names, hint, valid = [], "", list(SpecFile.model_fields)
     for part in loc:
         fields = getattr(model, "model_fields", {})
         if not isinstance(part, str) or part not in fields:
@@ -77,7 +79,9 @@ def _field(loc: tuple[int | str, ...]) -> tuple[str, str]:
         names.append(part)
         hint = fields[part].description or hint
         model = fields[part].annotation
-    return ".".join(names) or "the file", hint
+        model = next((a for a in getattr(model, "__args__", ()) if hasattr(a, "model_fields")), model)  # X | None
+        valid = list(getattr(model, "model_fields", {})) or valid
+    return ".".join(names) or "the file", hint, valid
 
 
 def parse(data: Any) -> SpecFile:
@@ -92,13 +96,17 @@ def parse(data: Any) -> SpecFile:
         lines = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            field, hint = _field(loc)
+            field, hint, valid = _field(loc)
             given = err.get("input")
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, SegCamError):  # a nested schema's own message (the decision rule's)
+                lines.append(f"{field}: {cause}")
+                continue
             if field == "colors" and isinstance(given, str):
                 lines.append(f"colour {given!r} is not #RRGGBB (e.g. #E69F00)")
                 continue
             if err["type"] == "extra_forbidden":
-                lines.append(f"{'.'.join(str(p) for p in loc)} is not a setting (valid: mean, std)")
+                lines.append(f"{'.'.join(str(p) for p in loc)} is not a setting (valid: {', '.join(valid)})")
                 continue
             shown = json.dumps(given) if _jsonable(given) else repr(given)
             lines.append(f"{field} {hint or err['msg']}, got {shown}")

@@ -10,34 +10,28 @@ from cam_core.lazy import exports
 
 __all__, __getattr__ = exports(
     __name__,
-    dict.fromkeys(
-        (
-            "BLUR_SIGMA",
-            "FAITHFULNESS_STEPS",
-            "Faithfulness",
-            "FaithfulnessVerdict",
-            "RANDOM_SEEDS",
-            "REFERENCE_EXPLAINERS",
-            "SANITY_MAX_RHO",
-            "Sanity",
-            "TrustReport",
-            "cascade_blocks",
-            "copy_of",
-            "count_blocks",
-            "edge_explainer",
-            "estimate_seconds",
-            "faithfulness",
-            "forwards",
-            "method_explainer",
-            "random_maps",
-            "randomise",
-            "rank_pixels",
-            "sanity",
-            "spearman",
-            "ssim",
-            "target_explainer",
-            "trust",
+    {
+        **dict.fromkeys(
+            (
+                "BLUR_SIGMA",
+                "FAITHFULNESS_STEPS",
+                "RANDOM_SEEDS",
+                "REFERENCE_EXPLAINERS",
+                "SANITY_MAX_RHO",
+                "edge_explainer",
+                "method_explainer",
+                "target_explainer",
+            ),
+            ".protocol",
         ),
-        ".checks",
-    ),
+        **dict.fromkeys(
+            ("Faithfulness", "FaithfulnessVerdict", "faithfulness", "forwards", "random_maps", "rank_pixels"),
+            ".deletion",
+        ),
+        **dict.fromkeys(("spearman", "ssim"), ".similarity"),
+        **dict.fromkeys(
+            ("Sanity", "cascade_blocks", "copy_of", "count_blocks", "randomise", "sanity"), ".randomisation"
+        ),
+        **dict.fromkeys(("TrustReport", "estimate_seconds", "trust"), ".checks"),
+    },
 )

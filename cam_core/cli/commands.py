@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,27 +43,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", default=None, help="models folder (default: $SEGCAM_MODELS_DIR or models/user)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    from cam_core.engine.targets import TARGET_KINDS
+def _explain_parser(sub: Any) -> None:
+    from cam_core.engine.targets import NAMED_KINDS, TRUTH_KINDS, WRITTEN_AS
     from cam_core.output.render import COLORMAPS, DEFAULT_COLORMAP, THRESHOLD_MODES
-
-    ap = argparse.ArgumentParser(prog="python -m cam_core", description="CAM explanations of segmentation models")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("models", help="list built-in and models-folder models")
-    p.set_defaults(run=_print_models)
-    p.add_argument("--models-dir", default=None)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--schema", action="store_true", help="print the JSON Schema of a model folder's segcam.json")
-
-    p = sub.add_parser("layers", help="candidate target layers of a model")
-    p.set_defaults(run=_print_layers)
-    _add_model_args(p)
-    p.add_argument("--all", action="store_true", help="every spatial layer, not just the curated list")
-
-    sub.add_parser("methods", help="the CAM methods and their capabilities").set_defaults(
-        run=lambda _: _print_methods()
-    )
 
     p = sub.add_parser("explain", help="mask, CAM heatmap and overlay for one image")
     p.set_defaults(run=_explain)
@@ -79,12 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method", default=None, help="method name, comma list, or a group: 'all' (one-pass), 'fast', 'every'"
     )
-    kinds = " | ".join(k for k in TARGET_KINDS if k not in ("mask", "point"))
     p.add_argument(
         "--target",
         default="predicted",
-        help=f"{kinds} | mask:PATH | rect:x0,y0,x1,y1 | point:X,Y (the predicted object under the point); "
-        "fn and fp need --gt",
+        help=f"{' | '.join([*NAMED_KINDS, *WRITTEN_AS.values()])} (point: the predicted object under it); "
+        f"{' and '.join(TRUTH_KINDS)} need --gt",
     )
     p.add_argument(
         "--gt",
@@ -113,6 +95,28 @@ def _parser() -> argparse.ArgumentParser:
         help="IMAGE is a whole slide: explain this level-0 box, read at the model's resolution",
     )
     p.add_argument("--mpp", type=float, default=None, help="a slide's µm/px when its metadata lacks it")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m cam_core", description="CAM explanations of segmentation models")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list built-in and models-folder models")
+    p.set_defaults(run=_print_models)
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--schema", action="store_true", help="print the JSON Schema of a model folder's segcam.json")
+
+    p = sub.add_parser("layers", help="candidate target layers of a model")
+    p.set_defaults(run=_print_layers)
+    _add_model_args(p)
+    p.add_argument("--all", action="store_true", help="every spatial layer, not just the curated list")
+
+    sub.add_parser("methods", help="the CAM methods and their capabilities").set_defaults(
+        run=lambda _: _print_methods()
+    )
+
+    _explain_parser(sub)
 
     p = sub.add_parser("slide", help="what a slide says about itself: size, levels, resolution, tissue")
     p.set_defaults(run=_print_slide)
@@ -349,10 +353,8 @@ class _Writer:
 def _explain(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     from cam_core import engine
-    from cam_core.data.images import load_image
     from cam_core.data.truth import load_truth
-    from cam_core.data.truth import summary as summarize_truth
-    from cam_core.engine import methods, tiling
+    from cam_core.engine import methods
     from cam_core.engine import targets as tg
     from cam_core.model import layers, models
     from cam_core.model.rules import parse as parse_rule
@@ -360,17 +362,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     configure_threads(CLI_THREADS)
     loaded = models.load(args.model, args.models_dir)
-    slide_record: dict[str, Any] = {}
-    if args.region:
-        image, slide_record = _slide_region(args, loaded.spec.mpp)
-    else:
-        from cam_core.wsi.slides import SLIDE_ONLY_SUFFIXES
-
-        if Path(args.image).suffix.lower() in SLIDE_ONLY_SUFFIXES:
-            raise InputError(
-                f"{Path(args.image).name} is a whole slide: give --region X,Y,W,H (level-0 pixels), or run `batch`"
-            )
-        image = load_image(args.image)
+    image, slide_record = _explain_input(args, loaded.spec.mpp)
     layer_names = layers.resolve_layers(loaded, args.layer)
     method_list = methods.resolve_methods(args.method)
     rule = parse_rule(args.rule) if args.rule else loaded.spec.decision_rule
@@ -392,7 +384,7 @@ def _explain(args: argparse.Namespace) -> int:
     h, w = image.array.shape[:2]
     tiled = limits.is_large(image.array.shape)
     out = Path(args.out)
-    record: dict[str, Any] = {
+    record: dict[str, Any] = {  # result.json's "image"; keys with "_" are for the writer only
         "path": str(args.image),
         "size_hw": [h, w],
         "microns_per_pixel": image.mpp,
@@ -407,33 +399,8 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         if tiled:
             print(f"note: {w}×{h} is above {limits.TILE_ABOVE_PIXELS / 1e6:.1f} MP: tiled inference", file=sys.stderr)
-            usable = [m for m in method_list if m.tileable]
-            for m in method_list:
-                if not m.tileable:
-                    exc = InputError(f"{m.name} cannot run on a tiled image (passes of its own); use a one-pass method")
-                    if not multi:
-                        raise exc
-                    for layer in layer_names:
-                        on_error(m, layer, exc)
-            if usable:
-                cap = tiling.capture_tiled(
-                    loaded,
-                    image.array,
-                    target,
-                    layer_names,
-                    rule=rule,
-                    tile=tiling.DEFAULT_TILE,
-                    overlap=tiling.DEFAULT_OVERLAP,
-                    progress=progress,
-                )
-                for layer in layer_names:
-                    for m in usable:
-                        try:
-                            results.append(engine.cam_from_capture(cap, m, layer, args.eigen_smooth))
-                        except InputError as exc:
-                            if not multi:
-                                raise
-                            on_error(m, layer, exc)
+            shared = (loaded, image.array, target, layer_names, method_list, rule, args.eigen_smooth)
+            cap, results = _explain_tiled(*shared, progress, on_error, multi)
         else:
             cap, results = engine.explain(
                 loaded,
@@ -447,10 +414,9 @@ def _explain(args: argparse.Namespace) -> int:
                 progress=progress,
                 on_error=on_error if multi else None,
             )
-    except NothingPredictedError as exc:
+    except NothingPredictedError as exc:  # the mask is still worth having
         line.close()
-        prediction = exc.prediction or engine.predict(loaded, image.array, rule)
-        writer.mask(prediction, out)
+        writer.mask(exc.prediction or engine.predict(loaded, image.array, rule), out)
         writer.close()
         _summary(out, 0, [str(exc)], cap, tiled, t_start)
         print(f"nothing to explain: {exc}; wrote the mask to {out / 'mask.png'}")
@@ -458,27 +424,110 @@ def _explain(args: argparse.Namespace) -> int:
     finally:
         line.close()
     prediction = cap.prediction if cap else engine.predict(loaded, image.array, rule)
-    resolved = (
-        results[0].class_index if results else tg.resolve_auto(target, prediction.mask, loaded.spec.classes).class_index
+    explained = _write_results(writer, out, loaded, image, prediction, target, truth, cap, results, multi)
+    seconds = _summary(out, len(results), failures, cap, tiled, t_start)
+    for note in image.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {len(results)} CAM(s) for class '{loaded.spec.classes[explained]}' to {out} in {seconds} s")
+    return 0 if results else 2
+
+
+def _explain_input(args: argparse.Namespace, model_mpp: float | None) -> tuple[LoadedImage, dict[str, Any]]:
+    """The image to explain: a region of a slide (``--region``), or an image file (never a whole slide)."""
+    from cam_core.data.images import load_image
+    from cam_core.wsi.slides import SLIDE_ONLY_SUFFIXES
+
+    if args.region:
+        return _slide_region(args, model_mpp)
+    if Path(args.image).suffix.lower() in SLIDE_ONLY_SUFFIXES:
+        raise InputError(
+            f"{Path(args.image).name} is a whole slide: give --region X,Y,W,H (level-0 pixels), or run `batch`"
+        )
+    return load_image(args.image), {}
+
+
+def _explain_tiled(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    target: TargetSpec,
+    layer_names: list[str],
+    method_list: list[Any],
+    rule: Any,
+    eigen_smooth: bool,
+    progress: Any,
+    on_error: Callable[[Any, str, Exception], None],
+    multi: bool,
+) -> tuple[Any, list[CamResult]]:
+    """One stitched capture and every one-pass method on it; a method with passes of its own is
+    refused (skipped with the reason when several were asked for)."""
+    from cam_core import engine
+    from cam_core.engine import tiling
+
+    for m in method_list:
+        if not m.tileable:
+            exc = InputError(f"{m.name} cannot run on a tiled image (passes of its own); use a one-pass method")
+            if not multi:
+                raise exc
+            for layer in layer_names:
+                on_error(m, layer, exc)
+    usable = [m for m in method_list if m.tileable]
+    if not usable:
+        return None, []
+    cap = tiling.capture_tiled(
+        loaded,
+        image,
+        target,
+        layer_names,
+        rule=rule,
+        tile=tiling.DEFAULT_TILE,
+        overlap=tiling.DEFAULT_OVERLAP,
+        progress=progress,
     )
+    results = []
+    for layer in layer_names:
+        for m in usable:
+            try:
+                results.append(engine.cam_from_capture(cap, m, layer, eigen_smooth))
+            except InputError as exc:
+                if not multi:
+                    raise
+                on_error(m, layer, exc)
+    return cap, results
+
+
+def _write_results(
+    writer: _Writer,
+    out: Path,
+    loaded: LoadedModel,
+    image: LoadedImage,
+    prediction: Prediction,
+    target: TargetSpec,
+    truth: Any,
+    cap: Any,
+    results: list[CamResult],
+    multi: bool,
+) -> int:
+    """The mask and every result folder; returns the class explained (resolved when automatic)."""
+    from cam_core.data.truth import summary as summarize_truth
+    from cam_core.engine import targets as tg
+
+    classes = loaded.spec.classes
+    resolved = results[0].class_index if results else tg.resolve_auto(target, prediction.mask, classes).class_index
+    assert resolved is not None  # resolve_auto raises when no class can be chosen
     target = target.with_class(resolved)
-    region = tg.region(target, prediction.mask, loaded.spec.classes) > 0
+    region = tg.region(target, prediction.mask, classes) > 0
+    record = writer.record
     record["_target_pixels"] = int(region.sum())
     record["_target_box"] = tg.box_of(region)
     if truth is not None:
-        record["_truth_summary"] = summarize_truth(prediction.mask, truth, loaded.spec.classes, resolved)
+        record["_truth_summary"] = summarize_truth(prediction.mask, truth, classes, resolved)
         record["_truth_class"] = resolved
     record["_pass_seconds"] = cap.seconds if cap else None
     writer.mask(prediction, out)
     for res in results:
         writer.result(out / res.layer / res.method if multi else out, res, prediction, target, cap.tiles if cap else 1)
     writer.close()
-    seconds = _summary(out, len(results), failures, cap, tiled, t_start)
-    for note in image.notes:
-        print(f"note: {note}", file=sys.stderr)
-    assert resolved is not None
-    print(f"wrote {len(results)} CAM(s) for class '{loaded.spec.classes[resolved]}' to {out} in {seconds} s")
-    return 0 if results else 2
+    return resolved
 
 
 def _summary(out: Path, n: int, failures: list[str], cap: Any, tiled: bool, t_start: float) -> float:

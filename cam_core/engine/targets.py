@@ -35,6 +35,9 @@ TARGET_KINDS: dict[str, str] = {
 }
 # Kinds whose region is a comparison with the ground truth.
 TRUTH_KINDS: dict[str, int] = {"fn": gt.FN, "fp": gt.FP}
+# Kinds that need more than their name, and how the CLI writes them; the others are their name.
+WRITTEN_AS: dict[str, str] = {"mask": "mask:PATH | rect:x0,y0,x1,y1", "point": "point:X,Y"}
+NAMED_KINDS = [k for k in TARGET_KINDS if k not in WRITTEN_AS]
 
 
 @dataclass(frozen=True, eq=False)
@@ -290,7 +293,7 @@ def parse_target(
         if truth is None:
             raise InputError(f"--target {text} compares with the ground truth; add --gt MASK (the tile's truth mask)")
         return TargetSpec(text, class_index, truth=truth)
-    if text in TARGET_KINDS and text not in ("mask", "point"):
+    if text in NAMED_KINDS:
         return TargetSpec(text, class_index)
     if text.startswith("point:"):
         try:
@@ -314,6 +317,5 @@ def parse_target(
         if not path.is_file():
             raise InputError(f"target mask {path} not found; give mask:PATH of a PNG the size of the image")
         return TargetSpec("mask", class_index, masks.region(path.read_bytes(), shape, str(path)))
-    raise InputError(
-        f"unknown target {text!r}; valid: predicted, class, fn, fp (with --gt), mask:PATH, rect:x0,y0,x1,y1, point:X,Y"
-    )
+    forms = [f"{k} (with --gt)" if k in TRUTH_KINDS else k for k in NAMED_KINDS] + list(WRITTEN_AS.values())
+    raise InputError(f"unknown target {text!r}; valid: {' | '.join(forms)}")

@@ -9,7 +9,7 @@ import pytest
 from conftest import explain_args
 from PIL import Image
 
-from cam_core import cli
+from cam_core import cli, engine
 from cam_core.engine.methods import METHODS
 from cam_core.model import models as models_mod
 from cam_core.output import bundle
@@ -33,6 +33,16 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
     assert names == sorted(set(bundle.FILES) - {"objects.geojson", "truth_compare.png"})
     with pytest.raises(KeyError, match=r"declared: mask\.png"):
         bundle.files(None, {}, {"mask.jpg": b""})
+    # the app's ZIP goes through the same writer: without a shared scale, the map's own, stated
+    record = json.loads((out / "result.json").read_text())
+    res = engine.CamResult(
+        np.load(out / "cam.npy"), np.load(out / "cam_raw.npy"), "GradCAM", "l", "predicted", "m", "cpu", 0.0, "cache"
+    )
+    files = bundle.files(res, {**record, "signed_scale": None, "signed_scale_classes": None}, {})
+    again = json.loads(files["result.json"])
+    assert again["signed_scale"] == pytest.approx(record["signed_scale"])
+    assert again["signed_scale_classes"] == ["alpha"]
+    assert bundle.to_zip(files)[:2] == b"PK"
     cam = np.load(out / "cam.npy")
     assert cam.dtype == np.float32
     assert cam.shape == (70, 90)  # cropped back to the input size

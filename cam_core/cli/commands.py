@@ -321,7 +321,6 @@ class _Writer:
                 render.scale_bar(render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level), mpp)
             ),
         }
-        scale = render.signed_scale([res.cam_raw])
         classes = self.loaded.spec.classes
         record = result_record(
             res,
@@ -336,8 +335,6 @@ class _Writer:
             threshold={"mode": args.threshold_mode, "level": level},
             pass_seconds=self.record.get("_pass_seconds"),
             tiles=tiles,
-            signed_scale=scale,
-            signed_scale_classes=[classes[res.class_index]],  # this map alone
             truth=self.record.get("_truth_summary"),
         )
         record["image"] = {k: v for k, v in self.record.items() if not k.startswith("_")}

@@ -53,8 +53,10 @@ def signed_picture(res: CamResult, scale: float, mpp: float | None = None) -> by
 def files(
     res: CamResult, record: dict[str, Any], pictures: dict[str, Content], mpp: float | None = None
 ) -> dict[str, Content]:
-    """All files of one result: the given pictures, the raw signed picture when the record has its
-    scale, the two arrays and ``result.json``, in :data:`FILES` order.
+    """All files of one result: the given pictures, the raw signed picture, the two arrays and
+    ``result.json``, in :data:`FILES` order. The signed picture is drawn at the record's
+    ``signed_scale`` (the app's scale shared over classes when its view chose one), else at the
+    map's own, which the record then states.
 
     Raises:
         KeyError: a picture name that :data:`FILES` does not declare.
@@ -63,8 +65,13 @@ def files(
     if unknown:
         raise KeyError(f"undeclared result files {sorted(unknown)}; declared: {', '.join(FILES)}")
     out: dict[str, Content] = dict(pictures)
-    scale = record.get("signed_scale")
-    if scale is not None and "heatmap_signed.png" not in out:
+    if "heatmap_signed.png" not in out:
+        if record.get("signed_scale") is None:  # no shared scale chosen: the map's own
+            from cam_core.output import render
+
+            scale = float(render.signed_scale([res.cam_raw]))
+            record = {**record, "signed_scale": scale, "signed_scale_classes": [record["class"]]}
+        scale = float(record["signed_scale"])
         out["heatmap_signed.png"] = lambda: signed_picture(res, scale, mpp)
     out["cam.npy"] = lambda: npy(res.cam)
     out["cam_raw.npy"] = lambda: npy(res.cam_raw)

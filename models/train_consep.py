@@ -27,6 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -201,7 +202,7 @@ def build_model(arch: str, encoder: str, depth: int, decoder_channels: list[int]
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, required=True, help="model folder to write (save_pretrained layout)")
@@ -242,14 +243,13 @@ def main(argv: list[str] | None = None) -> int:
         "(training and validation)",
     )
     ap.add_argument("--smoke", action="store_true", help="2 steps on 4 tiles, 1 val tile (CI)")
-    args = ap.parse_args(argv)
-    if args.init_from and not (args.init_from / "model.safetensors").is_file():
-        ap.error(f"--init-from {args.init_from}: no model.safetensors there; give a folder written by this script")
+    return ap
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
+
+def _data(args: argparse.Namespace) -> tuple[list[str], list[str], Any, Any, np.ndarray, int | None]:
+    """Training and validation tiles (split by source tile), the validation tiles re-stained once
+    (fixed seed), and the steps per epoch of a smoke run."""
+    steps_per_epoch = None
     names = load_split(args.data, "train")
     train_names, val_names = split_by_tile(names, args.val_tiles, args.seed)
     steps_per_epoch = None
@@ -265,6 +265,91 @@ def main(argv: list[str] | None = None) -> int:
     val_rng = np.random.default_rng(1234)  # fixed re-staining of the validation tiles
     val_strong = np.stack([restain(im, "hed-strong", val_rng) for im in val[0]])
     assert "hed-strong" in TELLEZ_SETTINGS
+    return train_names, val_names, train, val, val_strong, steps_per_epoch
+
+
+def _train_epoch(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    train: Any,
+    weights: torch.Tensor,
+    rng: np.random.Generator,
+    steps_per_epoch: int,
+    epoch: int,
+    args: argparse.Namespace,
+) -> float:
+    """One epoch of augmented crops; returns the mean loss."""
+    model.train()
+    order = rng.permutation(len(train[0]))
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", mininterval=10, file=sys.stdout)
+    running = 0.0
+    for step in bar:
+        idx = order[(step * args.batch_size) % len(order) :][: args.batch_size]
+        if len(idx) < args.batch_size:
+            idx = np.concatenate([idx, order[: args.batch_size - len(idx)]])
+        pairs = [augment(train[0][i], train[1][i], rng, args.crop, args.marker) for i in idx]
+        x = to_tensor(np.stack([p[0] for p in pairs])).contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            logits = model(x)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, y, weight=weights) + dice_loss(logits, y)
+        if args.nuclei_dice:
+            loss = loss + args.nuclei_dice * nuclei_dice_loss(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += loss.item()
+        bar.set_postfix(loss=f"{running / (step + 1):.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+    return running / steps_per_epoch
+
+
+def _summary(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    decoder_channels: list[int],
+    train_names: list[str],
+    val_names: list[str],
+    best: float,
+    history: list[dict],
+) -> dict[str, Any]:
+    """training.json: what was trained, on what, how long, and the best validation score."""
+    return {
+        "arch": args.arch,
+        "encoder": args.encoder,
+        "encoder_depth": args.encoder_depth,
+        "decoder_channels": decoder_channels,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "crop": args.crop,
+        "lr": args.lr,
+        "precision": args.precision,
+        "nuclei_dice_weight": args.nuclei_dice,
+        "init_from": str(args.init_from) if args.init_from else None,
+        "marker": args.marker,
+        "seed": args.seed,
+        "train_tiles": len(train_names),
+        "val_tiles": sorted({tile_of(n) for n in val_names}, key=int),
+        "best_val_score": best,
+        "train_time_s": history[-1]["elapsed_s"] if history else 0.0,
+        "threads": args.threads,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.init_from and not (args.init_from / "model.safetensors").is_file():
+        ap.error(f"--init-from {args.init_from}: no model.safetensors there; give a folder written by this script")
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_names, val_names, train, val, val_strong, steps_per_epoch = _data(args)
     steps_per_epoch = steps_per_epoch or math.ceil(len(train_names) / args.batch_size)
     total_steps = args.epochs * steps_per_epoch
 
@@ -303,32 +388,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     for epoch in range(start_epoch, args.epochs):
-        model.train()
-        order = rng.permutation(len(train_names))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", mininterval=10, file=sys.stdout)
-        running = 0.0
-        for step in bar:
-            idx = order[(step * args.batch_size) % len(order) :][: args.batch_size]
-            if len(idx) < args.batch_size:
-                idx = np.concatenate([idx, order[: args.batch_size - len(idx)]])
-            pairs = [augment(train[0][i], train[1][i], rng, args.crop, args.marker) for i in idx]
-            x = to_tensor(np.stack([p[0] for p in pairs])).contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                logits = model(x)
-            logits = logits.float()
-            loss = F.cross_entropy(logits, y, weight=weights) + dice_loss(logits, y)
-            if args.nuclei_dice:
-                loss = loss + args.nuclei_dice * nuclei_dice_loss(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.item()
-            bar.set_postfix(loss=f"{running / (step + 1):.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        loss = _train_epoch(model, opt, sched, train, weights, rng, steps_per_epoch, epoch, args)
         metrics = validate(model, val, val_strong)
         elapsed = elapsed_before + time.time() - t0
-        record = {"epoch": epoch + 1, "loss": running / steps_per_epoch, "elapsed_s": round(elapsed, 1), **metrics}
+        record = {"epoch": epoch + 1, "loss": loss, "elapsed_s": round(elapsed, 1), **metrics}
         history.append(record)
         improved = metrics["score"] > best
         if improved:
@@ -352,27 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             ckpt_path,
         )
-    summary = {
-        "arch": args.arch,
-        "encoder": args.encoder,
-        "encoder_depth": args.encoder_depth,
-        "decoder_channels": decoder_channels,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "crop": args.crop,
-        "lr": args.lr,
-        "precision": args.precision,
-        "nuclei_dice_weight": args.nuclei_dice,
-        "init_from": str(args.init_from) if args.init_from else None,
-        "marker": args.marker,
-        "seed": args.seed,
-        "train_tiles": len(train_names),
-        "val_tiles": sorted({tile_of(n) for n in val_names}, key=int),
-        "best_val_score": best,
-        "train_time_s": history[-1]["elapsed_s"] if history else 0.0,
-        "threads": args.threads,
-    }
+    summary = _summary(args, model, decoder_channels, train_names, val_names, best, history)
     (args.out / "training.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
     return 0

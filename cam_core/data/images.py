@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from cam_core import limits
 from cam_core.errors import InputError
@@ -85,17 +85,8 @@ def _rgb48(arr: np.ndarray, notes: list[str]) -> np.ndarray:
     return (np.clip(arr / scale, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedImage:
-    """Decode an image file or bytes to RGB uint8.
-
-    Args:
-        source: a path or the raw bytes of an upload.
-        name: a display name for messages (the upload's file name).
-
-    Raises:
-        InputError: empty, not an image, truncated, too large, or an unsupported layout.
-    """
-    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+def _read(source: str | Path | bytes, label: str) -> bytes:
+    """The file's bytes (or the upload's), refused when missing, empty or above MAX_BYTES."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -109,7 +100,12 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedIma
         raise InputError(f"{label!r} is empty (0 bytes); choose a {SUPPORTED} file")
     if len(data) > MAX_BYTES:
         raise InputError(f"{label!r} is larger than {MAX_BYTES // 2**20} MB; export a smaller region")
-    notes: list[str] = []
+    return data
+
+
+def _open(data: bytes, label: str) -> ImageFile.ImageFile:
+    """Pillow's image of the bytes (header only, nothing decoded); what is not an image is named
+    by what it looks like (an HTML page, a PDF, a ZIP, an SVG)."""
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -131,6 +127,22 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedIma
         ) from None
     except Exception as exc:  # PIL raises several types for malformed headers
         raise InputError(f"{label!r} could not be opened ({exc}); choose a {SUPPORTED} file") from None
+    return img
+
+
+def load_image(source: str | Path | bytes, name: str | None = None) -> LoadedImage:
+    """Decode an image file or bytes to RGB uint8.
+
+    Args:
+        source: a path or the raw bytes of an upload.
+        name: a display name for messages (the upload's file name).
+
+    Raises:
+        InputError: empty, not an image, truncated, too large, or an unsupported layout.
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+    img = _open(_read(source, label), label)
+    notes: list[str] = []
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise InputError(

@@ -126,28 +126,15 @@ def run_method(
     prediction = prediction or predict(loaded, image, rule)
     x, (h, w) = prepare(loaded, image)
     target, target_fn = score_function(loaded, target, prediction, x.shape, finer=info.finer_target)
-    layer_info = spatial_layers(loaded)[layer_name]
-    lh, lw = x.shape[-2] // layer_info.stride, x.shape[-1] // layer_info.stride
-    _check_layer_size(info, layer_name, (1, layer_info.channels, lh, lw))
-    smooth = eigen_smooth and info.eigen_smooth
-    if smooth and lh * lw > GRAD_CAM_SVD_MAX_PIXELS:
-        raise InputError(
-            f"eigen_smooth with {info.name} runs grad-cam's full SVD, (H·W)² floats for {lw}×{lh}; "
-            "turn eigen_smooth off or pick a deeper layer"
-        )
-    bs = batch_size or default_batch_size(loaded.device, int(x.shape[-1] * x.shape[-2]))
-    channels = min(layer_info.channels, info.channel_cap or layer_info.channels)
-    expected = expected_batches(channels, bs) if info.per_channel else 1
-    augment = aug_smooth and info.aug_smooth
-    if augment:
-        expected *= AUG_SMOOTH_COPIES
+    channels = spatial_layers(loaded)[layer_name].channels
+    smooth, augment, bs, expected = _plan(loaded, info, layer_name, x.shape, eigen_smooth, aug_smooth, batch_size)
     runner = info.runner or passes.run_grad_cam
     t0 = time.perf_counter()
     run = PassRun(
         model=private_copy(loaded.model, loaded.lock),
         x=x,
         layer=layer_name,
-        channels=layer_info.channels,
+        channels=channels,
         grad_cam_class=info.grad_cam_cls() if runner is passes.run_grad_cam else None,
         build=info.build,
         target_fn=target_fn,
@@ -160,21 +147,7 @@ def run_method(
     )
     passes_of(loaded)["method_runs"] += 1
     log.info("model pass: %s on a private copy (~%d forwards) %s", info.name, expected, loaded.name)
-    from cam_core.errors import Cancelled
-
-    try:
-        cam, cam_raw = runner(run)
-    except (Cancelled, InputError):
-        raise
-    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
-        raise InputError(
-            f"{info.name} failed on layer {layer_name!r} ({type(exc).__name__}: {str(exc)[:200]}); "
-            "the shared model was not touched — try another layer or a gradient method such as GradCAM"
-        ) from exc
-    finally:
-        del run.model
-        if loaded.device.type == "cuda":
-            torch.cuda.empty_cache()
+    cam, cam_raw = _run(runner, run, info.name, layer_name, loaded.device)
     if info.ignores_layer:
         run.notes.append(f"{info.name} uses every layer's bias gradients; the chosen layer is ignored")
     result = CamResult(
@@ -193,6 +166,63 @@ def run_method(
         notes=run.notes,
     )
     return _finalise(result, result.cam_raw)
+
+
+def _plan(
+    loaded: LoadedModel,
+    info: MethodInfo,
+    layer_name: str,
+    shape: tuple[int, ...],
+    eigen_smooth: bool,
+    aug_smooth: bool,
+    batch_size: int | None,
+) -> tuple[bool, bool, int, int]:
+    """What a method's passes will be, checked before any: (eigen_smooth, aug_smooth as they
+    apply to the method, batch size, expected forwards for the progress bar).
+
+    Raises:
+        InputError: the layer's map is too large for the method (or for grad-cam's full SVD).
+    """
+    layer_info = spatial_layers(loaded)[layer_name]
+    lh, lw = shape[-2] // layer_info.stride, shape[-1] // layer_info.stride
+    _check_layer_size(info, layer_name, (1, layer_info.channels, lh, lw))
+    smooth = eigen_smooth and info.eigen_smooth
+    if smooth and lh * lw > GRAD_CAM_SVD_MAX_PIXELS:
+        raise InputError(
+            f"eigen_smooth with {info.name} runs grad-cam's full SVD, (H·W)² floats for {lw}×{lh}; "
+            "turn eigen_smooth off or pick a deeper layer"
+        )
+    bs = batch_size or default_batch_size(loaded.device, int(shape[-1] * shape[-2]))
+    channels = min(layer_info.channels, info.channel_cap or layer_info.channels)
+    expected = expected_batches(channels, bs) if info.per_channel else 1
+    augment = aug_smooth and info.aug_smooth
+    return smooth, augment, bs, expected * (AUG_SMOOTH_COPIES if augment else 1)
+
+
+def _run(
+    runner: Callable[[PassRun], tuple[np.ndarray, np.ndarray]],
+    run: PassRun,
+    name: str,
+    layer_name: str,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The passes on the private copy; any failure inside grad-cam becomes one message that names
+    the method and the layer (the shared model was never touched), and the copy is freed."""
+    from cam_core.errors import Cancelled
+
+    try:
+        return runner(run)
+    except (Cancelled, InputError):
+        raise
+    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
+        raise InputError(
+            f"{name} failed on layer {layer_name!r} ({type(exc).__name__}: {str(exc)[:200]}); "
+            "the shared model was not touched — try another layer or a gradient method such as GradCAM"
+        ) from exc
+    finally:
+        del run.model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def explain(

@@ -127,11 +127,57 @@ def capture_tiled(
     check_fits(loaded, (h, w), names, STITCHED_MAX_BYTES, "a stitched capture")
     ph, pw = -(-h // m) * m, -(-w // m) * m
     boxes = [cell.box for cell in grid(w, h, tile, overlap, align=m)]
-    n_steps = 2 * len(boxes)
+    tile_weights = partition(boxes, (h, w), overlap)
+    steps = _Steps(progress, 2 * len(boxes))
+    probs, acts, t_forward = _forward_tiles(loaded, image, names, boxes, tile_weights, (ph, pw), steps)
+    rule = rule or loaded.spec.decision_rule
+    prediction = Prediction(probs, rule.decide(probs), rule)
+    target, region = target_region(loaded, target, prediction)
+    grads, t_backward = _backward_tiles(loaded, image, target, region, names, boxes, tile_weights, acts, rule, steps)
+    return Capture(
+        model_name=loaded.name,
+        target=target,
+        layers=names,
+        padded_shape=(ph, pw),
+        image_shape=(h, w),
+        activations=acts,
+        gradients=grads,
+        prediction=prediction,
+        device=str(loaded.device),
+        seconds={"forward": t_forward, "backward": t_backward, "total": time.perf_counter() - t0},
+        tiles=len(boxes),
+        tiling=f"tiled: {len(boxes)} tiles of {tile}² with {overlap} px overlap, one normalisation over the whole map",
+    )
+
+
+class _Steps:
+    """Progress over both phases: step ``i`` of ``n`` with a line of text."""
+
+    def __init__(self, progress: Progress | None, n: int) -> None:
+        self.progress, self.n, self.done = progress, n, 0
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done / self.n, text)
+
+
+def _forward_tiles(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    names: list[str],
+    boxes: list[tuple[int, int, int, int]],
+    tile_weights: list[np.ndarray],
+    padded_hw: tuple[int, int],
+    steps: _Steps,
+) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    """Phase 1: a forward per tile (no gradients); probabilities blended with the tiles' weights,
+    each layer's activations blended on the image-sized layer map. Returns them and the forward time."""
+    ph, pw = padded_hw
+    h, w = image.shape[:2]
     probs = np.zeros((loaded.num_classes, h, w), np.float32)
     acts: dict[str, np.ndarray] = {}
     act_w: dict[str, np.ndarray] = {}
-    tile_weights = partition(boxes, (h, w), overlap)
     model = loaded.model
     t_forward = 0.0
     for i, ((y0, x0, y1, x1), wgt) in enumerate(zip(boxes, tile_weights)):
@@ -157,13 +203,26 @@ def capture_tiled(
             ys, xs = y0 // sy, x0 // sx
             acts[n][:, :, ys : ys + lh, xs : xs + lw] += a * cw
             act_w[n][ys : ys + lh, xs : xs + lw] += cw
-        if progress:
-            progress((i + 1) / n_steps, f"mask and activations: tile {i + 1} of {len(boxes)}")
-    rule = rule or loaded.spec.decision_rule
-    prediction = Prediction(probs, rule.decide(probs), rule)
+        steps.step(f"mask and activations: tile {i + 1} of {len(boxes)}")
     for n in names:
         acts[n] /= np.maximum(act_w[n], 1e-12)
-    target, region = target_region(loaded, target, prediction)
+    return probs, acts, t_forward
+
+
+def _backward_tiles(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    target: tg.TargetSpec,
+    region: np.ndarray,
+    names: list[str],
+    boxes: list[tuple[int, int, int, int]],
+    tile_weights: list[np.ndarray],
+    acts: dict[str, np.ndarray],
+    rule: DecisionRule,
+    steps: _Steps,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Phase 2: a forward + backward per tile that touches the target region, scored by the region
+    weighted by the tile's share of each pixel; the gradients are summed on the image-sized maps."""
     grads = {n: np.zeros_like(a) for n, a in acts.items()}
     t_backward = 0.0
     for i, (y0, x0, y1, x1) in enumerate(boxes):
@@ -184,22 +243,8 @@ def capture_tiled(
                 lh, lw = g.shape[-2:]
                 sy, sx = cap.padded_shape[0] // lh, cap.padded_shape[1] // lw
                 grads[n][:, :, y0 // sy : y0 // sy + lh, x0 // sx : x0 // sx + lw] += g
-        if progress:
-            progress((len(boxes) + i + 1) / n_steps, f"gradients: tile {i + 1} of {len(boxes)}")
-    return Capture(
-        model_name=loaded.name,
-        target=target,
-        layers=names,
-        padded_shape=(ph, pw),
-        image_shape=(h, w),
-        activations=acts,
-        gradients=grads,
-        prediction=prediction,
-        device=str(loaded.device),
-        seconds={"forward": t_forward, "backward": t_backward, "total": time.perf_counter() - t0},
-        tiles=len(boxes),
-        tiling=f"tiled: {len(boxes)} tiles of {tile}² with {overlap} px overlap, one normalisation over the whole map",
-    )
+        steps.step(f"gradients: tile {i + 1} of {len(boxes)}")
+    return grads, t_backward
 
 
 def explain_tiled(

@@ -152,38 +152,9 @@ def trust(
     if cap is None or not all(la in cap.activations for la in layers):
         cap = engine.capture(loaded, image, target, layers, rule=rule)
     target = cap.target
-    given = cams or {}
-    maps: dict[tuple[str, str], np.ndarray] = {}
-    slow: dict[tuple[str, str], Explainer] = {}
-    for layer in layers:
-        for info in methods:
-            key = (info.name, layer)
-            if not info.from_cache:
-                slow[key] = method_explainer(info, layer, eigen_smooth)
-            if key in given:
-                maps[key] = given[key]
-            elif info.from_cache:
-                maps[key] = engine.cam_from_capture(cap, info, layer, eigen_smooth).cam
-            else:
-                maps[key] = engine.run_method(
-                    loaded,
-                    image,
-                    target,
-                    info,
-                    layer,
-                    eigen_smooth=eigen_smooth,
-                    prediction=cap.prediction,
-                    progress=part(0.0, 0.2),
-                ).cam
-    h, w = cap.image_shape
+    maps, slow = _maps(loaded, image, cap, layers, methods, cams or {}, eigen_smooth, part(0.0, 0.2))
     known = references if references is not None else {}
-    named: dict[str, np.ndarray] = {f"{m}@{la}": v for (m, la), v in maps.items()}
-    if "target mask" not in known:
-        named["target mask"] = target_region(loaded, target, cap.prediction)[1]
-    for layer in layers:
-        if f"random{RANDOM_SEEDS - 1}@{layer}" not in known:
-            for i, rm in enumerate(random_maps(cap.activations[layer], (h, w), cap.padded_shape)):
-                named[f"random{i}@{layer}"] = rm
+    named = {f"{m}@{la}": v for (m, la), v in maps.items()} | _references_needed(loaded, cap, layers, known)
     curves = faithfulness(loaded, image, target, cap.prediction, named, progress=part(0.2, 0.8))
     for name, curve in curves.items():
         if name == "target mask" or name.startswith("random"):
@@ -220,6 +191,62 @@ def trust(
             TrustReport(method, layer, name, target.kind, verdict, by_key[(method, layer)], seconds / max(1, len(maps)))
         )
     return reports
+
+
+def _maps(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    cap: Capture,
+    layers: list[str],
+    methods: list[MethodInfo],
+    given: dict[tuple[str, str], np.ndarray],
+    eigen_smooth: bool,
+    progress: Progress | None,
+) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], Explainer]]:
+    """The maps to check, (method, layer) → H×W (given ones kept, one-pass ones from ``cap``, the
+    others by their own passes), and the explainers of the methods with passes of their own
+    (sanity re-runs them on the randomised copy)."""
+    from cam_core import engine
+
+    maps: dict[tuple[str, str], np.ndarray] = {}
+    slow: dict[tuple[str, str], Explainer] = {}
+    for layer in layers:
+        for info in methods:
+            key = (info.name, layer)
+            if not info.from_cache:
+                slow[key] = method_explainer(info, layer, eigen_smooth)
+            if key in given:
+                maps[key] = given[key]
+            elif info.from_cache:
+                maps[key] = engine.cam_from_capture(cap, info, layer, eigen_smooth).cam
+            else:
+                maps[key] = engine.run_method(
+                    loaded,
+                    image,
+                    cap.target,
+                    info,
+                    layer,
+                    eigen_smooth=eigen_smooth,
+                    prediction=cap.prediction,
+                    progress=progress,
+                ).cam
+    return maps, slow
+
+
+def _references_needed(
+    loaded: LoadedModel, cap: Capture, layers: list[str], known: MutableMapping[str, Faithfulness]
+) -> dict[str, np.ndarray]:
+    """The reference maps whose curves are not in ``known`` yet: the target region used as a map,
+    and :data:`RANDOM_SEEDS` RandomCAM maps per layer."""
+    h, w = cap.image_shape
+    named: dict[str, np.ndarray] = {}
+    if "target mask" not in known:
+        named["target mask"] = target_region(loaded, cap.target, cap.prediction)[1]
+    for layer in layers:
+        if f"random{RANDOM_SEEDS - 1}@{layer}" not in known:
+            for i, rm in enumerate(random_maps(cap.activations[layer], (h, w), cap.padded_shape)):
+                named[f"random{i}@{layer}"] = rm
+    return named
 
 
 def _staged(progress: Progress | None) -> Callable[[float, float], Progress | None]:

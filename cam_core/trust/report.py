@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     from cam_core.data.images import load_image
     from cam_core.engine import methods
     from cam_core.engine import targets as tg
-    from cam_core.engine.result import versions
     from cam_core.engine.targets import parse_target
     from cam_core.model import layers, models
     from cam_core.model.rules import parse as parse_rule
@@ -115,24 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if not per_image:
         raise InputError("no tile could be checked: " + "; ".join(skipped))
     seconds = time.perf_counter() - t_start
-    meta = {
-        "schema": REPORT_SCHEMA,
-        "model": loaded.name,
-        "target": args.target,
-        "class": args.cls,
-        "layers": layer_names,
-        "methods": [m.name for m in method_list],
-        "device": str(loaded.device),
-        "seconds": round(seconds, 1),
-        "measured": time.strftime("%Y-%m-%d"),
-        "versions": versions(),
-        "constants": {
-            "steps": trust.FAITHFULNESS_STEPS,
-            "random_seeds": trust.RANDOM_SEEDS,
-            "blur_sigma_px": trust.BLUR_SIGMA,
-            "sanity_max_rho": trust.SANITY_MAX_RHO,
-        },
-    }
+    meta = _meta(args, loaded, layer_names, [m.name for m in method_list], seconds)
     if args.data is None:
         out: dict[str, Any] = {**meta, "image": str(paths[0]), "results": per_image[0]["results"]}
     else:
@@ -148,6 +130,34 @@ def run(args: argparse.Namespace) -> int:
         for s in skipped:
             print(f"skipped {s}")
     return 0
+
+
+def _meta(
+    args: argparse.Namespace, loaded: Any, layer_names: list[str], method_names: list[str], seconds: float
+) -> dict[str, Any]:
+    """What produced a trust report: model, target, layers, methods, device, time, versions and the
+    checks' constants."""
+    from cam_core import trust
+    from cam_core.engine.result import versions
+
+    return {
+        "schema": REPORT_SCHEMA,
+        "model": loaded.name,
+        "target": args.target,
+        "class": args.cls,
+        "layers": layer_names,
+        "methods": method_names,
+        "device": str(loaded.device),
+        "seconds": round(seconds, 1),
+        "measured": time.strftime("%Y-%m-%d"),
+        "versions": versions(),
+        "constants": {
+            "steps": trust.FAITHFULNESS_STEPS,
+            "random_seeds": trust.RANDOM_SEEDS,
+            "blur_sigma_px": trust.BLUR_SIGMA,
+            "sanity_max_rho": trust.SANITY_MAX_RHO,
+        },
+    }
 
 
 def aggregate(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:

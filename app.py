@@ -170,7 +170,72 @@ def main() -> None:
 def explore(ch, status, present: bool) -> None:
     for note in ch.image.image.notes:
         st.info(f"{'Slide region' if ch.image.slide else 'Image converted'}: {plain(note)}")  # names a file
-    classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
+    computed = _compute(ch, status)
+    if computed is None:
+        return
+    res, cap = computed
+    classes = ch.loaded.spec.classes
+    prediction = cap.prediction
+    target = ch.target.with_class(res.class_index)
+    region = tg.region(target, prediction.mask, classes) > 0
+    if not present:
+        st.markdown(compute.provenance_line(res, cap.seconds["total"], ch.image.name, classes))
+        st.markdown(views.target_line(ch, target, region))
+        for note in res.notes:
+            if not note.startswith("cam_raw equals"):
+                st.info(note)
+
+    if present:
+        with st.expander("Display settings"):
+            opacity, level, cmap, show = display_controls(res.cam)
+    else:
+        opacity, level, cmap, show = display_controls(res.cam)
+    signed = st.session_state["values"] == "raw signed"
+    scale, covered = compute.signed_scale(ch, ch.method, ch.layer, cap, res) if signed else (None, [])
+    if scale is not None:
+        level = None  # the threshold applies to the min-max view
+    pictures = _pictures(ch, res, prediction, opacity, level, cmap, show, scale)
+    drawn = views.decorate(pictures, ch, target, region)
+    st.session_state["last_render"] = {
+        "opacity": opacity,
+        "level": level,
+        "cmap": cmap,
+        "overlay_sum": int(pictures.over.sum()),
+        "signed_scale": scale,
+        "target_pixels": int(region.sum()),
+        "outlined": target.kind in views.OUTLINED_KINDS,
+    }
+    caption = views.figure_caption(ch, res, target, level)
+    if present:
+        views.presenter(drawn, ch, res, caption)
+        return
+    clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), (cmap, opacity, level))
+    views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
+    views.zoom_controls(ch)
+    if target.kind in tg.TRUTH_KINDS:
+        views.truth_target_view(ch, res, target, region, signed=scale is not None)
+    views.truth_section(ch, prediction, res.class_index)
+    views.objects_section(ch, prediction, res)
+    trust_section(ch, res, cap)
+
+    st.subheader("Downloads")
+    record = compute.record_for(
+        ch,
+        res,
+        cap,
+        {"mode": st.session_state.get("thr_mode", "none"), "level": level},
+        signed_scale=scale,
+        region=region,
+        signed_scale_classes=covered,
+    )
+    st.session_state["last_record"] = record
+    views.downloads(ch, res, prediction, pictures, drawn, caption, record)
+
+
+def _compute(ch, status):
+    """The capture and the map, with a progress bar; a method with passes of its own waits for its
+    button. None when there is nothing to draw (a message says why; the mask alone when the
+    target is empty)."""
     res = cap = None
     bar = st.empty()
     try:
@@ -197,78 +262,53 @@ def explore(ch, status, present: bool) -> None:
         if exc.prediction is not None:
             show_mask_only(exc.prediction, ch)
             views.truth_section(ch, exc.prediction, None)
-        return
+        return None
     except Exception as exc:  # known errors as they are; others logged — the app keeps serving
         status.error(compute.describe_error(exc))
-        return
+        return None
     finally:
         bar.empty()
     status.empty()
-    if res is None or cap is None:
-        return
-    prediction = cap.prediction
-    target = ch.target.with_class(res.class_index)
-    region = tg.region(target, prediction.mask, classes) > 0
-    if not present:
-        st.markdown(compute.provenance_line(res, cap.seconds["total"], ch.image.name, classes))
-        st.markdown(views.target_line(ch, target, region))
-        for note in res.notes:
-            if not note.startswith("cam_raw equals"):
-                st.info(note)
+    return None if res is None or cap is None else (res, cap)
 
-    if present:
-        with st.expander("Display settings"):
-            opacity, level, cmap, show = display_controls(res.cam)
-    else:
-        opacity, level, cmap, show = display_controls(res.cam)
-    signed = st.session_state["values"] == "raw signed"
-    scale, covered = compute.signed_scale(ch, ch.method, ch.layer, cap, res) if signed else (None, [])
+
+def _pictures(ch, res, prediction, opacity, level, cmap, show, scale) -> views.Pictures:
+    """Mask, heatmap, overlay and colour bar: the min-max map on ``cmap``, or the raw signed map
+    at ± ``scale`` on the diverging map."""
     image = ch.image.image.array
-    mask_rgb = render.colorize_mask(prediction.mask, colors)
+    mask_rgb = render.colorize_mask(prediction.mask, ch.loaded.spec.colors)
     if scale is not None:
         unit = render.signed_unit(res.cam_raw, scale)
         heat = render.heatmap(unit, render.SIGNED_COLORMAP)
         over = render.overlay(image, unit, opacity, render.SIGNED_COLORMAP)
-        bar_rgb = render.signed_colorbar(scale)
-        level = None
-    else:
-        heat = render.heatmap(res.cam, cmap)
-        over = render.overlay(image, res.cam, opacity, cmap, level, show)
-        bar_rgb = render.colorbar(cmap)
-    pictures = views.Pictures(mask_rgb, heat, over, bar_rgb)
-    drawn = views.decorate(pictures, ch, target, region)
-    st.session_state["last_render"] = {
-        "opacity": opacity,
-        "level": level,
-        "cmap": cmap,
-        "overlay_sum": int(over.sum()),
-        "signed_scale": scale,
-        "target_pixels": int(region.sum()),
-        "outlined": target.kind in views.OUTLINED_KINDS,
-    }
-    caption = views.figure_caption(ch, res, target, level)
-    if present:
-        views.presenter(drawn, ch, res, caption)
-        return
-    area = prediction.area_percent()
+        return views.Pictures(mask_rgb, heat, over, render.signed_colorbar(scale))
+    heat = render.heatmap(res.cam, cmap)
+    over = render.overlay(image, res.cam, opacity, cmap, level, show)
+    return views.Pictures(mask_rgb, heat, over, render.colorbar(cmap))
+
+
+def _panels(ch, res, prediction, target, drawn, signed, display) -> list:
+    """The three panels side by side, each clickable; returns their clicks."""
+    (scale, covered), (cmap, opacity, level) = signed, display
+    classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
     col1, col2, col3 = st.columns(3)
     clicked = []
     with col1:
         st.markdown("**Predicted mask**")
         clicked.append(views.panel(drawn.mask, views.mask_alt(ch, prediction), "click_mask"))
-        views.legend(classes, colors, area)
+        views.legend(classes, colors, prediction.area_percent())
     with col2:
         st.markdown(f"**CAM heatmap** — {plain(classes[res.class_index])}")
         clicked.append(views.panel(drawn.heat, views.heat_alt(ch, res, target), "click_heat"))
         if scale is not None:
-            st.image(bar_rgb, alt=f"colour bar: raw CAM from −{scale:.3g} (blue, against) to +{scale:.3g} (red, for)")
+            st.image(drawn.bar, alt=f"colour bar: raw CAM from −{scale:.3g} (blue, against) to +{scale:.3g} (red, for)")
             st.caption(
                 f"Raw CAM before ReLU, in the method's own units: red argues for the class, blue against it. "
                 f"One scale (±{scale:.3g}) for {', '.join(covered)} on this image, so magnitudes compare "
                 "across classes; the threshold applies to the min-max view."
             )
         else:
-            st.image(bar_rgb, alt=f"colour bar: {cmap}, CAM 0 (low) to 1 (high)")
+            st.image(drawn.bar, alt=f"colour bar: {cmap}, CAM 0 (low) to 1 (high)")
             st.caption("CAM, 0 (low) to 1 (high), min-max normalised over the image, as grad-cam does")
     with col3:
         thr = "" if level is None else f", threshold {level:.2f}"
@@ -276,26 +316,7 @@ def explore(ch, status, present: bool) -> None:
         clicked.append(views.panel(drawn.over, views.overlay_alt(ch, res, opacity, level), "click_over"))
         if level is not None:
             st.caption(f"{(res.cam >= level).mean() * 100:.1f} % of the tile is at or above the threshold")
-    views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
-    views.zoom_controls(ch)
-    if target.kind in tg.TRUTH_KINDS:
-        views.truth_target_view(ch, res, target, region, signed=scale is not None)
-    views.truth_section(ch, prediction, res.class_index)
-    views.objects_section(ch, prediction, res)
-    trust_section(ch, res, cap)
-
-    st.subheader("Downloads")
-    record = compute.record_for(
-        ch,
-        res,
-        cap,
-        {"mode": st.session_state.get("thr_mode", "none"), "level": level},
-        signed_scale=scale,
-        region=region,
-        signed_scale_classes=covered,
-    )
-    st.session_state["last_record"] = record
-    views.downloads(ch, res, prediction, pictures, drawn, caption, record)
+    return clicked
 
 
 main()

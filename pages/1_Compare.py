@@ -34,6 +34,45 @@ def main() -> None:
     if ch is None:
         st.info("Pick a sample tile or upload an image in the sidebar.")
         return
+    chosen_methods, chosen_layers, cmap, chosen_slow, run_slow = _controls(ch)
+    if (not chosen_methods and not chosen_slow) or not chosen_layers:
+        st.info("Choose at least one method and one layer.")
+        return
+    if ch.image.large:
+        st.info("Large image: each layer is a stitched capture of overlapping tiles (one tiled pass per layer set).")
+    bar = st.empty()
+    try:
+        cap = compute.get_capture(
+            ch,
+            list(dict.fromkeys([*chosen_layers, ch.layer])),
+            spinner=lambda f, m: bar.progress(f, text=f"Large image: {m}"),
+        )
+    except Exception as exc:  # known errors as they are; others logged — the app keeps serving
+        st.error(compute.describe_error(exc))
+        return
+    finally:
+        bar.empty()
+    classes = ch.loaded.spec.classes
+    st.markdown(
+        f"Class **{plain(classes[cap.target.class_index])}** · {plain(cap.target.describe(classes))} · "
+        f"model {code(ch.loaded.name)} · "
+        f"{cap.device} · one pass {cap.seconds['total']:.2f} s · every cell min-max normalised to 0–1, same colour scale"
+    )
+    st.image(render.colorbar(cmap), alt="colour bar")
+    grid = [methods.METHODS[n.lower()] for n in chosen_methods + chosen_slow]
+    # First every cell's CAM (from the pass, the slow-result cache, or a slow run when asked) ...
+    results = _cells(ch, grid, chosen_layers, cap, run_slow)
+    # ... then, on demand, the trust checks of every computed cell, to rank or badge them.
+    reports, order = _trust(ch, grid, chosen_layers, cap, results)
+    cells, rows = _rows(ch, grid, chosen_layers, results, reports, order, cmap)
+    st.session_state["compare_rows"] = rows
+    st.session_state["compare_badges"] = {f"{m}@{la}": badge(r) for (m, la), r in reports.items() if r is not None}
+    st.session_state["compare_cells"] = cells
+
+
+def _controls(ch) -> tuple[list[str], list[str], str, list[str], bool]:
+    """Methods, layers, colour map and the opt-in slow methods (remembered per session; layers
+    the model does not have are reset to its Compare rows)."""
     loaded = ch.loaded
     fast = [m.name for m in methods.fast_methods()]
     # Large images are explained from a stitched capture: only tileable methods apply.
@@ -54,33 +93,11 @@ def main() -> None:
         st.session_state.setdefault("cmp_slow", [])
         chosen_slow = state.bound(st.multiselect, "Add slow methods", "cmp_slow", options=slow)
         run_slow = st.button("Run the selected slow methods", disabled=not chosen_slow)
-    if (not chosen_methods and not chosen_slow) or not chosen_layers:
-        st.info("Choose at least one method and one layer.")
-        return
-    if ch.image.large:
-        st.info("Large image: each layer is a stitched capture of overlapping tiles (one tiled pass per layer set).")
-    bar = st.empty()
-    try:
-        cap = compute.get_capture(
-            ch,
-            list(dict.fromkeys([*chosen_layers, ch.layer])),
-            spinner=lambda f, m: bar.progress(f, text=f"Large image: {m}"),
-        )
-    except Exception as exc:  # known errors as they are; others logged — the app keeps serving
-        st.error(compute.describe_error(exc))
-        return
-    finally:
-        bar.empty()
-    classes = loaded.spec.classes
-    st.markdown(
-        f"Class **{plain(classes[cap.target.class_index])}** · {plain(cap.target.describe(classes))} · "
-        f"model {code(loaded.name)} · "
-        f"{cap.device} · one pass {cap.seconds['total']:.2f} s · every cell min-max normalised to 0–1, same colour scale"
-    )
-    st.image(render.colorbar(cmap), alt="colour bar")
-    grid = [methods.METHODS[n.lower()] for n in chosen_methods + chosen_slow]
-    image = ch.image.image.array
-    # First every cell's CAM (from the pass, the slow-result cache, or a slow run when asked) ...
+    return chosen_methods, chosen_layers, cmap, chosen_slow, run_slow
+
+
+def _cells(ch, grid, chosen_layers, cap, run_slow) -> dict[tuple[str, str], object]:
+    """Each cell's CAM, or the error that stopped it, or None (a slow method not run yet)."""
     results: dict[tuple[str, str], object] = {}
     for layer in chosen_layers:
         for info in grid:
@@ -96,7 +113,12 @@ def main() -> None:
             except SegCamError as exc:
                 res = exc
             results[(info.name, layer)] = res
-    # ... then, on demand, the trust checks of every computed cell, to rank or badge them.
+    return results
+
+
+def _trust(ch, grid, chosen_layers, cap, results) -> tuple[dict, bool]:
+    """The trust reports of the computed cells (cached ones, and the others when the button is
+    pressed), and whether rows are ordered by faithfulness."""
     done = [(info, layer) for layer in chosen_layers for info in grid if hasattr(results[(info.name, layer)], "cam")]
     reports = {(i.name, la): compute.trust_if_cached(ch, i, la, cap) for i, la in done}
     missing = [(i, la) for i, la in done if reports[(i.name, la)] is None]
@@ -120,6 +142,12 @@ def main() -> None:
                     bar.empty()
         elif cap.tiles > 1:
             st.caption(f"Trust checks run on images up to {limits.LARGE_SIDE}×{limits.LARGE_SIDE}.")
+    return reports, order
+
+
+def _rows(ch, grid, chosen_layers, results, reports, order, cmap) -> tuple[int, dict[str, list[str]]]:
+    """One row of overlays per layer; returns the cells drawn and each row's method order."""
+    image = ch.image.image.array
     cells = 0
     rows: dict[str, list[str]] = {}
     for layer in chosen_layers:
@@ -146,9 +174,7 @@ def main() -> None:
                     alt=f"cam {info.name} {layer}",
                 )
                 cells += 1
-    st.session_state["compare_rows"] = rows
-    st.session_state["compare_badges"] = {f"{m}@{la}": badge(r) for (m, la), r in reports.items() if r is not None}
-    st.session_state["compare_cells"] = cells
+    return cells, rows
 
 
 main()

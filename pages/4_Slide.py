@@ -54,6 +54,85 @@ def slide_source() -> str | None:
     return str(folder / name) if name else None
 
 
+def _header(info, override) -> bool:
+    """The slide's identity line and notes; its resolution asked for when the slide lacks it.
+    False until the resolution is known."""
+    w0, h0 = info.size_wh
+    mpp = f"{info.mpp:g} µm/px" if info.mpp else "resolution unknown"
+    power = f" · {info.objective_power:g}×" if info.objective_power else ""
+    # the file's name and its properties are the slide's say, shown as text
+    st.markdown(
+        f"**{plain(info.name)}** · {w0}×{h0} px · {info.level_count} levels · {mpp}{power} · {plain(info.vendor)}"
+    )
+    for note in info.notes:
+        st.warning(plain(note))
+    if info.mpp is None or override:
+        st.number_input(
+            "Resolution of this slide (µm per pixel)",
+            min_value=0.0,
+            max_value=slides.MPP_RANGE[1],
+            step=0.01,
+            key="slide_mpp",
+            help="Not in the slide's metadata: 0.25 for a 40× scan, 0.5 for 20×. Needed to read regions at the "
+            "model's resolution.",
+        )
+        if info.mpp is None:
+            return False
+    return True
+
+
+def _overview(info, picture, tissue, port, whole, region) -> None:
+    """The overview with the tissue outlined, the batch heat map if there is one, and the region's
+    box; a click centres the region there."""
+    import cv2
+
+    x, y, side0 = region
+    w0, h0 = info.size_wh
+    if whole:
+        here = tissue
+    else:  # the thumbnail's tissue mask over the view (smooth; not re-detected around every nucleus)
+        crop = port.crop(tissue, (w0, h0)).astype(np.uint8)
+        here = cv2.resize(crop, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_NEAREST)
+    picture = render.outline(picture, here.astype(bool), "#00A000")
+    heat = _batch_heat(info.name)
+    show_heat = heat is not None and st.toggle("Batch heat map over the overview", key="slide_heat")
+    if show_heat and heat is not None:
+        hm = cv2.resize(port.crop(heat, (w0, h0)), (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR)
+        picture = render.overlay(picture, np.clip(hm, 0, 1), 0.5)
+    box = np.zeros(picture.shape[:2], bool)
+    bx0, by0, bx1, by1 = port.to_picture(x, y, side0, side0)
+    box[max(by0, 0) : max(by1, 0), max(bx0, 0) : max(bx1, 0)] = True
+    picture = render.scale_bar(render.outline(picture, box, "#FF00FF"), info.mpp / port.k)
+    click = clickable_image(
+        picture,
+        f"overview of {info.name}: tissue outlined in green, the region in magenta",
+        key="slide_click",
+        title="Click to centre the region here",
+    )
+    if click is not None:
+        st.session_state["slide_center"] = port.to_level0(click[0], click[1])
+        st.rerun()
+
+
+def _batch_outputs(info) -> None:
+    """The GeoJSON of a batch run over this slide (read only when downloaded), and how to make one."""
+    geo = batch_dir() / Path(info.name).stem / f"{Path(info.name).stem}.geojson"
+    if geo.is_file():
+        st.download_button(  # read only when clicked: a slide's GeoJSON can be hundreds of MB
+            f"{plain(geo.name)} (QuPath: File → Import objects)",
+            geo.read_bytes,
+            geo.name,
+            "application/geo+json",
+            on_click="ignore",
+        )
+    st.caption(
+        "Whole slides and cohorts: `python -m cam_core batch SLIDE|DIR --out OUT` (Dask; see the README). "
+        # the folder's name only: the server's file-system layout is not every visitor's business
+        f"Its overview heat map and GeoJSON show here when OUT is the server's batch folder "
+        f"({code(batch_dir().name)}, `${settings.env_name('batch_dir')}` or `batch_out/` beside the app)."
+    )
+
+
 def main() -> None:
     state.page_setup("Slide")
     st.title("Slide")
@@ -76,27 +155,9 @@ def main() -> None:
     except SegCamError as exc:
         st.error(str(exc))
         return
+    if not _header(info, override):
+        return
     w0, h0 = info.size_wh
-    mpp = f"{info.mpp:g} µm/px" if info.mpp else "resolution unknown"
-    power = f" · {info.objective_power:g}×" if info.objective_power else ""
-    # the file's name and its properties are the slide's say, shown as text
-    st.markdown(
-        f"**{plain(info.name)}** · {w0}×{h0} px · {info.level_count} levels · {mpp}{power} · {plain(info.vendor)}"
-    )
-    for note in info.notes:
-        st.warning(plain(note))
-    if info.mpp is None or override:
-        st.number_input(
-            "Resolution of this slide (µm per pixel)",
-            min_value=0.0,
-            max_value=slides.MPP_RANGE[1],
-            step=0.01,
-            key="slide_mpp",
-            help="Not in the slide's metadata: 0.25 for a 40× scan, 0.5 for 20×. Needed to read regions at the "
-            "model's resolution.",
-        )
-        if info.mpp is None:
-            return
     if model_mpp is None:
         st.error(f"{loaded.name} does not declare microns_per_pixel in its segcam.json; add it to explain slides.")
         return
@@ -129,34 +190,7 @@ def main() -> None:
 
     col_pic, col_ctl = st.columns([3, 1])
     with col_pic:
-        import cv2
-
-        if whole:
-            here = tissue
-        else:  # the thumbnail's tissue mask over the view (smooth; not re-detected around every nucleus)
-            crop = port.crop(tissue, (w0, h0)).astype(np.uint8)
-            here = cv2.resize(crop, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_NEAREST)
-        picture = render.outline(picture, here.astype(bool), "#00A000")
-        heat = _batch_heat(info.name)
-        show_heat = heat is not None and st.toggle("Batch heat map over the overview", key="slide_heat")
-        if show_heat and heat is not None:
-            hm = cv2.resize(
-                port.crop(heat, (w0, h0)), (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR
-            )
-            picture = render.overlay(picture, np.clip(hm, 0, 1), 0.5)
-        box = np.zeros(picture.shape[:2], bool)
-        bx0, by0, bx1, by1 = port.to_picture(x, y, side0, side0)
-        box[max(by0, 0) : max(by1, 0), max(bx0, 0) : max(bx1, 0)] = True
-        picture = render.scale_bar(render.outline(picture, box, "#FF00FF"), info.mpp / port.k)
-        click = clickable_image(
-            picture,
-            f"overview of {info.name}: tissue outlined in green, the region in magenta",
-            key="slide_click",
-            title="Click to centre the region here",
-        )
-        if click is not None:
-            st.session_state["slide_center"] = port.to_level0(click[0], click[1])
-            st.rerun()
+        _overview(info, picture, tissue, port, whole, (x, y, side0))
     with col_ctl:
         st.number_input("x (level-0 px)", 0, max(w0 - side0, 0), key="w_slide_x", on_change=typed)
         st.number_input("y (level-0 px)", 0, max(h0 - side0, 0), key="w_slide_y", on_change=typed)
@@ -173,21 +207,7 @@ def main() -> None:
             st.session_state["slide_region"] = choice
             st.session_state["sel_source"] = "Slide region"
             st.switch_page("app.py")
-    geo = batch_dir() / Path(info.name).stem / f"{Path(info.name).stem}.geojson"
-    if geo.is_file():
-        st.download_button(  # read only when clicked: a slide's GeoJSON can be hundreds of MB
-            f"{plain(geo.name)} (QuPath: File → Import objects)",
-            geo.read_bytes,
-            geo.name,
-            "application/geo+json",
-            on_click="ignore",
-        )
-    st.caption(
-        "Whole slides and cohorts: `python -m cam_core batch SLIDE|DIR --out OUT` (Dask; see the README). "
-        # the folder's name only: the server's file-system layout is not every visitor's business
-        f"Its overview heat map and GeoJSON show here when OUT is the server's batch folder "
-        f"({code(batch_dir().name)}, `${settings.env_name('batch_dir')}` or `batch_out/` beside the app)."
-    )
+    _batch_outputs(info)
 
 
 def batch_dir() -> Path:

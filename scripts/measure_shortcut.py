@@ -33,6 +33,9 @@ BUILTIN = "consep-unet-regnetx004"
 
 
 def main() -> int:
+    # Long on purpose: one measurement read top to bottom in the order of the module docstring's
+    # three questions (parts 1–3), each printing its figures; split, its shared tiles and models
+    # would be passed between parts that only ever run in this order.
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "consep")
     ap.add_argument("--split", default="test")

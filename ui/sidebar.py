@@ -15,7 +15,7 @@ from cam_core.engine import targets as tg
 from cam_core.errors import SegCamError
 from cam_core.limits import MAX_PIXELS
 from cam_core.model import layers, models
-from cam_core.model.rules import presets
+from cam_core.model.rules import DecisionRule, presets
 
 from . import compute
 from .clickable import clickable_image
@@ -230,19 +230,10 @@ def _layer_choice(loaded: models.LoadedModel) -> str:
     return st.session_state["sel_layer"] or layer
 
 
-def sidebar() -> Choices | None:
-    """Draw the shared sidebar; return the current choices (None when there is nothing to show)."""
-    image = _image_sidebar()
-    loaded = _model_sidebar()
-    if image is None or loaded is None:
-        return None
-    image = _linked_slide_region(loaded) or image
-    image = _slide_region_for(image, loaded)
-    image = _with_truth_and_resolution(image, loaded)
+def _class_choice(loaded: models.LoadedModel, image: ImageChoice, rule: DecisionRule) -> int | None:
+    """The class (None: automatic), its labels carrying the predicted area when the prediction is
+    cached; a class named by a link that the model lacks falls back to automatic, with a note."""
     spec = loaded.spec
-    st.sidebar.subheader("Explanation")
-    rules = presets(spec.decision_rule)
-    rule = rules.get(st.session_state.get("sel_rule"), spec.decision_rule)
     # Class labels carry the predicted area, from the cached prediction when there is one.
     pred = compute.prediction_if_cached(loaded, image, rule)
     area = pred.area_percent() if pred is not None else None
@@ -262,8 +253,11 @@ def sidebar() -> Choices | None:
 
     choice = bound(st.sidebar.selectbox, "Class", "sel_class", options=class_opts, format_func=class_label)
     cls = None if choice == "auto" else int(choice)
-    layer = _layer_choice(loaded)
+    return cls
 
+
+def _method_choice(loaded: models.LoadedModel, image: ImageChoice, layer: str) -> methods.MethodInfo:
+    """The method, slow ones labelled with their estimate at this layer (large images: one-pass only)."""
     forward_s = st.session_state.get("forward_s", 0.05)
     offered = [m for m in methods.METHODS.values() if m.tileable or not image.large]
     channels = layers.spatial_layers(loaded)[layer].channels
@@ -287,6 +281,11 @@ def sidebar() -> Choices | None:
     info = methods.METHODS[method.lower()]
     st.sidebar.caption(info.summary)
 
+    return info
+
+
+def _target_choice(image: ImageChoice, cls: int | None) -> tg.TargetSpec:
+    """What the CAM explains; truth targets only offered when the image has a ground truth."""
     offered_targets = [k for k in TARGET_CHOICES if k not in tg.TRUTH_KINDS or image.truth is not None]
     if st.session_state.get("sel_target") not in offered_targets and st.session_state.get("sel_target"):
         link_note(
@@ -317,6 +316,27 @@ def sidebar() -> Choices | None:
         target = tg.TargetSpec("mask", cls, mask)
     else:
         target = tg.TargetSpec(target_kind, cls)
+
+    return target
+
+
+def sidebar() -> Choices | None:
+    """Draw the shared sidebar; return the current choices (None when there is nothing to show)."""
+    image = _image_sidebar()
+    loaded = _model_sidebar()
+    if image is None or loaded is None:
+        return None
+    image = _linked_slide_region(loaded) or image
+    image = _slide_region_for(image, loaded)
+    image = _with_truth_and_resolution(image, loaded)
+    spec = loaded.spec
+    st.sidebar.subheader("Explanation")
+    rules = presets(spec.decision_rule)
+    rule = rules.get(st.session_state.get("sel_rule"), spec.decision_rule)
+    cls = _class_choice(loaded, image, rule)
+    layer = _layer_choice(loaded)
+    info = _method_choice(loaded, image, layer)
+    target = _target_choice(image, cls)
 
     with st.sidebar.expander("Mask confidence and smoothing"):
         rule_name = bound(

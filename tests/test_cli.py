@@ -11,6 +11,7 @@ from PIL import Image
 
 from cam_core import cli, engine
 from cam_core.engine.methods import METHODS
+from cam_core.engine.result import ResultRecord
 from cam_core.model import models as models_mod
 from cam_core.output import bundle
 
@@ -35,6 +36,7 @@ def test_explain_writes_outputs(tiny_folder, tile, tmp_path):
         bundle.files(None, {}, {"mask.jpg": b""})
     # the app's ZIP goes through the same writer: without a shared scale, the map's own, stated
     record = json.loads((out / "result.json").read_text())
+    ResultRecord.model_validate(record)  # the schema `schema result` prints
     res = engine.CamResult(
         np.load(out / "cam.npy"), np.load(out / "cam_raw.npy"), "GradCAM", "l", "predicted", "m", "cpu", 0.0, "cache"
     )
@@ -175,3 +177,18 @@ def test_models_dir_env(tiny_folder, monkeypatch, capsys):
     monkeypatch.setenv("SEGCAM_MODELS_DIR", str(tiny_folder.parent))
     assert cli.main(["layers", "--model", "tiny_unet"]) == 0
     assert "decoder.blocks.4" in capsys.readouterr().out
+
+
+def test_every_file_schema_is_printed(capsys):
+    """One schema per JSON file the tool reads or writes, each a pydantic model (cam_core.cli.SCHEMAS)."""
+    from cam_core.cli import commands
+
+    for name in commands.SCHEMAS:
+        assert cli.main(["schema", name]) == 0
+        schema = json.loads(capsys.readouterr().out)
+        assert schema["type"] == "object", name
+        assert schema["properties"], name
+    assert "class" in commands.schema_of("result")["properties"]  # the file's own names, not Python's
+    with pytest.raises(SystemExit):
+        cli.main(["schema", "results"])
+    assert "choose from 'segcam', 'result'" in capsys.readouterr().err

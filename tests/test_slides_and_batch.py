@@ -219,6 +219,7 @@ def test_batch_writes_valid_geojson_that_matches_the_models_mask(embedded, slide
     )
     manifest = json.loads((embedded / "manifest.json").read_text())
     assert manifest["tiles"]["done"] == manifest["tiles"]["planned"] > 4
+    batch.Manifest.model_validate(manifest)  # the schema `schema manifest` prints
     assert set(manifest["run"]["model_loads_per_worker"].values()) == {1}  # loaded once per worker
     assert len(manifest["run"]["model_loads_per_worker"]) == 2
     assert manifest["slide"]["properties_sha256"]

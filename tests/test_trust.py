@@ -147,9 +147,12 @@ def test_trust_json_has_the_documented_keys(tiny_folder, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert len(out["results"]) == 2
+    from cam_core.trust.checks import TrustRecord
+
     for entry in out["results"]:
         for key in ("layer", "method", "faithfulness", "random_faithfulness", "sanity_rho", "sanity_pass", "seconds"):
             assert key in entry, key
+        TrustRecord.model_validate(entry)  # the schema `schema trust` prints
     assert {e["method"] for e in out["results"]} == {"GradCAM", "HiResCAM"}
     assert cli.main([*argv, "--method", "NoSuchCAM"]) == 2
     assert "unknown method 'NoSuchCAM'" in capsys.readouterr().err

@@ -38,6 +38,33 @@ PNG_LEVEL = 1
 COLORMAP_DEFAULT = "viridis"
 
 
+# Every JSON file the tool reads or writes, by name: the pydantic model that is its schema.
+SCHEMAS = {
+    "segcam": ("cam_core.model.spec_file:SpecFile", "a model folder's segcam.json"),
+    "result": ("cam_core.engine.result:ResultRecord", "result.json of an explained map (CLI folder, app ZIP)"),
+    "trust": ("cam_core.trust.checks:TrustRecord", "one map's trust check (trust --json, result.json's trust)"),
+    "manifest": ("cam_core.wsi.batch:Manifest", "manifest.json of a slide's batch output"),
+}
+
+
+def schema_of(name: str) -> dict[str, Any]:
+    """The JSON Schema of one of :data:`SCHEMAS` (by its JSON names, as the files spell them)."""
+    import importlib
+
+    from cam_core.errors import unknown
+
+    if name not in SCHEMAS:
+        raise unknown("schema", name, list(SCHEMAS))
+    module, _, cls = SCHEMAS[name][0].partition(":")
+    schema: dict[str, Any] = getattr(importlib.import_module(module), cls).model_json_schema(by_alias=True)
+    return schema
+
+
+def _print_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(schema_of(args.name), indent=1))
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="built-in name, models-folder name or folder path (default: built-in)")
     p.add_argument("--models-dir", default=None, help="models folder (default: $SEGCAM_MODELS_DIR or models/user)")
@@ -111,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_print_layers)
     _add_model_args(p)
     p.add_argument("--all", action="store_true", help="every spatial layer, not just the curated list")
+
+    p = sub.add_parser("schema", help="the JSON Schema of a file this tool reads or writes")
+    p.set_defaults(run=_print_schema)
+    p.add_argument("name", choices=list(SCHEMAS), help="; ".join(f"{k}: {v[1]}" for k, v in SCHEMAS.items()))
 
     sub.add_parser("methods", help="the CAM methods and their capabilities").set_defaults(
         run=lambda _: _print_methods()
@@ -208,10 +239,7 @@ def _print_models(args: argparse.Namespace) -> int:
     from cam_core.model import models
 
     if args.schema:
-        from cam_core.model.spec_file import json_schema
-
-        print(json.dumps(json_schema(), indent=1))
-        return 0
+        return _print_schema(argparse.Namespace(name="segcam"))
     entries = models.discover(args.models_dir)
     if args.json:
         print(json.dumps([{**e.__dict__, "path": str(e.path)} for e in entries], indent=1))

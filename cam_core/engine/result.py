@@ -14,6 +14,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from cam_core.engine.targets import TARGET_KINDS as TARGET_KIND_NAMES
+from cam_core.model.rules import DecisionRule
 
 SCHEMA_VERSION = 4  # 3: target_point_xy, truth, box of every target kind; 4: signed_scale_classes
 # How a CAM was obtained, as shown in the app and written to result.json.
@@ -73,6 +77,45 @@ def versions() -> dict[str, str]:
     }
 
 
+class ResultRecord(BaseModel):
+    """``result.json``: what produced one map. The JSON Schema is ``python -m cam_core schema result``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = Field(SCHEMA_VERSION, alias="schema", description="this schema's version")
+    model: str
+    layer: str
+    method: str
+    class_name: str = Field(alias="class")
+    class_index: int
+    target: str = Field(description="the target's kind: " + ", ".join(TARGET_KIND_NAMES))
+    target_description: str
+    target_box_xyxy: list[int] | None = Field(None, description="the target region's box [x0, y0, x1, y1)")
+    target_pixels: int | None = None
+    target_point_xy: list[int] | None = Field(None, description="a point target's [x, y]")
+    truth: dict[str, Any] | None = Field(None, description="the ground truth compared with (cam_core.data.truth)")
+    decision_rule: DecisionRule
+    eigen_smooth: bool
+    aug_smooth: bool
+    source: str = Field(description="how the map was obtained: " + ", ".join(SOURCES))
+    tiles: int = Field(ge=1)
+    image: dict[str, Any] = Field(description="the image: name or path, size, µm/px, notes, slide region")
+    predicted_area_percent: dict[str, float]
+    threshold: dict[str, Any] = Field(description="{mode, level} of the overlay's threshold")
+    device: str
+    cam_seconds: float
+    pass_seconds: dict[str, float]
+    signed_scale: float | None = Field(None, description="± scale of heatmap_signed.png, in raw CAM units")
+    signed_scale_classes: list[str] | None = Field(None, description="the classes whose raw maps set that scale")
+    trust: dict[str, Any] | None = Field(None, description="the map's trust check, when one was run")
+    notes: list[str]
+    versions: dict[str, str]
+
+    @field_serializer("decision_rule")
+    def _rule(self, rule: DecisionRule) -> dict[str, Any]:
+        return rule.to_json()  # {"type": "argmax"}, without a null threshold
+
+
 def result_record(
     res: CamResult,
     *,
@@ -104,33 +147,35 @@ def result_record(
         target_point: the clicked or given point of a ``point`` target, ``[x, y]``.
         truth: the ground truth it was compared with (``cam_core.truth.summary``), else null.
     """
-    return {
-        "schema": SCHEMA_VERSION,
-        "model": res.model,
-        "layer": res.layer,
-        "method": res.method,
-        "class": classes[res.class_index],
-        "class_index": res.class_index,
-        "target": res.target,
-        "target_description": target_description,
-        "target_box_xyxy": target_box,
-        "target_pixels": target_pixels,
-        "target_point_xy": target_point,
-        "truth": truth,
-        "decision_rule": rule,
-        "eigen_smooth": res.eigen_smooth,
-        "aug_smooth": res.aug_smooth,
-        "source": res.source,
-        "tiles": tiles,
-        "image": image,
-        "predicted_area_percent": {c: round(float(a), 3) for c, a in zip(classes, area_percent)},
-        "threshold": threshold or {"mode": "none", "level": None},
-        "device": res.device,
-        "cam_seconds": round(res.seconds, 4),
-        "pass_seconds": {k: round(v, 4) for k, v in (pass_seconds or {}).items()},
-        "signed_scale": None if signed_scale is None else float(signed_scale),
-        "signed_scale_classes": signed_scale_classes if signed_scale is not None else None,
-        "trust": trust,
-        "notes": res.notes,
-        "versions": versions(),
-    }
+    return ResultRecord.model_validate(
+        {
+            "schema": SCHEMA_VERSION,
+            "model": res.model,
+            "layer": res.layer,
+            "method": res.method,
+            "class": classes[res.class_index],
+            "class_index": res.class_index,
+            "target": res.target,
+            "target_description": target_description,
+            "target_box_xyxy": target_box,
+            "target_pixels": target_pixels,
+            "target_point_xy": target_point,
+            "truth": truth,
+            "decision_rule": rule,
+            "eigen_smooth": res.eigen_smooth,
+            "aug_smooth": res.aug_smooth,
+            "source": res.source,
+            "tiles": tiles,
+            "image": image,
+            "predicted_area_percent": {c: round(float(a), 3) for c, a in zip(classes, area_percent)},
+            "threshold": threshold or {"mode": "none", "level": None},
+            "device": res.device,
+            "cam_seconds": round(res.seconds, 4),
+            "pass_seconds": {k: round(v, 4) for k, v in (pass_seconds or {}).items()},
+            "signed_scale": None if signed_scale is None else float(signed_scale),
+            "signed_scale_classes": signed_scale_classes if signed_scale is not None else None,
+            "trust": trust,
+            "notes": res.notes,
+            "versions": versions(),
+        }
+    ).model_dump(mode="json", by_alias=True)

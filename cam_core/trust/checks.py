@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import (
@@ -91,28 +92,58 @@ class TrustReport:
     seconds: float
     notes: list[str] = field(default_factory=list)
 
-    def record(self) -> dict:
-        """The JSON entry (one per layer × method) of ``trust --json``."""
+    def record(self) -> dict[str, Any]:
+        """The JSON entry (one per layer × method) of ``trust --json`` (schema: :class:`TrustRecord`)."""
         f, s = self.faithfulness, self.sanity
-        return {
-            "layer": self.layer,
-            "method": self.method,
-            "class": self.class_name,
-            "target": self.target,
-            "faithfulness": round(f.score, 4),
-            "random_faithfulness": round(f.random, 4),
-            "random_faithfulness_sd": round(f.random_sd, 4),
-            "target_mask_faithfulness": round(f.target_map, 4),
-            "beats_random": f.beats_random,
-            "beats_target_mask": f.beats_target,
-            "deletion_auc": round(f.curves.deletion_auc, 4) if f.curves else None,
-            "insertion_auc": round(f.curves.insertion_auc, 4) if f.curves else None,
-            "sanity_rho": round(s.final_rho, 4),
-            "sanity_ssim": round(s.ssim[-1], 4),
-            "sanity_pass": s.passed,
-            "sanity_cascade": [{"randomised": b, "rho": round(r, 4)} for b, r in zip(s.steps, s.rho)],
-            "seconds": round(self.seconds, 2),
-        }
+        return TrustRecord(
+            layer=self.layer,
+            method=self.method,
+            class_name=self.class_name,
+            target=self.target,
+            faithfulness=round(f.score, 4),
+            random_faithfulness=round(f.random, 4),
+            random_faithfulness_sd=round(f.random_sd, 4),
+            target_mask_faithfulness=round(f.target_map, 4),
+            beats_random=f.beats_random,
+            beats_target_mask=f.beats_target,
+            deletion_auc=round(f.curves.deletion_auc, 4) if f.curves else None,
+            insertion_auc=round(f.curves.insertion_auc, 4) if f.curves else None,
+            sanity_rho=round(s.final_rho, 4),
+            sanity_ssim=round(s.ssim[-1], 4),
+            sanity_pass=s.passed,
+            sanity_cascade=[CascadeStep(randomised=b, rho=round(r, 4)) for b, r in zip(s.steps, s.rho)],
+            seconds=round(self.seconds, 2),
+        ).model_dump(mode="json", by_alias=True)
+
+
+class CascadeStep(BaseModel):
+    randomised: str = Field(description="the block re-drawn at this step (cumulative, head first)")
+    rho: float = Field(description="Spearman ρ between the trained and the randomised model's map")
+
+
+class TrustRecord(BaseModel):
+    """One map's trust check as written to JSON (``trust --json``, result.json's ``trust``); the
+    JSON Schema is ``python -m cam_core schema trust``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    layer: str
+    method: str
+    class_name: str = Field(alias="class")
+    target: str
+    faithfulness: float = Field(description="insertion AUC − deletion AUC, −1..1")
+    random_faithfulness: float = Field(description=f"mean over {RANDOM_SEEDS} RandomCAM maps at the layer")
+    random_faithfulness_sd: float
+    target_mask_faithfulness: float = Field(description="the target region itself used as a map")
+    beats_random: bool = Field(description=f"above random by more than max({MARGIN}, its sd)")
+    beats_target_mask: bool = Field(description=f"above the target mask by more than {MARGIN}")
+    deletion_auc: float | None
+    insertion_auc: float | None
+    sanity_rho: float = Field(description="ρ after the whole cascade")
+    sanity_ssim: float
+    sanity_pass: bool = Field(description=f"|ρ| < {SANITY_MAX_RHO}")
+    sanity_cascade: list[CascadeStep]
+    seconds: float
 
 
 def trust(

@@ -86,6 +86,39 @@ class BatchParams(BaseModel):
             ) from None
 
 
+class Manifest(BaseModel):
+    """``manifest.json`` of one slide's output folder; ``python -m cam_core schema manifest``.
+
+    Written when a run starts (``running``), when it stops early (``interrupted`` or ``failed``),
+    and once the slide is assembled (every other field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: int = Field(MANIFEST_VERSION, description="this schema's version (2: the tile grid of cam_core.grid)")
+    slide: dict[str, Any] = Field(description="name, size, levels, µm/px, vendor, SHA-256 of its properties")
+    params: BatchParams
+    running: bool | None = Field(None, description="true while a run goes on; false when it stopped early")
+    interrupted: str | None = Field(None, description="what stopped the run (Ctrl-C, a lost scheduler)")
+    tiles_finished: int | None = None
+    failed: str | None = Field(None, description="the one cause every tile failed for")
+    tiles_failed: int | None = None
+    model: str | None = None
+    versions: dict[str, str] | None = None
+    tiles: dict[str, Any] | None = Field(None, description="planned, done and each tile's status")
+    features: dict[str, int] | None = Field(None, description="detections and annotations in the GeoJSON")
+    geojson: str | None = None
+    coordinates: str | None = None
+    cam_note: str | None = None
+    run: dict[str, Any] | None = Field(None, description="this run: tiles run, skipped, repaired, tiles/s, loads")
+
+
+def _write_manifest(out_dir: Path, **fields: Any) -> dict[str, Any]:
+    """The manifest, checked against its schema and written atomically; unset fields left out."""
+    record = {k: v for k, v in Manifest(**fields).model_dump(mode="json").items() if v is not None}
+    _atomic_write(out_dir / "manifest.json", json.dumps(record, indent=1, allow_nan=False).encode())
+    return record
+
+
 @dataclass(frozen=True)
 class TileJob:
     """One task: where to read, what it owns, where to write. Small and picklable."""
@@ -392,24 +425,22 @@ def assemble(
         _png(render.heatmap(np.clip(cam, 0, 1)), out_dir / "cam_lowres.png")
         _png(render.colorize_mask(mask, spec.colors), out_dir / "mask_lowres.png")
     done = sum(s["status"] == "done" for s in status)
-    manifest = {
-        "manifest": MANIFEST_VERSION,
-        "slide": info.record(),
-        "model": params.model,
-        "params": params.record(),
-        "versions": versions(),
-        "tiles": {"planned": len(jobs), "done": done, "status": status},
-        "features": {
+    return _write_manifest(
+        out_dir,
+        slide=info.record(),
+        model=params.model,
+        params=params,
+        versions=versions(),
+        tiles={"planned": len(jobs), "done": done, "status": status},
+        features={
             "detections": sum(f["properties"]["objectType"] == "detection" for f in features),
             "annotations": sum(f["properties"]["objectType"] == "annotation" for f in features),
         },
-        "geojson": f"{stem}.geojson",
-        "coordinates": "level-0 pixels, origin at the top-left of the slide",
-        "cam_note": "CAM values are min-max normalised per tile (as grad-cam returns them); 'CAM ≥ t' regions use that scale",
+        geojson=f"{stem}.geojson",
+        coordinates="level-0 pixels, origin at the top-left of the slide",
+        cam_note="CAM values are min-max normalised per tile (as grad-cam returns them); 'CAM ≥ t' regions use that scale",
         **extra,
-    }
-    _atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=1, allow_nan=False).encode())
-    return manifest
+    )
 
 
 def tile_record(job: TileJob) -> dict[str, Any] | None:
@@ -498,12 +529,7 @@ def run_slide(
     previous = out_dir / "manifest.json"
     if previous.is_file():
         _check_resumable(previous, params, info.properties_sha256)
-    _atomic_write(
-        out_dir / "manifest.json",
-        json.dumps(
-            {"manifest": MANIFEST_VERSION, "slide": info.record(), "params": params.record(), "running": True}
-        ).encode(),
-    )
+    _write_manifest(out_dir, slide=info.record(), params=params, running=True)
     todo = [j for j in jobs if tile_record(j) is None]
     repaired = sum(j.done_file.is_file() for j in todo)  # written once, damaged since: run again
     skipped = len(jobs) - len(todo)
@@ -513,8 +539,7 @@ def run_slide(
     done = 0
 
     def final(state: dict[str, Any]) -> None:  # the manifest never stays at "running"
-        record = {"manifest": MANIFEST_VERSION, "slide": info.record(), "params": params.record(), "running": False}
-        _atomic_write(out_dir / "manifest.json", json.dumps({**record, **state}, allow_nan=False).encode())
+        _write_manifest(out_dir, slide=info.record(), params=params, running=False, **state)
 
     try:
         if todo:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -248,41 +249,39 @@ def explain(
     other = [m for m in methods if m not in cache_methods]
     results: list[CamResult] = []
     cap = capture(loaded, image, target, layers, rule=rule) if cache_methods else None
-    total = len(layers) * len(methods)
-    done = 0
+    total, done = len(layers) * len(methods), 0
+
+    def attempt(info: MethodInfo, layer: str, make: Callable[[], CamResult]) -> None:
+        """One cell: its result, or (several asked for) its error to ``on_error``; then progress."""
+        nonlocal done
+        try:
+            results.append(make())
+        except InputError as exc:
+            if on_error is None:
+                raise
+            on_error(info, layer, exc)
+        done += 1
+        if progress:
+            progress(done / total, f"{info.name} @ {layer}")
+
     for layer in layers:
         for info in cache_methods:
             assert cap is not None
-            try:
-                results.append(cam_from_capture(cap, info, layer, eigen_smooth))
-            except InputError as exc:
-                if on_error is None:
-                    raise
-                on_error(info, layer, exc)
-            done += 1
-            if progress:
-                progress(done / total, f"{info.name} @ {layer}")
+            attempt(info, layer, partial(cam_from_capture, cap, info, layer, eigen_smooth))
+    prediction = cap.prediction if cap else None
     for layer in layers:
         for info in other:
-            try:
-                results.append(
-                    run_method(
-                        loaded,
-                        image,
-                        target,
-                        info,
-                        layer,
-                        eigen_smooth=eigen_smooth,
-                        aug_smooth=aug_smooth,
-                        prediction=cap.prediction if cap else None,
-                        rule=rule,
-                    )
-                )
-            except InputError as exc:
-                if on_error is None:
-                    raise
-                on_error(info, layer, exc)
-            done += 1
-            if progress:
-                progress(done / total, f"{info.name} @ {layer}")
+            run = partial(
+                run_method,
+                loaded,
+                image,
+                target,
+                info,
+                layer,
+                eigen_smooth=eigen_smooth,
+                aug_smooth=aug_smooth,
+                prediction=prediction,
+                rule=rule,
+            )
+            attempt(info, layer, run)
     return cap, results

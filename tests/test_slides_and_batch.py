@@ -229,7 +229,7 @@ def test_batch_writes_valid_geojson_that_matches_the_models_mask(embedded, slide
     # object of it is exported once: as many detections as components, no pixel under two.
     params = batch.BatchParams(method="GradCAM")
     agreement = batch.mask_agreement(slide_dir / "big.tif", embedded, params)
-    assert agreement.dice >= 0.95
+    assert agreement.dice == 1.0  # exact outlines (main: 0.977, polygons simplified by 1 px)
     assert agreement.duplicated == 0
     assert agreement.detections == agreement.components > 10
 

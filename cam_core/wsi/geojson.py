@@ -68,6 +68,10 @@ def object_shape(outer: np.ndarray, holes: list[np.ndarray], simplify: float = S
     """
     import shapely
 
+    if not holes and simplify <= 0 and len(outer) > 2:  # most nuclei: a valid outline as it is
+        plain = shapely.Polygon(outer.reshape(-1, 2).astype(np.float64))
+        if plain.is_valid:  # every outline pixel is a vertex, so none is left out
+            return shapely.simplify(plain, 0)
     shape = shapely.union_all(_areas(_outline(outer)))
     cut = [a for h in holes if len(h) > 2 for a in _areas(_outline(h))]
     if cut:
@@ -75,7 +79,8 @@ def object_shape(outer: np.ndarray, holes: list[np.ndarray], simplify: float = S
     if simplify > 0 and not shape.is_empty:
         shape = shapely.simplify(shape, simplify, preserve_topology=True)
     edge = np.vstack([c.reshape(-1, 2) for c in (outer, *holes)]).astype(np.float64)
-    left_out = edge[~shapely.dwithin(shape, shapely.points(edge), 1e-6)] if not shape.is_empty else edge
+    # pixel centres are small integers: on-the-outline tests are exact (intersects = inside or on)
+    left_out = edge[~shapely.intersects_xy(shape, edge[:, 0], edge[:, 1])] if not shape.is_empty else edge
     # tolerance 0 drops only the collinear vertices a union leaves
     return shapely.simplify(shapely.make_valid(shapely.union_all([shape, *_pixel_squares(left_out)])), 0)
 
@@ -128,11 +133,8 @@ def mask_polygons(mask: np.ndarray, simplify: float = SIMPLIFY_PX) -> list[list[
 
 def to_level0(rings: list[np.ndarray], offset_xy: tuple[float, float], scale: float, digits: int = 2) -> PolygonCoords:
     """Mask pixel centres → level-0 coordinates: x0 + (i + 0.5) · scale."""
-    ox, oy = offset_xy
-    return [
-        [[round(ox + (x + 0.5) * scale, digits), round(oy + (y + 0.5) * scale, digits)] for x, y in ring]
-        for ring in rings
-    ]
+    offset = np.asarray(offset_xy, np.float64)
+    return [np.round(offset + (np.asarray(ring, np.float64) + 0.5) * scale, digits).tolist() for ring in rings]
 
 
 def geometry(polygons: list[PolygonCoords]) -> dict[str, Any]:
@@ -310,7 +312,7 @@ def rasterize(
         xx, yy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
         shapely.prepare(geom)
         # a pixel is the object's when its centre lies inside or on the outline
-        inside = shapely.dwithin(geom, shapely.points(xx.ravel(), yy.ravel()), 1e-6).reshape(xx.shape)
+        inside = shapely.intersects_xy(geom, xx.ravel(), yy.ravel()).reshape(xx.shape)
         sl = (slice(y0, y1), slice(x0, x1))
         out[sl][inside] = label
         hits[sl] += inside

@@ -355,7 +355,7 @@ class _Writer:
             classes=classes,
             target_description=target.describe(classes),
             rule=prediction.rule.to_json(),
-            image=self.record,
+            image={k: v for k, v in self.record.items() if not k.startswith("_")},  # "_": the writer's own
             area_percent=prediction.area_percent(),
             target_box=self.record.get("_target_box"),
             target_pixels=self.record.get("_target_pixels"),
@@ -365,7 +365,6 @@ class _Writer:
             tiles=tiles,
             truth=self.record.get("_truth_summary"),
         )
-        record["image"] = {k: v for k, v in self.record.items() if not k.startswith("_")}
         for name, content in bundle.files(res, record, pictures, mpp).items():  # PNGs encode in parallel
             self.jobs.append(self.pool.submit(bundle.write_folder, folder, {name: content}))
 

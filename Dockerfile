@@ -1,9 +1,10 @@
 # SegCAM Explorer: the Streamlit app with the built-in model and sample tiles.
 #   CPU (default):  docker build -t segcam .
 #   CUDA:           docker build -t segcam:cuda --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
-#   Run:            docker run -p 8501:8501 -v "$PWD/my_models:/models" -v "$PWD/slides:/slides:ro" segcam
-# torch/torchvision come from PyTorch's CPU index by default (~1 GB less than PyPI's CUDA build);
-# PyPI's torch==2.14.1 is the CUDA build. The versions are the exact pins of requirements.txt.
+#   Run:            docker run -p 8501:8501 -v "$PWD/my_models:/models:ro" -v "$PWD/slides:/slides:ro" segcam
+# torch/torchvision come from PyTorch's CPU index by default; PyPI's torch==2.14.1 is the CUDA
+# build, whose CUDA-only parts (nvidia-* libraries, triton) are about 4.1 GB of its 7 GB image.
+# The versions are the exact pins of requirements.txt. scripts/test_docker.sh builds and tries it.
 FROM python:3.11-slim-bookworm
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -14,7 +15,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SEGCAM_MODELS_DIR=/models \
     SEGCAM_SLIDES_DIR=/slides \
-    SEGCAM_BATCH_DIR=/batch_out
+    SEGCAM_BATCH_DIR=/batch_out \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    DASK_TEMPORARY_DIRECTORY=/tmp
 
 RUN useradd --create-home --uid 10001 segcam
 WORKDIR /app
@@ -25,16 +28,18 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
         "torchvision==$(sed -n 's/^torchvision==//p' requirements.txt)" \
     && pip install --no-cache-dir -r requirements.txt
 
-COPY --chown=segcam:segcam cam_core/ cam_core/
-COPY --chown=segcam:segcam ui/ ui/
-COPY --chown=segcam:segcam pages/ pages/
-COPY --chown=segcam:segcam assets/ assets/
-COPY --chown=segcam:segcam samples/ samples/
-COPY --chown=segcam:segcam models/ models/
-COPY --chown=segcam:segcam .streamlit/ .streamlit/
-COPY --chown=segcam:segcam app.py ./
+COPY cam_core/ cam_core/
+COPY ui/ ui/
+COPY pages/ pages/
+COPY assets/ assets/
+COPY samples/ samples/
+COPY models/ models/
+COPY .streamlit/ .streamlit/
+COPY app.py ./
 
-RUN mkdir -p /models /slides /batch_out && chown segcam:segcam /models /slides /batch_out
+# The code stays root's (read-only to the server); only the output volume is the server's to write.
+# Any --user works too (batch into a host folder: --user "$(id -u):$(id -g)").
+RUN mkdir -p /models /slides /batch_out && chown segcam:segcam /batch_out
 VOLUME ["/models", "/slides", "/batch_out"]
 USER 10001
 EXPOSE 8501

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (first time) and run every check: ruff lint + format check, mypy on cam_core, hadolint,
-# and the test suite (unit, AppTest and real-browser tests). Extra arguments go to pytest.
+# the test suite (unit, AppTest and real-browser tests; extra arguments go to pytest), then the
+# image: built and tried in a container (scripts/test_docker.sh; docker, else podman).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${SEGCAM_CHROMIUM:-}" ]; then
@@ -15,3 +16,4 @@ scripts/setup.sh requirements-dev.txt
 .venv/bin/mypy  # static types of cam_core ([tool.mypy] in pyproject.toml)
 if [ -f Dockerfile ]; then .venv/bin/hadolint Dockerfile; fi
 .venv/bin/python -m pytest "$@"
+scripts/test_docker.sh -q

@@ -182,3 +182,21 @@ def test_segcam_json_has_one_schema_that_names_every_wrong_field(tiny_folder, ca
     assert set(schema["$defs"]["DecisionRule"]["properties"]) == {"type", "threshold"}
     assert main(["models", "--schema"]) == 0
     assert json.loads(capsys.readouterr().out) == schema
+
+
+def test_an_unreadable_model_file_names_the_user_and_the_fix(tiny_folder, monkeypatch):
+    """In a container the server's user cannot read a host's 0600 model.safetensors (what
+    save_pretrained writes): main said "unreadable (No such file or directory: /models/…)"."""
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("model.safetensors") else real(p, mode))
+    with pytest.raises(ModelLoadError) as info:
+        models.load_folder(tiny_folder)
+    msg = str(info.value)
+    assert "permission denied reading model.safetensors" in msg
+    assert f"uid {os.getuid()}" in msg
+    assert f"chmod -R a+rX {tiny_folder.name}" in msg
+    assert str(tiny_folder.parent) not in msg  # the folder's name, never the server's path
+    (entry,) = [e for e in models.discover(tiny_folder.parent) if e.name == tiny_folder.name]
+    assert "permission denied" in (entry.error or "")

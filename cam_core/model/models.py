@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -183,11 +184,39 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
     )
 
 
+MODEL_FILES = ("config.json", "model.safetensors", SPEC_FILE)  # what the server reads from a folder
+
+
+def check_readable(folder: Path) -> None:
+    """Every file of the folder the server reads is readable by the user it runs as.
+
+    A server in a container runs as its own user: a folder mounted from a host whose files are
+    mode 0600 (safetensors' ``save_file``, and so smp's ``save_pretrained``, writes them so) cannot
+    be read there, and the libraries then report it as a missing file with the server's path.
+
+    Raises:
+        ModelLoadError: names the folder and the file, the user, and the command that fixes it.
+    """
+    if not os.access(folder, os.R_OK | os.X_OK):
+        unreadable = "the folder itself"
+    else:
+        names = [n for n in MODEL_FILES if (folder / n).is_file() and not os.access(folder / n, os.R_OK)]
+        if not names:
+            return
+        unreadable = ", ".join(names)
+    uid = os.getuid() if hasattr(os, "getuid") else "this user"
+    raise ModelLoadError(
+        f"{folder.name}: permission denied reading {unreadable}: the server runs as uid {uid}; make the "
+        f"folder readable (e.g. `chmod -R a+rX {folder.name}` on the host)"
+    )
+
+
 def _build_architecture(folder: Path, device: str | None = None) -> torch.nn.Module:
     """The folder's smp architecture from its config.json, without weights (``device="meta"``:
     shapes only, no memory and no initialisation: how the model list checks a folder)."""
     import segmentation_models_pytorch as smp
 
+    check_readable(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(

@@ -488,8 +488,9 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as exc:
         raise InputError(
-            f"cannot write to {folder} ({exc.strerror or exc}); give --out a folder this user can write, "
-            "or fix its permissions (finished tiles in it are kept)"
+            f"cannot write to {folder} ({exc.strerror or exc}); give --out a folder this user "
+            f"(uid {os.getuid() if hasattr(os, 'getuid') else '?'}) can write, or fix its permissions (finished tiles "
+            'in it are kept); in a container, run as the folder\'s owner: docker run --user "$(id -u):$(id -g)" …'
         ) from None
 
 

@@ -3,7 +3,8 @@
 #   CUDA:           docker build -t segcam:cuda --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
 #   Run:            docker run -p 8501:8501 -v "$PWD/my_models:/models:ro" -v "$PWD/slides:/slides:ro" segcam
 # torch/torchvision come from PyTorch's CPU index by default; PyPI's torch==2.14.1 is the CUDA
-# build, whose CUDA-only parts (nvidia-* libraries, triton) are about 4.1 GB of its 7 GB image.
+# build, whose CUDA-only parts (nvidia-* libraries, triton) are 4.0 GiB of its 7.04 GB image
+# (du -sc .venv/lib/python3.11/site-packages/nvidia* triton, 2026-12-01).
 # The versions are the exact pins of requirements.txt. scripts/test_docker.sh builds and tries it.
 FROM python:3.11-slim-bookworm
 

@@ -29,20 +29,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import tiny_unet  # noqa: E402  (the unit suite's tiny in-code model)
+from conftest import BROWSER_ARGS, CHROMIUM, tiny_unet  # noqa: E402  (the unit suite's browser and tiny model)
 
 ENGINE = os.environ.get("SEGCAM_ENGINE", "docker")
 ENGINE_ARGS = shlex.split(os.environ.get("SEGCAM_ENGINE_ARGS", ""))
 IMAGE = os.environ.get("SEGCAM_IMAGE", "segcam:test")
-CHROMIUM = os.environ.get("SEGCAM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def engine(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -155,47 +146,16 @@ def test_batch_writes_into_a_host_folder_the_host_user_owns(folders):
     out = folders["root"] / "batch_out"
     out.mkdir()
     slides = f"{folders['slides']}:/slides:ro"
+    mounts = ("-v", slides, "-v", f"{out}:/batch_out", IMAGE)
+    batch = ("python", "-m", "cam_core", "batch", "/slides/demo.tif", "--out", "/batch_out", "--workers", "1")
     # as the image's user, a host folder it cannot write is named with the fix
-    refused = run_once(
-        "-v",
-        slides,
-        "-v",
-        f"{out}:/batch_out",
-        IMAGE,
-        "python",
-        "-m",
-        "cam_core",
-        "batch",
-        "/slides/demo.tif",
-        "--out",
-        "/batch_out",
-        "--workers",
-        "1",
-    )
+    refused = run_once(*mounts, *batch)
     if os.getuid() != 10001:
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert "uid 10001" in refused.stderr
         assert '--user "$(id -u):$(id -g)"' in refused.stderr
     # as the README says: --user "$(id -u):$(id -g)"
-    me = f"{os.getuid()}:{os.getgid()}"
-    r = run_once(
-        "-v",
-        slides,
-        "-v",
-        f"{out}:/batch_out",
-        IMAGE,
-        "python",
-        "-m",
-        "cam_core",
-        "batch",
-        "/slides/demo.tif",
-        "--out",
-        "/batch_out",
-        "--workers",
-        "1",
-        user=me,
-        timeout=900,
-    )
+    r = run_once(*mounts, *batch, user=f"{os.getuid()}:{os.getgid()}", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "not writable" not in r.stderr  # matplotlib's config folder (MPLCONFIGDIR)
     manifest = json.loads((out / "demo" / "manifest.json").read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +19,16 @@ sys.path.insert(0, str(REPO))
 from cam_core.model.models import OKABE_ITO, LoadedModel, ModelSpec, load_folder  # noqa: E402
 
 CLASSES = ["background", "alpha", "beta"]
+# Debian's Chromium (Playwright cannot download browsers here) and the flags it needs in a sandbox.
+CHROMIUM = os.environ.get("SEGCAM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def tiny_unet(classes: int = 3, seed: int = 0) -> torch.nn.Module:

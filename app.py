@@ -11,23 +11,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np
 import streamlit as st
 
 from cam_core import limits
 from cam_core.engine import targets as tg
 from cam_core.errors import EmptyTargetError
+from cam_core.output import figure as fig
 from cam_core.output import render
 from ui import compute, sidebar, state, views
 from ui.text import code, plain
 
 
-def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
-    """Opacity, threshold, colormap, values: pure rendering (the signed view's shared scale may
-    cost a backward per other class, once)."""
+def display_controls() -> fig.Display:
+    """Opacity, threshold, colormap, values, mask style: pure rendering (the signed view's shared
+    scale may cost a backward per other class, once)."""
     c1, c2, c3, c4, c5 = st.columns([1.2, 1.6, 1, 1, 1.1])
     with c1:
         opacity = state.bound(st.slider, "Heatmap opacity", "opacity", min_value=0.0, max_value=1.0, step=0.05)
+        style = state.bound(
+            st.selectbox, "Mask", "mask_style", options=list(fig.MASK_STYLES), format_func=fig.MASK_STYLES.get
+        )
     with c2:
         mode = state.bound(
             st.radio,
@@ -60,15 +63,22 @@ def display_controls(cam: np.ndarray) -> tuple[float, float | None, str, str]:
             disabled=mode == "none",
         )
     with c5:
-        state.bound(
+        values = state.bound(
             st.radio,
             "Values",
             "values",
             options=list(render.VALUE_VIEWS),
             help=" · ".join(f"{k}: {v}" for k, v in render.VALUE_VIEWS.items()),
         )
-    level = render.threshold_level(cam, mode, value)
-    return opacity, level, cmap, show
+    return fig.Display(
+        opacity=opacity,
+        colormap=cmap,
+        threshold_mode=mode,
+        threshold_value=value,
+        show=show,
+        values=values,
+        mask_style=style,
+    )
 
 
 def show_mask_only(prediction, ch) -> None:
@@ -145,15 +155,19 @@ def trust_section(ch, res, cap) -> None:
 
 def main() -> None:
     state.page_setup("Explore")
+    row = None
     if st.session_state.get("present", False):
         views.presenter_css()
+        row = st.columns([1.5, 2.2, 1, 1, 1.2], vertical_alignment="center")
+        with row[0]:
+            views.presenter_toggle()
     else:
         st.title("SegCAM Explorer")
         st.caption(
             "Why did the model paint this region? Predicted mask, Class Activation Map and overlay, side by side. "
             "For exploring model behaviour — not for diagnosis."
         )
-    present = views.presenter_toggle()
+        views.presenter_toggle()
     status = st.empty()
     status.info("Loading the model and explaining the tile… (the first open after a start takes a few seconds)")
     ch = sidebar.sidebar()
@@ -162,12 +176,13 @@ def main() -> None:
         status.info("Pick a sample tile or upload an image in the sidebar.")
         return
     try:
-        explore(ch, status, present)
+        explore(ch, status, row)
     finally:
         views.write_link(ch)
 
 
-def explore(ch, status, present: bool) -> None:
+def explore(ch, status, row) -> None:
+    """The page for one choice; ``row`` is the presenter's top row (None when not presenting)."""
     for note in ch.image.image.notes:
         st.info(f"{'Slide region' if ch.image.slide else 'Image converted'}: {plain(note)}")  # names a file
     computed = _compute(ch, status)
@@ -178,38 +193,58 @@ def explore(ch, status, present: bool) -> None:
     prediction = cap.prediction
     target = ch.target.with_class(res.class_index)
     region = tg.region(target, prediction.mask, classes) > 0
-    if not present:
+    if row is None:
         st.markdown(compute.provenance_line(res, cap.seconds["total"], ch.image.name, classes))
         st.markdown(views.target_line(ch, target, region))
         for note in res.notes:
             if not note.startswith("cam_raw equals"):
                 st.info(note)
-
-    if present:
-        with st.expander("Display settings"):
-            opacity, level, cmap, show = display_controls(res.cam)
+        display = display_controls()
     else:
-        opacity, level, cmap, show = display_controls(res.cam)
-    signed = st.session_state["values"] == "raw signed"
+        views.present_view(row[1])
+        with row[2].popover("Display"):
+            display = display_controls()
+    signed = display.values == "raw signed"
     scale, covered = compute.signed_scale(ch, ch.method, ch.layer, cap, res) if signed else (None, [])
-    if scale is not None:
-        level = None  # the threshold applies to the min-max view
-    pictures = _pictures(ch, res, prediction, opacity, level, cmap, show, scale)
-    drawn = views.decorate(pictures, ch, target, region)
+    display = display.model_copy(
+        update={
+            "signed_scale": scale,
+            "zoom_xyxy": views.zoom_xyxy(prediction.mask.shape),
+            "outline_target": target.kind in tg.LOCAL_KINDS,
+            "view": st.session_state["present_view"] if row is not None else next(iter(fig.VIEWS)),
+        }
+    )
+    level = display.level(res.cam)
+    arrays = fig.Arrays(
+        ch.image.image.array, prediction.mask, res.cam, res.cam_raw, region, ch.loaded.spec.colors, ch.image.mpp
+    )
+    drawn = fig.panels(display, arrays)
+    record = compute.record_for(
+        ch,
+        res,
+        cap,
+        {"mode": display.threshold_mode, "level": level},
+        signed_scale=scale,
+        region=region,
+        signed_scale_classes=covered,
+        display=display.model_dump(),
+        app_link=views.app_link(ch),
+    )
+    st.session_state["last_record"] = record
     st.session_state["last_render"] = {
-        "opacity": opacity,
+        "opacity": display.opacity,
         "level": level,
-        "cmap": cmap,
-        "overlay_sum": int(pictures.over.sum()),
+        "cmap": display.colormap,
+        "overlay_sum": int(drawn.over.sum()),
         "signed_scale": scale,
         "target_pixels": int(region.sum()),
-        "outlined": target.kind in views.OUTLINED_KINDS,
+        "outlined": display.outline_target,
     }
-    caption = views.figure_caption(ch, res, target, level)
-    if present:
-        views.presenter(drawn, ch, res, caption)
+    if row is not None:
+        views.presenter(record, arrays, ch, res, row)
         return
-    clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), (cmap, opacity, level))
+    views.zoom_note(drawn, prediction.mask.shape)
+    clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), display)
     views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
     views.zoom_controls(ch)
     if target.kind in tg.TRUTH_KINDS:
@@ -219,17 +254,7 @@ def explore(ch, status, present: bool) -> None:
     trust_section(ch, res, cap)
 
     st.subheader("Downloads")
-    record = compute.record_for(
-        ch,
-        res,
-        cap,
-        {"mode": st.session_state.get("thr_mode", "none"), "level": level},
-        signed_scale=scale,
-        region=region,
-        signed_scale_classes=covered,
-    )
-    st.session_state["last_record"] = record
-    views.downloads(ch, res, prediction, pictures, drawn, caption, record)
+    views.downloads(ch, res, prediction, arrays, record)
 
 
 def _compute(ch, status):
@@ -272,24 +297,10 @@ def _compute(ch, status):
     return None if res is None or cap is None else (res, cap)
 
 
-def _pictures(ch, res, prediction, opacity, level, cmap, show, scale) -> views.Pictures:
-    """Mask, heatmap, overlay and colour bar: the min-max map on ``cmap``, or the raw signed map
-    at ± ``scale`` on the diverging map."""
-    image = ch.image.image.array
-    mask_rgb = render.colorize_mask(prediction.mask, ch.loaded.spec.colors)
-    if scale is not None:
-        unit = render.signed_unit(res.cam_raw, scale)
-        heat = render.heatmap(unit, render.SIGNED_COLORMAP)
-        over = render.overlay(image, unit, opacity, render.SIGNED_COLORMAP)
-        return views.Pictures(mask_rgb, heat, over, render.signed_colorbar(scale))
-    heat = render.heatmap(res.cam, cmap)
-    over = render.overlay(image, res.cam, opacity, cmap, level, show)
-    return views.Pictures(mask_rgb, heat, over, render.colorbar(cmap))
-
-
 def _panels(ch, res, prediction, target, drawn, signed, display) -> list:
     """The three panels side by side, each clickable; returns their clicks."""
-    (scale, covered), (cmap, opacity, level) = signed, display
+    (scale, covered), level = signed, drawn.level
+    cmap, opacity = display.colormap, display.opacity
     classes, colors = ch.loaded.spec.classes, ch.loaded.spec.colors
     col1, col2, col3 = st.columns(3)
     clicked = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -375,16 +376,16 @@ def _sample_prediction(name="test_12_002"):
 
 
 def test_sample_shows_its_truth_and_the_fn_target_explains_the_missed_pixels(at):
+    from cam_core.data import consep
     from cam_core.data.truth import FN, compare, load_truth
 
     assert [m.value for m in at.markdown if m.value == "**Truth**"]
     dice = at.session_state["last_dice"]
     assert set(dice) >= {"epithelial", "any nucleus"}
     from cam_core.data.truth import dice as truth_dice
-    from ui import compute
 
-    truth = load_truth(REPO / "samples/masks/test_12_002.png", compute.CONSEP_CLASSES, (256, 256), kind="index")
-    assert dice == truth_dice(_sample_prediction().mask, truth, compute.CONSEP_CLASSES)  # the core's numbers
+    truth = load_truth(REPO / "samples/masks/test_12_002.png", consep.CLASSES, (256, 256), kind="index")
+    assert dice == truth_dice(_sample_prediction().mask, truth, consep.CLASSES)  # the core's numbers
     at.selectbox(key="w_sel_class").set_value(3)  # epithelial
     at.radio(key="w_sel_target").set_value("fn")
     run(at)
@@ -445,6 +446,19 @@ def test_point_target_explains_the_object_under_it(at):
     assert record["class_index"] == cls
     assert record["target_box_xyxy"][0] <= x < record["target_box_xyxy"][2]
     assert any(m.value.startswith("Target: **clicked object** at") for m in at.markdown)
+    # a local question gets a map that depends on the region, and says so; sidebar and link agree
+    assert record["method"] == "HiResCAM"
+    assert at.selectbox(key="w_sel_method").value == "HiResCAM"
+    assert at.query_params["method"] in ("HiResCAM", ["HiResCAM"])
+    assert any("Explained with HiResCAM for this local target" in i.value for i in at.info)
+    at.radio(key="w_sel_target").set_value("predicted")
+    run(at)
+    assert at.session_state["last_record"]["method"] == "GradCAM"  # the switch is undone
+    at.selectbox(key="w_sel_method").set_value("XGradCAM")  # the user's choice is kept
+    run(at)
+    at.radio(key="w_sel_target").set_value("point")
+    run(at)
+    assert at.session_state["last_record"]["method"] == "XGradCAM"
 
 
 def test_a_link_reproduces_the_view_and_reports_what_it_cannot_use(at):
@@ -485,9 +499,39 @@ def test_presenter_mode_draws_one_figure_with_its_caption(at):
     assert at.query_params["present"] == ["1"] or at.query_params["present"] == "1"
     button = next(b for b in at.get("download_button") if b.key == "present_figure")
     assert "figure" in button.label
-    at.radio(key="w_present_view").set_value("overlay")
+    at.selectbox(key="w_present_view").set_value("overlay")
     run(at)
     assert at.query_params["view"] in ("overlay", ["overlay"])  # the link carries the one-panel view
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"present_view": "three", "opacity": 0.3, "cmap": "magma", "thr_mode": "percentile", "thr_pct": 70.0},
+        {
+            "present_view": "overlay",
+            "sel_sample": "test_8_001",
+            "sel_target": "point",
+            "sel_point": (120, 64),
+            "zoom": (0.1, 0.2, 0.7, 0.8),
+        },
+        {"present_view": "tissue", "values": "raw signed", "mask_style": "outlines"},
+    ],
+)
+def test_the_record_alone_rebuilds_the_figure_pixel_for_pixel(at, settings):
+    """What the presenter shows is what ``python -m cam_core figure result.json`` draws again."""
+    import hashlib
+
+    from cam_core.output.rebuild import rebuild
+
+    for key, value in {"present": True, **settings}.items():
+        at.session_state[key] = value
+    run(at)
+    record = at.session_state["last_record"]
+    assert record["display"]["view"] == settings["present_view"]
+    assert f"view={settings['present_view']}" in record["app_link"]  # the record opens this view again
+    built = rebuild(json.loads(json.dumps(record)))  # as a file holds it
+    assert hashlib.sha256(built.figure.tobytes()).hexdigest() == at.session_state["last_figure_sha"]
 
 
 # ---------------------------------------------------------------- #13: the Slide page

@@ -329,6 +329,65 @@ def test_click_on_a_nucleus_explains_that_object(server, page):
     shot(page, "click_nucleus")
 
 
+def test_a_click_on_a_2000px_upload_costs_one_tile_and_keeps_class_sidebar_and_link_in_sync(server, page, tmp_path):
+    """#22: a click on a large image runs only the tiles its object touches (the server log says
+    how long), explains it with a local method, and the sidebar and the link name its class."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    from cam_core.model import models
+
+    url, log = server
+    tile = np.asarray(Image.open(REPO / "samples/images/test_12_002.png").convert("RGB"))
+    big = np.pad(tile, ((0, 2000 - 256), (0, 2000 - 256), (0, 0)), mode="symmetric")[:2000, :2000]
+    upload = tmp_path / "large_upload.png"
+    Image.fromarray(np.ascontiguousarray(big)).save(upload)
+    page.goto(url)
+    page.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
+    wait_idle(page)
+    page.get_by_text("Upload", exact=True).click()
+    page.wait_for_selector('input[type="file"]', state="attached", timeout=30_000)
+    page.set_input_files('input[type="file"]', str(upload))
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('p')].some(p => p.innerText.includes('large_upload.png'))",
+        timeout=300_000,
+    )
+    mask_img = page.wait_for_selector('img[alt^="predicted mask of large_upload.png"]', timeout=300_000)
+    wait_idle(page, timeout=300_000)
+    pixels = image_pixels(page, url, 'img[alt^="predicted mask"]')
+    spec = models.load(None).spec
+    classes = spec.classes
+    epithelial = (pixels == np.array([int(spec.colors[3][i : i + 2], 16) for i in (1, 3, 5)])).all(axis=2)
+    inner = ndimage.binary_erosion(epithelial, iterations=3)
+    inner[:, :1000] = False  # a nucleus in the image's middle, away from the first tiles
+    ys, xs = np.nonzero(inner)
+    x, y = int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
+    box = mask_img.bounding_box()
+    h, w = pixels.shape[:2]
+    page.mouse.click(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('p')].some(p => p.innerText.startsWith('Target: clicked object'))",
+        timeout=120_000,
+    )
+    wait_idle(page)
+    no_exception(page)
+    lines = re.findall(r"tiled recapture \(point target\) \S+: (\d+) of (\d+) tiles, ([\d.]+) s", log.read_text())
+    assert lines, "the click did not take the one-tile path"
+    touched, total, seconds = int(lines[-1][0]), int(lines[-1][1]), float(lines[-1][2])
+    assert touched < total
+    assert seconds <= 1.0, lines[-1]  # main: a full tiled pass (18.7 s measured)
+    assert "method=HiResCAM" in page.url  # a local method, in the link
+    assert f"class={classes[3]}" in page.url  # the clicked object's class, not the old one
+    assert re.search(rf"point={x}(,|%2C){y}", page.url)
+    sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+    assert classes[3] in sidebar
+    assert "HiResCAM" in sidebar
+    shot(page, "click_large_upload")
+
+
 def test_a_copied_link_reproduces_the_overlay_in_another_browser(server, browser):
     url, _ = server
     first = browser.new_context(viewport={"width": 1500, "height": 1000})
@@ -369,17 +428,22 @@ def test_presentation_mode_fits_a_1280x720_projector(server, browser):
     )
     try:
         pg = ctx.new_page()
-        pg.goto(f"{url}/?sample=test_8_001&class=epithelial&present=1")
-        fig = pg.wait_for_selector('img[alt^="figure"]', timeout=120_000)
-        wait_idle(pg)
-        no_exception(pg)
-        pg.wait_for_timeout(1000)
-        box = fig.bounding_box()
-        assert box["y"] >= 0
-        assert box["y"] + box["height"] <= 720, box  # the three panels without scrolling
-        assert box["width"] >= 900, box  # and large
+        from cam_core.output.figure import FIGURE_BOX
+
         SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / "presenter.png"))  # the screen as the audience sees it
+        for view, shot in (("three", "presenter.png"), ("overlay", "presenter_one_panel.png")):
+            pg.goto(f"{url}/?sample=test_8_001&class=epithelial&present=1&view={view}")
+            fig = pg.wait_for_selector('img[alt^="figure: Where the model looked"]', timeout=120_000)
+            wait_idle(pg)
+            no_exception(pg)
+            pg.wait_for_timeout(1000)
+            box = fig.bounding_box()
+            assert box["y"] >= 0
+            assert box["y"] + box["height"] <= 720, box  # the whole figure without scrolling
+            # shown at its own size: its type (none under 14 px, tests/test_figure.py) is what the room reads
+            assert round(box["width"]) == FIGURE_BOX[0], box
+            assert pg.evaluate("e => e.naturalWidth", fig) >= FIGURE_BOX[0]  # never enlarged (blurred)
+            pg.screenshot(path=str(SHOTS / shot))  # the screen as the audience sees it
         pg.locator("button.segcam-copy").click()  # one click puts the figure on the clipboard
         pg.wait_for_selector("text=copied", timeout=30_000)
         kinds = pg.evaluate("async () => (await navigator.clipboard.read()).flatMap(i => i.types)")

@@ -327,3 +327,37 @@ def test_the_slide_pages_region_and_clicks_stay_on_the_slide(w0, h0, side, cx, c
     assert y - tolerance <= ly <= y + side0 + tolerance
     thumb = np.zeros((max(1, round(1024 * h0 / max(w0, h0))), max(1, round(1024 * w0 / max(w0, h0)))))
     assert Viewport((x, y, side0, side0), width).crop(thumb, (w0, h0)).size >= 1
+
+
+# ---------------------------------------------------------------- #22: a click on a large image
+
+
+def test_a_new_target_on_a_large_image_runs_only_the_tiles_it_touches(tiny):
+    """``recapture_tiled`` reuses the image's mask and activations: a point target costs the
+    tiles its object touches, and its gradients equal a full ``capture_tiled`` for that target."""
+    from cam_core.engine import graph
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(700, 1100, 3), dtype=np.uint8)  # 6 tiles of 512 at 64 overlap
+    layer = "decoder.blocks.2"
+    base = tiling.capture_tiled(tiny, image, targets.TargetSpec("class", 1), [layer], tile=512)
+    mask = base.prediction.mask
+    cls = int(np.bincount(mask.ravel(), minlength=3)[1:].argmax() + 1)
+    labels, n = ndimage.label(mask == cls, structure=np.ones((3, 3)))  # objects as the engine finds them
+    assert n > 1
+    smallest = 1 + int(np.argmin(ndimage.sum(np.ones_like(labels), labels, range(1, n + 1))))
+    ys, xs = np.nonzero(labels == smallest)
+    spec = targets.TargetSpec("point", None, point=(int(xs[0]), int(ys[0])))
+    before = dict(graph.passes(tiny))
+    again = tiling.recapture_tiled(tiny, base, image, spec, tile=512)
+    spent = {k: v - before.get(k, 0) for k, v in graph.passes(tiny).items() if v != before.get(k, 0)}
+    full = tiling.capture_tiled(tiny, image, spec, [layer], tile=512)
+    boxes = [c.box for c in grid.grid(1100, 700, 512, tiling.DEFAULT_OVERLAP, align=32)]
+    touched = sum(bool((labels[y0:y1, x0:x1] == smallest).any()) for y0, x0, y1, x1 in boxes)
+    region = targets.region(full.target, mask, tiny.spec.classes) > 0
+    assert (region == (labels == smallest)).all()
+    assert touched < len(boxes)
+    assert spent == {"forward": touched, "backward": touched}  # main: every tile's forward again, then these
+    assert again.target.class_index == full.target.class_index
+    np.testing.assert_array_equal(again.gradients[layer], full.gradients[layer])
+    np.testing.assert_array_equal(again.activations[layer], full.activations[layer])

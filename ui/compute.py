@@ -19,9 +19,9 @@ import numpy as np
 
 from cam_core import limits
 from cam_core.cache import LRUCache
+from cam_core.data import samples
 from cam_core.data.images import LoadedImage, load_image
-from cam_core.data.truth import Truth, load_truth
-from cam_core.data.truth import for_model as truth_for_model
+from cam_core.data.truth import Truth
 from cam_core.data.truth import summary as truth_summary
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import check_fits
@@ -33,8 +33,6 @@ from cam_core.model import models
 from cam_core.model.rules import DecisionRule
 from cam_core.output import render
 from cam_core.runtime import SERVER_THREADS, configure_threads
-
-from .state import CONSEP_CLASSES, SAMPLE_MPP, sample_file, sample_truth_file
 
 log = logging.getLogger("segcam")
 # Model passes are logged by cam_core.engine at INFO; the server's log shows every one of them.
@@ -159,7 +157,7 @@ _SAMPLES: dict[str, tuple[np.ndarray, str]] = {}
 
 def sample(name: str) -> tuple[np.ndarray, str]:
     if name not in _SAMPLES:
-        data = sample_file(name).read_bytes()
+        data = samples.file(name).read_bytes()
         _SAMPLES[name] = (load_image(data, name=name).array, hashlib.sha256(data).hexdigest())
     return _SAMPLES[name]
 
@@ -172,12 +170,7 @@ def sample_truth(name: str, classes: list[str]) -> Truth | None:
     as :func:`cam_core.data.truth.for_model` decides for this model's classes."""
     key = (name, tuple(classes))
     if key not in _SAMPLE_TRUTH:
-        path = sample_truth_file(name)
-        truth = None
-        if path is not None:
-            shape = sample(name)[0].shape[:2]
-            consep = load_truth(path, CONSEP_CLASSES, shape, name=path.name, kind="index")
-            truth = truth_for_model(consep, CONSEP_CLASSES, classes, "the sample's CoNSeP")
+        truth = samples.truth(name, classes, sample(name)[0].shape[:2])
         _SAMPLE_TRUTH[key] = truth
     return _SAMPLE_TRUTH[key]
 
@@ -185,7 +178,7 @@ def sample_truth(name: str, classes: list[str]) -> Truth | None:
 def sample_choice(name: str) -> ImageChoice:
     """A sample tile at the samples' resolution (the sidebar attaches its truth for the model)."""
     array, sha = sample(name)
-    return ImageChoice(name, sha, LoadedImage(array), mpp=SAMPLE_MPP, sample=True)
+    return ImageChoice(name, sha, LoadedImage(array), mpp=samples.MPP, sample=True)
 
 
 # ---------------------------------------------------------------- captures
@@ -260,15 +253,21 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
     )
     if ch.image.large:
         with HEAVY.slot(_queued(spinner, "tiled capture")):
-            cap = tiling.capture_tiled(
-                ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner
-            )
+            if base is not None and all(name in base.activations for name in wanted):
+                # another target: the mask and activations are the image's; only the tiles the new
+                # region touches run (a click on one nucleus: one tile, not the whole image)
+                cap = tiling.recapture_tiled(ch.loaded, base, ch.image.image.array, ch.target, progress=spinner)
+            else:
+                cap = tiling.capture_tiled(
+                    ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner
+                )
     elif base is not None and all(name in base.activations for name in wanted):
         cap = engine.recapture(ch.loaded, base, ch.target, ch.image.image.array)  # one backward, or a full pass
     else:
         cap = engine.capture(ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, keep_graph=True)
     if not ch.image.large:
         _keep_graph_budget(ch.loaded)
+    if base is None or not ch.image.large:
         CAPTURES.put(base_key, cap)
     CAPTURES.put(key, cap)
     if ch.target.class_index is None:  # remember the automatic class under its resolved key too
@@ -374,11 +373,15 @@ def record_for(
     signed_scale: float | None,
     region: np.ndarray,
     signed_scale_classes: list[str] | None = None,
+    display: dict[str, Any] | None = None,
+    app_link: str | None = None,
 ) -> dict[str, Any]:
-    """The app's result.json: the same schema as the CLI's (cam_core.provenance).
+    """The app's result.json: the same schema as the CLI's (cam_core.engine.result).
 
     Args:
         region: the target's boolean region (the page has built it for the outline and target line).
+        display: every setting that changes the picture (``Display.model_dump()``).
+        app_link: this view's address in the app.
     """
     from cam_core.engine.methods import get_method
 
@@ -404,6 +407,7 @@ def record_for(
         target_box=tg.box_of(region),
         target_pixels=int(region.sum()),
         target_point=list(target.point) if target.point is not None else None,
+        target_written=target.written(),
         truth=None if truth is None else truth_summary(cap.prediction.mask, truth, classes, res.class_index),
         threshold=threshold,
         pass_seconds=cap.seconds,
@@ -411,6 +415,9 @@ def record_for(
         trust=checked.record() if checked is not None else None,
         signed_scale=signed_scale,
         signed_scale_classes=signed_scale_classes,
+        display=display,
+        model_sha256=ch.loaded.weights_sha256,
+        app_link=app_link,
     )
 
 

@@ -7,6 +7,7 @@ import hashlib
 
 import streamlit as st
 
+from cam_core.data import samples
 from cam_core.data.images import MPP_RANGE, SUPPORTED, load_image
 from cam_core.data.masks import MASK_KINDS
 from cam_core.data.truth import load_truth
@@ -17,10 +18,10 @@ from cam_core.limits import MAX_PIXELS
 from cam_core.model import layers, models
 from cam_core.model.rules import DecisionRule, presets
 
-from . import compute
+from . import compute, state
 from .clickable import clickable_image
 from .compute import Choices, ImageChoice
-from .state import TARGET_CHOICES, TEACHING_NOTES, bound, link_note, note_fallback, sample_names
+from .state import TARGET_CHOICES, TEACHING_NOTES, bound, link_note, note_fallback
 from .text import plain
 
 
@@ -33,7 +34,7 @@ def _image_sidebar() -> ImageChoice | None:
         st.sidebar.caption(f"{plain(region.name)} — choose another on the Slide page.")
         return region
     if source == "Sample":
-        names = sample_names()
+        names = samples.names()
         name = bound(
             st.sidebar.selectbox,
             "Sample tile (CoNSeP test split; ink_dot_*: teaching sample)",
@@ -274,6 +275,7 @@ def _method_choice(loaded: models.LoadedModel, image: ImageChoice, layer: str) -
         st.sidebar.selectbox,
         "Method",
         "sel_method",
+        then=state.method_chosen,
         options=[m.name for m in offered],
         format_func=method_label,
         help=None if not image.large else "Large image: methods with passes of their own are not offered (tiled).",
@@ -296,6 +298,7 @@ def _target_choice(image: ImageChoice, cls: int | None) -> tg.TargetSpec:
         st.sidebar.radio,
         "Target",
         "sel_target",
+        then=state.target_changed,
         options=offered_targets,
         format_func=TARGET_CHOICES.get,
         help="What the CAM explains: the class's score summed over the predicted pixels, every pixel, a rectangle, "

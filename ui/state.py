@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from cam_core.data import consep
+from cam_core.data import samples
 from cam_core.engine import targets as tg
-from cam_core.engine.methods import DEFAULT_METHOD, METHODS
+from cam_core.engine.methods import DEFAULT_METHOD, LOCAL_METHOD, METHODS
+from cam_core.output.figure import MASK_STYLES, VIEWS
 from cam_core.output.render import COLORMAPS, DEFAULT_COLORMAP, SHOW_MODES, THRESHOLD_MODES, VALUE_VIEWS
 from cam_core.paths import REPO_ROOT, SAMPLES_DIR, TEACHING_SAMPLES_DIR
 
@@ -31,8 +31,6 @@ TEACHING_NOTES: dict[str, str] = {
 }
 FAVICON = REPO / "assets" / "favicon.png"
 DEFAULT_SAMPLE = "test_12_002"
-SAMPLE_MPP = consep.MPP  # the samples are CoNSeP tiles
-CONSEP_CLASSES = consep.CLASSES
 
 # The app's target choices: the core's kinds, with a rectangle standing for a user mask. The
 # truth kinds are offered only when the image has a ground truth.
@@ -44,14 +42,6 @@ TARGET_CHOICES: dict[str, str] = {
     **{k: tg.TARGET_KINDS[k] for k in tg.TRUTH_KINDS},
 }
 FULL_VIEW = (0.0, 0.0, 1.0, 1.0)  # zoom box as fractions x0, y0, x1, y1: the whole tile
-# How the Explore page lays out its pictures in presentation mode.
-PRESENT_VIEWS: dict[str, str] = {
-    "three": "mask | heatmap | overlay",
-    "overlay": "overlay only",
-    "heatmap": "heatmap only",
-    "mask": "mask only",
-}
-
 DEFAULTS: dict[str, Any] = {
     "sel_source": "Sample",
     "sel_sample": DEFAULT_SAMPLE,
@@ -74,7 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "values": next(iter(VALUE_VIEWS)),
     "cmp_order": False,
     "present": False,
-    "present_view": "three",
+    "present_view": next(iter(VIEWS)),
+    "mask_style": next(iter(MASK_STYLES)),
     "zoom": FULL_VIEW,
     "slide_side": 512,
     "slide_whole": False,  # the Slide page's overview: the tissue's neighbourhood, not the whole slide  # region side on the Slide page, in pixels at the model's resolution
@@ -89,23 +80,6 @@ PAGES = [
     ("pages/3_About.py", "About CAMs"),
     ("pages/4_Slide.py", "Slide"),
 ]
-
-
-def sample_names() -> list[str]:
-    """The real sample tiles, then the teaching samples."""
-    return sorted(p.stem for p in SAMPLES.glob("*.png")) + sorted(p.stem for p in TEACHING_SAMPLES.glob("*.png"))
-
-
-def sample_file(name: str) -> Path:
-    """Where a sample tile's PNG is (a real sample or a teaching sample)."""
-    path = SAMPLES / f"{name}.png"
-    return path if path.is_file() else TEACHING_SAMPLES / f"{name}.png"
-
-
-def sample_truth_file(name: str) -> Path | None:
-    """The ground-truth mask shipped with a sample (``masks/`` beside ``images/``), if any."""
-    path = sample_file(name).parent.parent / "masks" / f"{name}.png"
-    return path if path.is_file() else None
 
 
 def page_setup(title: str) -> None:
@@ -195,7 +169,7 @@ def _method(text: str) -> str:
 # URL parameter → (session-state key, parser, what would work). Model, layer and class are
 # resolved against the model by the sidebar.
 LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "sample": ("sel_sample", _choice(sample_names()), "a sample tile name"),
+    "sample": ("sel_sample", _choice(samples.names()), "a sample tile name"),
     "model": ("sel_model", str, "a model name"),
     "class": ("sel_class", str, "a class name or auto"),
     "layer": ("sel_layer", str, "a layer name"),
@@ -213,7 +187,8 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "show": ("show", _choice(SHOW_MODES), ", ".join(SHOW_MODES)),
     "values": ("values", _choice(VALUE_VIEWS), ", ".join(VALUE_VIEWS)),
     "present": ("present", lambda t: {"1": True, "0": False}[t], "0 or 1"),
-    "view": ("present_view", _choice(PRESENT_VIEWS), ", ".join(PRESENT_VIEWS)),
+    "view": ("present_view", _choice(VIEWS), ", ".join(VIEWS)),
+    "mask": ("mask_style", _choice(MASK_STYLES), ", ".join(MASK_STYLES)),
     "zoom": ("zoom", _rect, "x0,y0,x1,y1 as fractions"),
     "slide": ("link_slide", str, "a slide in the slides folder"),
     "region": ("link_region", _box, "x,y,w,h in level-0 pixels"),
@@ -252,6 +227,41 @@ def apply_link(params: dict[str, str]) -> None:
         from cam_core.model.models import default_model_name
 
         st.session_state["sel_layer_model"] = st.session_state.get("sel_model") or default_model_name()
+    s = st.session_state
+    automatic = LOCAL_METHOD if _core_kind(s.get("sel_target")) in tg.LOCAL_KINDS else DEFAULT_METHOD
+    if "method" in params and s.get("sel_method") != automatic:  # the link's author picked it
+        method_chosen()
+
+
+def method_chosen() -> None:
+    """The user (or a link) picked the method: a local target no longer switches it."""
+    st.session_state["sel_method_user"] = True
+
+
+def target_changed() -> None:
+    """A local question (a click, an object, a rectangle, missed pixels) gets a method whose map
+    depends on the region (``LOCAL_METHOD``) unless the user picked the method; back on a whole-
+    class question, the switch is undone. The sidebar, the page and the link show the method used."""
+    s = st.session_state
+    local = _core_kind(s.get("sel_target")) in tg.LOCAL_KINDS
+    current = METHODS[str(s.get("sel_method", DEFAULT_METHOD)).lower()]
+    if s.get("sel_method_user"):
+        return
+    if local and not current.local:
+        s["sel_method"] = LOCAL_METHOD
+        s["sel_method_switched"] = current.name
+        s.setdefault("view_notes", []).append(
+            f"Explained with {LOCAL_METHOD} for this local target: {current.name} weights its channels by gradients "
+            f"averaged over the whole image, so its map of one nucleus is nearly the whole class's map; "
+            f"{LOCAL_METHOD} multiplies gradient and activation at each pixel. Pick a method in the sidebar to keep it."
+        )
+    elif not local and s.get("sel_method_switched"):
+        s["sel_method"] = s.pop("sel_method_switched")
+
+
+def _core_kind(app_kind: Any) -> str:
+    """The app's target choice as the core's kind (the app's rectangle is a core mask)."""
+    return "mask" if app_kind == "rectangle" else str(app_kind)
 
 
 def link_note(text: str) -> None:
@@ -283,12 +293,22 @@ def link_params(view: dict[str, Any]) -> dict[str, str]:
     return {k: fmt(v) for k, v in view.items() if v is not None}
 
 
-def _sync(key: str, wkey: str) -> None:
+def _sync(key: str, wkey: str, then: Callable[[], None] | None = None) -> None:
     st.session_state[key] = st.session_state[wkey]
+    if then is not None:
+        then()
 
 
-def bound(widget: Callable[..., Any], label: str, key: str, wkey: str | None = None, **kwargs: Any) -> Any:
-    """A widget whose value lives in the non-widget key ``key`` and survives page switches."""
+def bound(
+    widget: Callable[..., Any],
+    label: str,
+    key: str,
+    wkey: str | None = None,
+    then: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A widget whose value lives in the non-widget key ``key`` and survives page switches;
+    ``then`` runs after the user changes it."""
     wkey = wkey or f"w_{key}"
     options = kwargs.get("options")
     value = st.session_state.get(key)
@@ -299,4 +319,4 @@ def bound(widget: Callable[..., Any], label: str, key: str, wkey: str | None = N
         value = next(iter(options), None)
         st.session_state[key] = value
     st.session_state[wkey] = value
-    return widget(label, key=wkey, on_change=_sync, args=(key, wkey), **kwargs)
+    return widget(label, key=wkey, on_change=_sync, args=(key, wkey, then), **kwargs)

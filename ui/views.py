@@ -6,8 +6,8 @@ ground truth, predicted objects, the presenter's figure, downloads and the share
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,15 +19,12 @@ from cam_core.engine import targets as tg
 from cam_core.engine.capturing import Prediction
 from cam_core.engine.result import CamResult
 from cam_core.output import bundle, render
+from cam_core.output import figure as fig
+from cam_core.output.figure import Arrays, Panels
 
 from . import compute, state
 from .clickable import clickable_image, copy_image_button
 from .text import code, plain
-
-# Target kinds whose region is drawn as an outline on every panel (a local question).
-OUTLINED_KINDS = ("mask", "point", "fn", "fp")
-# Shown width of a panel in the three-column layout, so scale-bar text stays legible.
-PANEL_DISPLAY_PX = 420
 
 TRUTH_TARGET_NOTE = {
     "fn": (
@@ -41,18 +38,6 @@ TRUTH_TARGET_NOTE = {
         "the class and the truth does not — a stain artefact, a look-alike nucleus, or a truth that missed it."
     ),
 }
-
-
-@dataclass
-class Pictures:
-    """The three panels (and the colour bar) of one view; ``offset`` maps a zoomed panel's pixels
-    back to the image's."""
-
-    mask: np.ndarray
-    heat: np.ndarray
-    over: np.ndarray
-    bar: np.ndarray
-    offset: tuple[int, int] = (0, 0)
 
 
 # ---------------------------------------------------------------- words
@@ -98,18 +83,8 @@ def target_line(ch: compute.Choices, target: tg.TargetSpec, region: np.ndarray) 
     box = tg.box_of(region)
     area = area_um2(n, ch.image.mpp)
     um = f", {area:.1f} µm²" if area is not None else ""
-    extent = f", box x {box[0]}–{box[2]}, y {box[1]}–{box[3]}" if box and target.kind in OUTLINED_KINDS else ""
+    extent = f", box x {box[0]}–{box[2]}, y {box[1]}–{box[3]}" if box and target.kind in tg.LOCAL_KINDS else ""
     return f"Target: **{words}**{where} — {n} px{um}{extent}"
-
-
-def figure_caption(ch: compute.Choices, res: CamResult, target: tg.TargetSpec, level: float | None) -> str:
-    thr = "none" if level is None else f"{level:.2f}"
-    where = f" at {target.point}" if target.point is not None else ""
-    return (
-        f"{res.method} · class {class_name(ch, res)} · layer {res.layer} · target: "
-        f"{tg.TARGET_KINDS[target.kind]}{where} · threshold {thr} · model {res.model} · image {ch.image.name} · "
-        f"{res.device} · SegCAM Explorer"
-    )
 
 
 def file_stem(ch: compute.Choices, res: CamResult) -> str:
@@ -121,30 +96,20 @@ def file_stem(ch: compute.Choices, res: CamResult) -> str:
 # ---------------------------------------------------------------- pictures
 
 
-def zoom_box(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """The zoom region in image pixels (x0, y0, x1, y1), at least 16 px a side."""
+def zoom_xyxy(shape: tuple[int, ...]) -> list[int] | None:
+    """The zoom region in image pixels [x0, y0, x1, y1), None for the whole tile."""
+    zoom = tuple(st.session_state.get("zoom", state.FULL_VIEW))
+    if zoom == state.FULL_VIEW:
+        return None
     h, w = shape[:2]
-    fx0, fy0, fx1, fy1 = st.session_state.get("zoom", state.FULL_VIEW)
-    x0, x1 = int(fx0 * w), max(int(fx1 * w), int(fx0 * w) + 16)
-    y0, y1 = int(fy0 * h), max(int(fy1 * h), int(fy0 * h) + 16)
-    return max(0, min(x0, w - 16)), max(0, min(y0, h - 16)), min(x1, w), min(y1, h)
+    return [int(zoom[0] * w), int(zoom[1] * h), int(zoom[2] * w), int(zoom[3] * h)]
 
 
-def decorate(p: Pictures, ch: compute.Choices, target: tg.TargetSpec, region: np.ndarray) -> Pictures:
-    """Outline a local target on every panel, crop to the zoom, add the µm scale bar."""
-    x0, y0, x1, y1 = zoom_box(p.mask.shape)
-    zoomed = (x1 - x0, y1 - y0) != (p.mask.shape[1], p.mask.shape[0])
-
-    def one(rgb: np.ndarray) -> np.ndarray:
-        if target.kind in OUTLINED_KINDS and region.any():
-            rgb = render.outline(rgb, region)
-        rgb = rgb[y0:y1, x0:x1]
-        return render.scale_bar(rgb, ch.image.mpp, PANEL_DISPLAY_PX)
-
-    out = Pictures(one(p.mask), one(p.heat), one(p.over), p.bar, (x0, y0))
-    if zoomed:
-        st.caption(f"Zoomed to x {x0}–{x1}, y {y0}–{y1} (full resolution); reset it under *Zoom*.")
-    return out
+def zoom_note(drawn: Panels, shape: tuple[int, ...]) -> None:
+    h, w = drawn.mask.shape[:2]
+    if (w, h) != (shape[1], shape[0]):
+        x0, y0 = drawn.offset
+        st.caption(f"Zoomed to x {x0}–{x0 + w}, y {y0}–{y0 + h} (full resolution); reset it under *Zoom*.")
 
 
 def panel(rgb: np.ndarray, alt: str, key: str) -> tuple[int, int] | None:
@@ -152,18 +117,28 @@ def panel(rgb: np.ndarray, alt: str, key: str) -> tuple[int, int] | None:
     return clickable_image(rgb, alt, key, title="Click a nucleus to explain that object")
 
 
-def on_click(point: tuple[int, int] | None, ch: compute.Choices, prediction: Prediction, drawn: Pictures) -> None:
+def on_click(point: tuple[int, int] | None, ch: compute.Choices, prediction: Prediction, drawn: Panels) -> None:
     """A click on a panel: the predicted object under it becomes the target."""
     if point is None:
         return
     x, y = point[0] + drawn.offset[0], point[1] + drawn.offset[1]
     if prediction.mask[y, x] == 0:
-        st.info(f"({x}, {y}) is predicted background; click a coloured object to explain it.")
+        # a toast shows where the user is looking (a note under the panels would be below the fold)
+        st.toast(f"({x}, {y}) is predicted background: click a coloured object to explain it.")
         return
     if st.session_state.get("sel_target") == "point" and tuple(st.session_state.get("sel_point") or ()) == (x, y):
         return
-    st.session_state["sel_point"] = (x, y)
+    explain_object((x, y), int(prediction.mask[y, x]))
+
+
+def explain_object(point: tuple[int, int], class_index: int) -> None:
+    """The predicted object at ``point`` becomes the target: its class in the sidebar's Class box
+    and in the link (not a silent switch), a method whose map depends on the region unless the
+    user picked one (``state.target_changed``)."""
+    st.session_state["sel_point"] = point
     st.session_state["sel_target"] = "point"
+    st.session_state["sel_class"] = class_index
+    state.target_changed()
     st.rerun()
 
 
@@ -206,7 +181,7 @@ def truth_target_view(
     pic = render.outline(render.signed_heatmap(res.cam_raw, scale), region)
     with c2:
         st.image(
-            render.scale_bar(pic, ch.image.mpp, PANEL_DISPLAY_PX),
+            render.scale_bar(pic, ch.image.mpp, fig.PANEL_DISPLAY_PX),
             width="stretch",
             alt=f"raw signed {res.method} map of the {tg.TARGET_KINDS[target.kind]} target: red for "
             f"{class_name(ch, res)}, blue against",
@@ -238,7 +213,9 @@ def truth_section(ch: compute.Choices, prediction: Prediction, class_index: int 
             else render.colorize_mask(truth.labels, colors)
         )
         st.image(
-            render.scale_bar(truth_rgb, mpp, PANEL_DISPLAY_PX), width="stretch", alt=f"ground truth mask {truth.name}"
+            render.scale_bar(truth_rgb, mpp, fig.PANEL_DISPLAY_PX),
+            width="stretch",
+            alt=f"ground truth mask {truth.name}",
         )
     scopes: list[tuple[str, int | None]] = []
     if class_index is not None and not truth.binary:
@@ -250,7 +227,7 @@ def truth_section(ch: compute.Choices, prediction: Prediction, class_index: int 
         with col:
             st.markdown(f"**Errors — {label}**")
             st.image(
-                render.scale_bar(render.outcome_map(codes), mpp, PANEL_DISPLAY_PX),
+                render.scale_bar(render.outcome_map(codes), mpp, fig.PANEL_DISPLAY_PX),
                 width="stretch",
                 alt=f"true and false positives and false negatives for {label}: "
                 + ", ".join(f"{k} {v} px" for k, v in n.items()),
@@ -280,7 +257,8 @@ def objects_section(ch: compute.Choices, prediction: Prediction, res: CamResult)
     st.session_state["last_objects"] = [(o.class_index, o.area_px, o.centroid_xy) for o in objs]
     classes = ch.loaded.spec.classes
     mpp = ch.image.mpp
-    with st.expander(f"Predicted objects ({len(objs)}) — select a row to explain that object"):
+    picked = st.session_state.get("sel_target") == "point" and bool(st.session_state.get("_objects_applied"))
+    with st.expander(f"Predicted objects ({len(objs)}) — select a row to explain that object", expanded=picked):
         if not objs:
             st.caption("The model predicts no object here.")
             return
@@ -305,9 +283,7 @@ def objects_section(ch: compute.Choices, prediction: Prediction, res: CamResult)
         if rows and rows != st.session_state.get("_objects_applied"):
             st.session_state["_objects_applied"] = rows
             obj = objs[rows[0]]
-            st.session_state["sel_point"] = obj.centroid_xy
-            st.session_state["sel_target"] = "point"
-            st.rerun()
+            explain_object(tuple(obj.centroid_xy), obj.class_index)
 
 
 # ---------------------------------------------------------------- presenter
@@ -335,42 +311,31 @@ def presenter_toggle() -> bool:
     )
 
 
-def presenter(drawn: Pictures, ch: compute.Choices, res: CamResult, caption: str) -> None:
-    """The figure for a slide: panels with titles inside, the colour bar and what produced it."""
-    view = state.bound(
-        st.radio,
-        "Show",
-        "present_view",
-        options=list(state.PRESENT_VIEWS),
-        format_func=state.PRESENT_VIEWS.get,
-        horizontal=True,
-        label_visibility="collapsed",
-    )
-    fig = figure(drawn, ch, res, caption, view)
-    h, w = fig.shape[:2]
-    width = int(min(1500, 450 * w / h))  # under 720 px of screen with the toolbar and controls
-    st.image(fig, width=width, alt=f"figure: {caption}")
-    c1, c2, _ = st.columns([1, 1, 2])
-    with c1:
-        copy_image_button(fig, "Copy figure", key="copy_figure")
-    c2.download_button(
-        "Download this figure (PNG for a slide)",
-        render.to_png(fig),
-        f"{file_stem(ch, res)}_figure.png",
-        "image/png",
-        key="present_figure",
-    )
+def present_view(col: Any) -> None:
+    """What the figure shows (its panels), in the presenter's top row."""
+    with col:
+        state.bound(
+            st.selectbox,
+            "Show",
+            "present_view",
+            options=list(fig.VIEWS),
+            format_func=fig.VIEWS.get,
+            label_visibility="collapsed",
+        )
 
 
-def figure(drawn: Pictures, ch: compute.Choices, res: CamResult, caption: str, view: str = "three") -> np.ndarray:
-    panels = {
-        "mask": ("Predicted mask", drawn.mask),
-        "heatmap": (f"{res.method} — {class_name(ch, res)}", drawn.heat),
-        "overlay": ("Overlay", drawn.over),
-    }
-    chosen = list(panels.values()) if view == "three" else [panels[view]]
-    bar = drawn.bar if view != "mask" else None
-    return render.figure(chosen, caption, bar, panel_px=512)
+def presenter(record: dict[str, Any], arrays: Arrays, ch: compute.Choices, res: CamResult, row: list[Any]) -> None:
+    """The figure for a room, shown at its own size (its type is sized for a 1280×720 projector)
+    and offered as the PNG it is: the pixels ``python -m cam_core figure result.json`` rebuilds.
+    Copy and download go in the top row (``row``'s last two columns)."""
+    picture = fig.figure_from(record, arrays)
+    st.session_state["last_figure_sha"] = hashlib.sha256(picture.tobytes()).hexdigest()
+    with row[-2]:
+        copy_image_button(picture, "Copy figure", key="copy_figure")
+    row[-1].download_button(
+        "Download figure", render.to_png(picture), f"{file_stem(ch, res)}_figure.png", "image/png", key="present_figure"
+    )
+    st.image(picture, width=fig.FIGURE_BOX[0], alt=f"figure: {fig.words_from(record, arrays.colors).caption}")
 
 
 # ---------------------------------------------------------------- downloads and the link
@@ -380,15 +345,14 @@ def downloads(
     ch: compute.Choices,
     res: CamResult,
     prediction: Prediction,
-    pictures: Pictures,
-    drawn: Pictures,
-    caption: str,
+    arrays: Arrays,
     record: dict[str, Any],
 ) -> None:
-    """The downloads, named after image, class, layer and method. The pictures encode on every
-    run (fast); the GeoJSON, figure and ZIP are built only when clicked (callables), so a slider
-    move on a large image does not trace thousands of outlines."""
+    """The downloads, named after image, class, layer and method. Every file is built only when
+    clicked (callables), so a slider move on a large image neither encodes pictures nor traces
+    thousands of outlines."""
     stem = file_stem(ch, res)
+    pictures = fig.panels(fig.Display.model_validate(record["display"]), arrays, display_width=None)
     pngs: dict[str, Any] = {
         "mask.png": lambda: render.to_png(prediction.mask.astype(np.uint8)),  # class indices: what tools read
         "mask_color.png": lambda: render.to_png(pictures.mask),
@@ -400,7 +364,11 @@ def downloads(
         return tile_geojson(ch, res, prediction, record)
 
     def zipped() -> bytes:  # the CLI's files under the CLI's names (cam_core.output.bundle)
-        return bundle.to_zip(bundle.files(res, record, {**pngs, "objects.geojson": geojson}, ch.image.mpp))
+        made = {**pngs, "objects.geojson": geojson, "figure.png": figure_png}
+        return bundle.to_zip(bundle.files(res, record, made, ch.image.mpp))
+
+    def figure_png() -> bytes:
+        return render.to_png(fig.figure_from(record, arrays))
 
     helps = {
         "mask.png": "Pixel value = class index ("
@@ -422,11 +390,12 @@ def downloads(
     )
     d[5].download_button(
         "figure.png",
-        lambda: render.to_png(figure(drawn, ch, res, caption)),
+        figure_png,
         f"{stem}_figure.png",
         "image/png",
         on_click="ignore",
-        help="Three panels with titles, colour bar and caption: for a slide",
+        help="Mask, map and overlay with titles, class legend, colour bar and a plain caption, for a slide "
+        "(rebuilt from result.json by `python -m cam_core figure`)",
     )
     d[6].download_button("results.zip", zipped, f"{stem}_results.zip", "application/zip", on_click="ignore")
     if not ch.image.sample and not ch.image.slide:
@@ -457,6 +426,8 @@ def link_notes() -> None:
     """Notes about settings a link asked for and could not get: shown once, never silent."""
     for note in st.session_state.pop("link_notes", []):
         st.warning(plain(note))  # notes quote what the link said: text, never markdown
+    for note in st.session_state.pop("view_notes", []):
+        st.info(plain(note))  # what the app chose for the user, and why (e.g. a local target's method)
 
 
 def current_view(ch: compute.Choices) -> dict[str, Any]:
@@ -488,7 +459,17 @@ def current_view(ch: compute.Choices) -> dict[str, Any]:
         "zoom": None if tuple(s.get("zoom", state.FULL_VIEW)) == state.FULL_VIEW else s.get("zoom"),
         "present": True if present else None,
         "view": s.get("present_view") if present else None,
+        "mask": s.get("mask_style") if s.get("mask_style") != state.DEFAULTS["mask_style"] else None,
     }
+
+
+def app_link(ch: compute.Choices) -> str:
+    """This view's address: the server's as the browser reached it, with the view's parameters."""
+    from urllib.parse import urlencode, urlsplit
+
+    url = urlsplit(str(getattr(st.context, "url", "") or ""))
+    base = f"{url.scheme}://{url.netloc}{url.path}" if url.netloc else "/"
+    return f"{base}?{urlencode(state.link_params(current_view(ch)))}"
 
 
 def write_link(ch: compute.Choices) -> None:

@@ -8,6 +8,7 @@ passes of its own (or ``--aug-smooth``) is asked for.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -149,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
 
     _explain_parser(sub)
 
+    p = sub.add_parser("figure", help="rebuild a result's figure.png from its result.json alone")
+    p.set_defaults(run=_figure)
+    p.add_argument("record", help="a result.json (the CLI's or the app's ZIP)")
+    p.add_argument("--image", default=None, help="the image, when the record names an upload (checked by SHA-256)")
+    p.add_argument("--gt", default=None, metavar="MASK", help="the truth mask, for a missed/false-positive target")
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--out", default="figure.png")
+
     p = sub.add_parser("slide", help="what a slide says about itself: size, levels, resolution, tissue")
     p.set_defaults(run=_print_slide)
     p.add_argument("slide")
@@ -173,6 +182,19 @@ def _parser() -> argparse.ArgumentParser:
     trust_report.add_parser(sub)
     batch.add_parser(sub)
     return ap
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from cam_core.output.rebuild import rebuild
+
+    try:
+        record = json.loads(Path(args.record).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {args.record} as result.json: {exc}") from None
+    built = rebuild(record, args.image, args.models_dir, args.gt)
+    _save_png(built.figure, Path(args.out))
+    print(f"wrote {args.out}: {record['method']} @ {record['layer']}, class {record['class']}, from {args.record}")
+    return 0
 
 
 def _print_slide(args: argparse.Namespace) -> int:
@@ -333,8 +355,10 @@ class _Writer:
         return self.mask_png
 
     def result(self, folder: Path, res: CamResult, prediction: Prediction, target: TargetSpec, tiles: int) -> None:
+        from cam_core.engine import targets as tg
         from cam_core.engine.result import result_record
         from cam_core.output import bundle, render
+        from cam_core.output.figure import Arrays, Display, figure_from
 
         args = self.args
         mpp = self.image.mpp  # a µm scale bar on every picture when the resolution is known
@@ -350,6 +374,13 @@ class _Writer:
             ),
         }
         classes = self.loaded.spec.classes
+        display = Display(
+            opacity=args.opacity,
+            colormap=args.colormap,
+            threshold_mode=args.threshold_mode,
+            threshold_value=args.threshold,
+            outline_target=target.kind in tg.LOCAL_KINDS,
+        )
         record = result_record(
             res,
             classes=classes,
@@ -360,11 +391,17 @@ class _Writer:
             target_box=self.record.get("_target_box"),
             target_pixels=self.record.get("_target_pixels"),
             target_point=list(target.point) if target.point is not None else None,
+            target_written=target.with_class(res.class_index).written(),
             threshold={"mode": args.threshold_mode, "level": level},
             pass_seconds=self.record.get("_pass_seconds"),
             tiles=tiles,
             truth=self.record.get("_truth_summary"),
+            display=display.model_dump(),
+            model_sha256=self.loaded.weights_sha256,
         )
+        region = tg.region(target.with_class(res.class_index), prediction.mask, classes) > 0
+        arrays = Arrays(self.image.array, prediction.mask, res.cam, res.cam_raw, region, self.loaded.spec.colors, mpp)
+        pictures["figure.png"] = lambda: _png(figure_from(record, arrays))
         for name, content in bundle.files(res, record, pictures, mpp).items():  # PNGs encode in parallel
             self.jobs.append(self.pool.submit(bundle.write_folder, folder, {name: content}))
 
@@ -408,16 +445,7 @@ def _explain(args: argparse.Namespace) -> int:
     h, w = image.array.shape[:2]
     tiled = limits.is_large(image.array.shape)
     out = Path(args.out)
-    record: dict[str, Any] = {  # result.json's "image"; keys with "_" are for the writer only
-        "path": str(args.image),
-        "size_hw": [h, w],
-        "microns_per_pixel": image.mpp,
-        "notes": image.notes,
-        "model_folder": loaded.path.name,
-        **slide_record,
-        "_truth": truth,
-    }
-    writer = _Writer(args, image, loaded, record)
+    writer = _Writer(args, image, loaded, _image_record(args, image, loaded, slide_record, truth))
     cap = None
     results: list[engine.CamResult] = []
     try:
@@ -454,6 +482,23 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len(results)} CAM(s) for class '{loaded.spec.classes[explained]}' to {out} in {seconds} s")
     return 0 if results else 2
+
+
+def _image_record(
+    args: argparse.Namespace, image: LoadedImage, loaded: LoadedModel, slide_record: dict[str, Any], truth: Any
+) -> dict[str, Any]:
+    """result.json's "image" (a file's SHA-256, so a rebuild can check it); "_" keys are the writer's own."""
+    h, w = image.array.shape[:2]
+    return {
+        "path": str(args.image),
+        **({} if args.region else {"sha256": hashlib.sha256(Path(args.image).read_bytes()).hexdigest()}),
+        "size_hw": [h, w],
+        "microns_per_pixel": image.mpp,
+        "notes": image.notes,
+        "model_folder": loaded.path.name,
+        **slide_record,
+        "_truth": truth,
+    }
 
 
 def _explain_input(args: argparse.Namespace, model_mpp: float | None) -> tuple[LoadedImage, dict[str, Any]]:

@@ -50,6 +50,10 @@ class MethodInfo:
     build: passes.Builder = passes.build_plain  # how grad-cam's class is constructed for a run
     finer_target: bool = False  # explains the class minus similar classes (FinerCAM)
     ignores_layer: bool = False  # uses every layer (FullGrad)
+    # The map depends on where the target is, pixel by pixel (gradient × activation at each cell):
+    # what a local question (a clicked nucleus) needs. Grad-CAM's channel weights are gradients
+    # averaged over the whole map, so its map for one nucleus is close to the whole class's.
+    local: bool = False
 
     @property
     def from_cache(self) -> bool:
@@ -97,11 +101,11 @@ _NO_GRAD_EIGEN = {"needs_gradients": False, "eigen_smooth": False}
 
 _ALL = [
     _cached("GradCAM", cm.gradcam, "gradient", "channel weights = mean gradient"),
-    _cached("HiResCAM", cm.hirescam, "gradient", "gradient × activation, summed over channels (faithful)"),
-    _cached("GradCAMElementWise", cm.gradcam_elementwise, "gradient", "ReLU(gradient × activation) summed"),
+    _cached("HiResCAM", cm.hirescam, "gradient", "gradient × activation, summed over channels (faithful)", local=True),
+    _cached("GradCAMElementWise", cm.gradcam_elementwise, "gradient", "ReLU(gradient × activation) summed", local=True),
     _cached("GradCAMPlusPlus", cm.gradcam_plusplus, "gradient", "second-order weighting, better for several instances"),
     _cached("XGradCAM", cm.xgradcam, "gradient", "activation-normalised gradient weights"),
-    _cached("LayerCAM", cm.layercam, "gradient", "positive gradient × activation, per pixel (fine detail)"),
+    _cached("LayerCAM", cm.layercam, "gradient", "positive gradient × activation, per pixel (fine detail)", local=True),
     _cached(
         "EigenCAM",
         cm.eigencam,
@@ -205,6 +209,9 @@ _ALL = [
 
 METHODS: dict[str, MethodInfo] = {m.name.lower(): m for m in _ALL}
 DEFAULT_METHOD = "GradCAM"
+# What a local target (a click, an object, a rectangle, missed pixels) is explained with unless the
+# user picked a method: local, one pass, and faithful (its map sums to the target's score change).
+LOCAL_METHOD = "HiResCAM"
 # Method groups for --method and the app: name -> (description, predicate). Defined here only.
 GROUPS: dict[str, tuple[str, Callable[[MethodInfo], bool]]] = {
     "all": ("every method computed from the one captured pass", lambda m: m.from_cache),

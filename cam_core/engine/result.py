@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from cam_core.engine.targets import TARGET_KINDS as TARGET_KIND_NAMES
 from cam_core.model.rules import DecisionRule
 
-SCHEMA_VERSION = 4  # 3: target_point_xy, truth, box of every target kind; 4: signed_scale_classes
+# 3: target_point_xy, truth, box of every target kind; 4: signed_scale_classes; 5: display,
+# app_link, model_sha256 (everything that changes the picture: a record rebuilds its figure)
+SCHEMA_VERSION = 5
 # How a CAM was obtained, as shown in the app and written to result.json.
 SOURCES = {
     "cache": "from the cached pass",
@@ -90,6 +92,9 @@ class ResultRecord(BaseModel):
     class_index: int
     target: str = Field(description="the target's kind: " + ", ".join(TARGET_KIND_NAMES))
     target_description: str
+    target_written: str | None = Field(
+        None, description="the target as the CLI's --target writes it (null: a mask not in the record)"
+    )
     target_box_xyxy: list[int] | None = Field(None, description="the target region's box [x0, y0, x1, y1)")
     target_pixels: int | None = None
     target_point_xy: list[int] | None = Field(None, description="a point target's [x, y]")
@@ -108,6 +113,12 @@ class ResultRecord(BaseModel):
     signed_scale: float | None = Field(None, description="± scale of heatmap_signed.png, in raw CAM units")
     signed_scale_classes: list[str] | None = Field(None, description="the classes whose raw maps set that scale")
     trust: dict[str, Any] | None = Field(None, description="the map's trust check, when one was run")
+    display: dict[str, Any] = Field(
+        description="every setting that changes the picture (cam_core.output.figure.Display): "
+        "view, opacity, colormap, threshold, values view, zoom, mask style"
+    )
+    model_sha256: str = Field(description="SHA-256 of the model weights as loaded")
+    app_link: str | None = Field(None, description="the app's address of this view (app downloads)")
     notes: list[str]
     versions: dict[str, str]
 
@@ -127,6 +138,7 @@ def result_record(
     target_box: list[int] | None = None,
     target_pixels: int | None = None,
     target_point: list[int] | None = None,
+    target_written: str | None = None,
     truth: dict[str, Any] | None = None,
     threshold: dict[str, Any] | None = None,
     pass_seconds: dict[str, float] | None = None,
@@ -134,10 +146,16 @@ def result_record(
     trust: dict[str, Any] | None = None,
     signed_scale: float | None = None,
     signed_scale_classes: list[str] | None = None,
+    display: dict[str, Any] | None = None,
+    model_sha256: str = "",
+    app_link: str | None = None,
 ) -> dict[str, Any]:
     """The ``result.json`` record, identical in keys for the CLI and the app's ZIP.
 
     Args:
+        display: the picture's settings (``Display.model_dump()``); the defaults when None.
+        model_sha256: the weights' hash (``LoadedModel.weights_sha256``).
+        app_link: the app's address of this view, so the record opens the same view again.
         trust: the map's trust check (``TrustReport.record()``) when one was run, else null.
         signed_scale: the ± scale of the raw signed picture (``heatmap_signed.png``), in the
             CAM's raw units.
@@ -160,6 +178,7 @@ def result_record(
             "target_box_xyxy": target_box,
             "target_pixels": target_pixels,
             "target_point_xy": target_point,
+            "target_written": target_written,
             "truth": truth,
             "decision_rule": rule,
             "eigen_smooth": res.eigen_smooth,
@@ -175,6 +194,9 @@ def result_record(
             "signed_scale": None if signed_scale is None else float(signed_scale),
             "signed_scale_classes": signed_scale_classes if signed_scale is not None else None,
             "trust": trust,
+            "display": display or {},
+            "model_sha256": model_sha256,
+            "app_link": app_link,
             "notes": res.notes,
             "versions": versions(),
         }

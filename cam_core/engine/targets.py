@@ -33,6 +33,18 @@ TARGET_KINDS: dict[str, str] = {
     "fp": "false positives",
     "point": "clicked object",
 }
+# The question each kind asks, in a figure's plain caption ("{cls}": the class's name).
+QUESTIONS: dict[str, str] = {
+    "predicted": "Where the model looked to call these nuclei {cls}",
+    "class": "What drives the {cls} score anywhere in the tile",
+    "mask": "Where the model looked to call the outlined region {cls}",
+    "fn": "What the model saw where it missed {cls} nuclei",
+    "fp": "Where the model looked when it wrongly called nuclei {cls}",
+    "point": "Where the model looked to call this nucleus {cls}",
+}
+# Kinds that ask about a local region (outlined on every panel; best explained by a method whose
+# map depends on the region, see ``MethodInfo.local``).
+LOCAL_KINDS = ("mask", "point", "fn", "fp")
 # Kinds whose region is a comparison with the ground truth.
 TRUTH_KINDS: dict[str, int] = {"fn": gt.FN, "fp": gt.FP}
 # Kinds that need more than their name, and how the CLI writes them; the others are their name.
@@ -87,6 +99,18 @@ class TargetSpec:
 
     def describe(self, classes: list[str]) -> str:
         return describe(self.kind, classes[self.class_index] if self.class_index is not None else "auto")
+
+    def written(self) -> str | None:
+        """The target as :func:`parse_target` reads it (a record rebuilds it); None for a mask
+        that is not a rectangle (its pixels are not in the record)."""
+        if self.kind == "point" and self.point is not None:
+            return f"point:{self.point[0]},{self.point[1]}"
+        if self.kind == "mask":
+            box = self.box()
+            if box is None or int(np.count_nonzero(self.mask)) != (box[2] - box[0]) * (box[3] - box[1]):
+                return None
+            return "rect:{},{},{},{}".format(*box)
+        return self.kind
 
     def box(self) -> list[int] | None:
         """The region's bounding box [x0, y0, x1, y1) in image pixels (kind ``mask`` only)."""

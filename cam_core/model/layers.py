@@ -104,6 +104,19 @@ def _curate(spatial: dict[str, LayerInfo], order: list[str], pre_head: str | Non
     return list(dict.fromkeys(curated))
 
 
+def plain_layer(name: str) -> str:
+    """A layer's name for a caption: ``decoder.blocks.2`` → "decoder block 2",
+    ``encoder.model.s1`` → "encoder s1"; a name without a known shape stays as it is."""
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] in ("encoder", "decoder") and parts[1] in ("blocks", "stages", "layers"):
+        return f"{parts[0]} {parts[1].rstrip('s')} {parts[2]}"
+    if len(parts) == 3 and parts[0] == "encoder" and parts[1] in ("model", "features"):
+        return f"encoder {parts[2]}"
+    if len(parts) == 2 and parts[0] in ("encoder", "decoder"):
+        return f"{parts[0]} {parts[1]}"
+    return name
+
+
 def spatial_layers(loaded: LoadedModel) -> dict[str, LayerInfo]:
     """Every module with a 4-D output, in execution order."""
     return _analyse(loaded)[0]

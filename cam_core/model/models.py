@@ -78,6 +78,7 @@ class LoadedModel:
     spec: ModelSpec
     device: torch.device
     multiple: int
+    weights_sha256: str = ""  # of model.safetensors as loaded
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -275,17 +276,23 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-def _load_weights(folder: Path, model: torch.nn.Module) -> None:
+def _load_weights(folder: Path, model: torch.nn.Module) -> str:
+    """Load the weights; returns the SHA-256 of the bytes loaded (what ``result.json`` names, so a
+    record says which weights drew it even if the file changes later)."""
+    import hashlib
+
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     weights = _weights_file(folder)
     try:
-        state = load_file(str(weights))
+        data = weights.read_bytes()
+        state = load(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
     _check_shapes(folder, _shapes(model), {k: tuple(v.shape) for k, v in state.items()})
     model.load_state_dict(state, strict=True)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _header_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
@@ -318,7 +325,7 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
     model = _build_architecture(folder)
-    _load_weights(folder, model)
+    sha = _load_weights(folder, model)
     spec = read_spec(folder, _out_channels(model))
     model.eval()
     device = device or default_device()
@@ -327,7 +334,7 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     model.to(device)
     encoder = getattr(model, "encoder", None)
     multiple = int(getattr(encoder, "output_stride", 32) or 32)
-    return LoadedModel(name or folder.name, folder, model, spec, device, multiple)
+    return LoadedModel(name or folder.name, folder, model, spec, device, multiple, weights_sha256=sha)
 
 
 def discover(models_folder: str | Path | None = None) -> list[ModelEntry]:

@@ -27,6 +27,8 @@ FILES = {
     "overlay.png": "the CAM over the image, at the chosen opacity and threshold",
     "heatmap_signed.png": "the raw map before ReLU on a diverging map centred on 0 (± signed_scale of result.json)",
     "truth_compare.png": "prediction against the ground truth, when one was given",
+    "figure.png": "mask, map and overlay with titles, class legend, colour bar and a plain caption (rebuilt "
+    "from result.json alone by `python -m cam_core figure`)",
     "objects.geojson": "the tile's objects for QuPath (app downloads)",
     "cam.npy": "float32 H×W, normalised exactly as grad-cam returns it",
     "cam_raw.npy": "float32 H×W, before ReLU and normalisation",

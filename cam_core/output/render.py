@@ -1,4 +1,5 @@
-"""Pictures from arrays: class mask, heatmap, overlay, threshold, legend and colour bar.
+"""Pictures from arrays: class mask, heatmap, overlay, threshold, legend and colour bar (the
+figure that lays them out is :mod:`cam_core.output.figure`).
 
 numpy + Pillow + ``matplotlib.colormaps`` only; no pyplot, so nothing global is touched in a
 threaded server. Everything here is fast enough to run on every slider move.
@@ -143,7 +144,7 @@ def overlay(
 
 
 @functools.cache
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """DejaVu Sans (shipped with matplotlib: has µ, —, −), else Pillow's default font."""
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     if path.is_file():
@@ -157,15 +158,15 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def legend(classes: list[str], colors: list[str], extra: list[str] | None = None, size: int = 14) -> np.ndarray:
     """A legend strip: a swatch and a label per class (labels may carry e.g. area %)."""
     labels = extra or classes
-    font = _font(size)
+    face = font(size)
     row = size + 8
-    width = 24 + max(int(font.getlength(t)) for t in labels) + 16
+    width = 24 + max(int(face.getlength(t)) for t in labels) + 16
     img = Image.new("RGB", (width, row * len(labels) + 6), "white")
     draw = ImageDraw.Draw(img)
     for i, (text, color) in enumerate(zip(labels, colors)):
         y = 4 + i * row
         draw.rectangle([6, y, 6 + size, y + size], fill=hex_to_rgb(color), outline=(80, 80, 80))
-        draw.text((12 + size, y - 1), text, fill=(20, 20, 20), font=font)
+        draw.text((12 + size, y - 1), text, fill=(20, 20, 20), font=face)
     return np.asarray(img)
 
 
@@ -196,19 +197,24 @@ def colorbar(
     width: int = 256,
     height: int = 14,
     ticks: tuple[tuple[float, str], ...] = ((0.0, "0"), (0.5, "0.5"), (1.0, "1")),
+    font_px: int = 13,
+    pad: int = 12,
 ) -> np.ndarray:
-    """A horizontal colour bar, 0 (left) to 1 (right), with labelled ticks (default 0, 0.5, 1)."""
+    """A horizontal colour bar ``width`` long, 0 (left) to 1 (right), with labelled ticks
+    (default 0, 0.5, 1) at ``font_px``; the end labels add a margin on each side."""
     lut = _lut(colormap)
-    bar = np.repeat(lut[np.linspace(0, 255, width).astype(int)][None, :, :], height, axis=0)
-    font = _font(11)
-    pad = 12 + max(int(font.getlength(t)) // 2 for _, t in ticks)
-    canvas = Image.new("RGB", (width + 2 * pad, height + 20), "white")
-    canvas.paste(Image.fromarray(bar), (pad, 2))
+    face = font(font_px)
+    side = pad + max(int(face.getlength(t)) // 2 for _, t in ticks)
+    inner = width
+    bar = np.repeat(lut[np.linspace(0, 255, inner).astype(int)][None, :, :], height, axis=0)
+    tick = max(3, font_px // 4)
+    canvas = Image.new("RGB", (inner + 2 * side, height + tick + round(font_px * 1.35)), "white")
+    canvas.paste(Image.fromarray(bar), (side, 0))
     draw = ImageDraw.Draw(canvas)
     for frac, text in ticks:
-        x = pad + int(frac * (width - 1))
-        draw.line([(x, height + 2), (x, height + 5)], fill=(0, 0, 0))
-        draw.text((x - int(font.getlength(text)) // 2, height + 6), text, fill=(0, 0, 0), font=font)
+        x = side + int(frac * (inner - 1))
+        draw.line([(x, height), (x, height + tick)], fill=(0, 0, 0), width=max(1, font_px // 12))
+        draw.text((x - int(face.getlength(text)) // 2, height + tick), text, fill=(0, 0, 0), font=face)
     return np.asarray(canvas)
 
 
@@ -255,53 +261,14 @@ def scale_bar(rgb: np.ndarray, mpp: float | None, display_width: int | None = No
     thick, margin, size = max(2, round(4 * k)), round(8 * k), max(10, round(13 * k))
     img = Image.fromarray(rgb.copy())
     draw = ImageDraw.Draw(img)
-    font = _font(size)
+    face = font(size)
     text = f"{length_um:g} µm"
-    tw = int(font.getlength(text))
+    tw = int(face.getlength(text))
     x0, y1 = margin, h - margin
     draw.rectangle([x0 - 4, y1 - thick - size - 10, x0 + max(px, tw) + 4, y1 + 4], fill=(255, 255, 255))
     draw.rectangle([x0, y1 - thick, x0 + px, y1], fill=(0, 0, 0))
-    draw.text((x0, y1 - thick - size - 6), text, fill=(0, 0, 0), font=font)
+    draw.text((x0, y1 - thick - size - 6), text, fill=(0, 0, 0), font=face)
     return np.asarray(img)
-
-
-def figure(
-    panels: list[tuple[str, np.ndarray]],
-    caption: str,
-    colorbar_rgb: np.ndarray | None = None,
-    panel_px: int = 512,
-) -> np.ndarray:
-    """One picture for a slide: panels in a row with their titles inside, the colour bar and a
-    caption (what produced it), on white. Panels are resized to ``panel_px`` wide (nearest, so
-    pixels stay sharp when enlarged)."""
-    title_font, cap_font = _font(28), _font(22)
-    gap, top = 16, 44
-    resized = []
-    for _, rgb in panels:
-        h, w = rgb.shape[:2]
-        ph = round(h * panel_px / w)
-        interp = cv2.INTER_NEAREST if panel_px >= w else cv2.INTER_AREA
-        resized.append(cv2.resize(rgb, (panel_px, ph), interpolation=interp))
-    ph = max(r.shape[0] for r in resized)
-    bar_h = 0 if colorbar_rgb is None else colorbar_rgb.shape[0] + 8
-    width = gap + len(panels) * (panel_px + gap)
-    lines = _wrap(caption, cap_font, width - 2 * gap)
-    height = top + ph + bar_h + 12 + 28 * len(lines) + gap
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, ((title, _), rgb) in enumerate(zip(panels, resized)):
-        x = gap + i * (panel_px + gap)
-        draw.text((x, 10), title, fill=(0, 0, 0), font=title_font)
-        canvas.paste(Image.fromarray(rgb), (x, top))
-    y = top + ph + 8
-    if colorbar_rgb is not None:
-        x = gap + (len(panels) // 2) * (panel_px + gap) + (panel_px - colorbar_rgb.shape[1]) // 2
-        canvas.paste(Image.fromarray(colorbar_rgb), (max(x, gap), y))
-        y += bar_h
-    for line in lines:
-        draw.text((gap, y), line, fill=(40, 40, 40), font=cap_font)
-        y += 28
-    return np.asarray(canvas)
 
 
 def contact_sheet(
@@ -309,7 +276,7 @@ def contact_sheet(
 ) -> tuple[np.ndarray, int]:
     """Thumbnails in a grid with a label under each; returns the picture and the row height
     (a click at (x, y) is thumbnail ``(y // row) * per_row + x // (cell + 4)``)."""
-    font = _font(label_px - 3)
+    face = font(label_px - 3)
     row = cell + label_px + 4
     rows = -(-len(images) // per_row)
     sheet = Image.new("RGB", (per_row * (cell + 4), rows * row), "white")
@@ -317,14 +284,14 @@ def contact_sheet(
     for i, (img, text) in enumerate(zip(images, labels)):
         x, y = (i % per_row) * (cell + 4), (i // per_row) * row
         sheet.paste(Image.fromarray(cv2.resize(img, (cell, cell), interpolation=cv2.INTER_AREA)), (x, y))
-        draw.text((x, y + cell + 1), text, fill=(40, 40, 40), font=font)
+        draw.text((x, y + cell + 1), text, fill=(40, 40, 40), font=face)
     return np.asarray(sheet), row
 
 
-def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
+def wrap(text: str, face: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
     lines: list[str] = []
     for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+        if lines and face.getlength(f"{lines[-1]} {word}") <= width:
             lines[-1] = f"{lines[-1]} {word}"
         else:
             lines.append(word)

@@ -105,7 +105,7 @@ class TargetSpec:
         that is not a rectangle (its pixels are not in the record)."""
         if self.kind == "point" and self.point is not None:
             return f"point:{self.point[0]},{self.point[1]}"
-        if self.kind == "mask":
+        if self.kind == "mask" and self.mask is not None:
             box = self.box()
             if box is None or int(np.count_nonzero(self.mask)) != (box[2] - box[0]) * (box[3] - box[1]):
                 return None

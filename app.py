@@ -6,7 +6,9 @@ already explained with the default model, class, layer and method.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -175,10 +177,14 @@ def main() -> None:
     if ch is None:
         status.info("Pick a sample tile or upload an image in the sidebar.")
         return
+    t0 = time.perf_counter()
     try:
         explore(ch, status, row)
     finally:
         views.write_link(ch)
+        compute.log.info(
+            "page run: Explore %s, target %s: %.3f s", ch.image.name, ch.target.kind, time.perf_counter() - t0
+        )
 
 
 def explore(ch, status, row) -> None:
@@ -230,6 +236,12 @@ def explore(ch, status, row) -> None:
         display=display.model_dump(),
         app_link=views.app_link(ch),
     )
+    arrays_b = None
+    if ch.ab is not None:
+        side_b = _b_side(ch, display, res.class_index)
+        if side_b is not None:
+            record_b, arrays_b = side_b
+            record = {**record, "compare_kind": ch.ab[0], "compare_with": record_b}
     st.session_state["last_record"] = record
     st.session_state["last_render"] = {
         "opacity": display.opacity,
@@ -241,11 +253,14 @@ def explore(ch, status, row) -> None:
         "outlined": display.outline_target,
     }
     if row is not None:
-        views.presenter(record, arrays, ch, res, row)
+        views.presenter(record, arrays, ch, res, row, arrays_b)
         return
     views.zoom_note(drawn, prediction.mask.shape)
-    clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), display)
-    views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
+    if arrays_b is not None:
+        views.ab_panels(record, arrays, arrays_b)
+    else:
+        clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), display)
+        views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
     views.zoom_controls(ch)
     if target.kind in tg.TRUTH_KINDS:
         views.truth_target_view(ch, res, target, region, signed=scale is not None)
@@ -254,7 +269,36 @@ def explore(ch, status, row) -> None:
     trust_section(ch, res, cap)
 
     st.subheader("Downloads")
-    views.downloads(ch, res, prediction, arrays, record)
+    views.downloads(ch, res, prediction, arrays, record, arrays_b)
+
+
+def _b_side(ch, display: fig.Display, class_index: int):
+    """The B side of an A/B view: its map (one-pass methods only: from its own cached capture),
+    its arrays and its record; None, with a note, when B cannot be drawn."""
+    chb = compute.b_choices(ch, class_index)
+    try:
+        try:
+            cap = compute.get_capture(chb)
+        except EmptyTargetError:  # e.g. the class is predicted nowhere without the marker: its whole-class map
+            chb = dataclasses.replace(chb, target=tg.TargetSpec("class", chb.class_index))
+            cap = compute.get_capture(chb)
+        res = compute.cam_for(chb, chb.method, chb.layer, cap)
+        target = chb.target.with_class(res.class_index)
+        region = tg.region(target, cap.prediction.mask, chb.loaded.spec.classes) > 0
+    except Exception as exc:  # known errors as they are; others logged — A is still shown
+        st.warning(f"B ({plain(ch.ab[1])}) cannot be drawn: {compute.describe_error(exc)}")
+        return None
+    image = chb.image.image.array
+    scale = None
+    if display.values == "raw signed":
+        scale, _ = compute.signed_scale(chb, chb.method, chb.layer, cap, res)
+    shown = display.model_copy(update={"signed_scale": scale, "outline_target": target.kind in tg.LOCAL_KINDS})
+    level = shown.level(res.cam)
+    arrays = fig.Arrays(image, cap.prediction.mask, res.cam, res.cam_raw, region, chb.loaded.spec.colors, chb.image.mpp)
+    record = compute.record_for(
+        chb, res, cap, {"mode": shown.threshold_mode, "level": level}, scale, region, display=shown.model_dump()
+    )
+    return record, arrays
 
 
 def _compute(ch, status):

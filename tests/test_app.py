@@ -450,7 +450,7 @@ def test_point_target_explains_the_object_under_it(at):
     assert record["method"] == "HiResCAM"
     assert at.selectbox(key="w_sel_method").value == "HiResCAM"
     assert at.query_params["method"] in ("HiResCAM", ["HiResCAM"])
-    assert any("Explained with HiResCAM for this local target" in i.value for i in at.info)
+    assert any("Explained with HiResCAM because the question is local" in i.value for i in at.info)
     at.radio(key="w_sel_target").set_value("predicted")
     run(at)
     assert at.session_state["last_record"]["method"] == "GradCAM"  # the switch is undone
@@ -836,3 +836,70 @@ def test_a_link_with_a_layer_and_no_model_uses_the_layer():
     app = opened_link({"layer": "decoder.blocks.3"})
     assert not app.warning  # main: a false "not available here" note, and the default layer
     assert "`decoder.blocks.3`" in provenance(app)
+
+
+# ---------------------------------------------------------------- #22: A/B views and the shortcut preset
+
+
+def _fresh_from_link(at):
+    params = {k: at.query_params[k] for k in at.query_params}
+    fresh = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    for k, v in params.items():
+        fresh.query_params[k] = v[0] if isinstance(v, list) else v
+    return run(fresh)
+
+
+def test_an_ab_view_of_two_methods_is_one_figure_one_link_and_one_record(at):
+    from cam_core.output.rebuild import rebuild
+
+    at.selectbox(key="w_ab_what").set_value("method")
+    run(at)
+    at.selectbox(key="w_ab_method").set_value("HiResCAM")
+    run(at)
+    record = at.session_state["last_record"]
+    assert record["method"] == "GradCAM"
+    assert record["compare_kind"] == "method"
+    assert record["compare_with"]["method"] == "HiResCAM"
+    assert at.query_params["ab"] in ("method", ["method"])
+    assert not [m for m in at.markdown if m.value.startswith("**Predicted mask")]  # one A/B figure instead
+    shown = at.session_state["last_figure_sha"]
+    import hashlib
+
+    assert hashlib.sha256(rebuild(json.loads(json.dumps(record))).figure.tobytes()).hexdigest() == shown
+    assert _fresh_from_link(at).session_state["last_figure_sha"] == shown  # the link reproduces it
+
+
+def test_the_shortcut_preset_shows_the_teaching_model_with_and_without_the_dot(at):
+    at.selectbox(key="w_sel_sample").set_value("ink_dot_test_13_014")
+    run(at)
+    at.button(key="preset_consep-unet-marker-teaching").click()
+    run(at)
+    record = at.session_state["last_record"]
+    assert (record["model"], record["layer"], record["method"]) == (
+        "consep-unet-marker-teaching",
+        "encoder.model.s1",
+        "SegEigenCAM",
+    )
+    b = record["compare_with"]
+    assert record["compare_kind"] == "marker"
+    assert b["image"]["name"] == "test_13_014"  # the same tissue without the dot
+    assert record["class"] == "epithelial"
+    # with the dot the model calls the nuclei epithelial; without it, it does not
+    assert record["predicted_area_percent"]["epithelial"] > 20
+    assert b["predicted_area_percent"]["epithelial"] < 2
+    assert _fresh_from_link(at).session_state["last_figure_sha"] == at.session_state["last_figure_sha"]
+
+
+def test_every_preset_names_a_sample_layer_and_method_that_exist():
+    from cam_core.data import samples
+    from cam_core.engine.methods import get_method
+    from cam_core.model import layers, models
+    from cam_core.output.figure import AB_KINDS
+
+    assert models.presets()
+    for name, preset in models.presets().items():
+        assert preset["sample"] in samples.names()
+        assert preset["layer"] in layers.spatial_layers(models.load(name))
+        get_method(preset["method"])
+        assert preset["compare"] in AB_KINDS
+        assert samples.clean_twin(preset["sample"]) in samples.names()

@@ -35,12 +35,14 @@ from cam_core.output import render
 from cam_core.runtime import SERVER_THREADS, configure_threads
 
 log = logging.getLogger("segcam")
-# Model passes are logged by cam_core.engine at INFO; the server's log shows every one of them.
-if not logging.getLogger("cam_core").handlers:
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logging.getLogger("cam_core").addHandler(_handler)
-    logging.getLogger("cam_core").setLevel(logging.INFO)
+# Model passes are logged by cam_core.engine at INFO, page runs by this module: the server's log
+# shows every one of them, with the seconds each took.
+for _name in ("cam_core", "segcam"):
+    if not logging.getLogger(_name).handlers:
+        _handler = logging.StreamHandler()
+        _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.getLogger(_name).addHandler(_handler)
+        logging.getLogger(_name).setLevel(logging.INFO)
 
 THREADS = configure_threads(SERVER_THREADS)
 MAX_MODELS = 2
@@ -194,6 +196,42 @@ class Choices:
     target: tg.TargetSpec
     rule: DecisionRule
     eigen_smooth: bool
+    ab: tuple[str, str] | None = None  # an A/B view: what B changes and its value
+
+
+def b_choices(ch: Choices, class_index: int) -> Choices:
+    """The B side of an A/B view: A's choices with one thing changed (cam_core.output.figure.AB_KINDS),
+    explaining A's class (``class_index``: A's resolved class; by name for another model)."""
+    from cam_core.engine.methods import get_method
+    from cam_core.model import layers
+
+    assert ch.ab is not None
+    what, value = ch.ab
+    ch = dataclasses.replace(ch, class_index=class_index, target=ch.target.with_class(class_index))
+    if what == "method":
+        return dataclasses.replace(ch, method=get_method(value), ab=None)
+    if what == "layer":
+        return dataclasses.replace(ch, layer=value, ab=None)
+    if what == "marker":
+        twin = sample_choice(value)
+        return dataclasses.replace(
+            ch, image=dataclasses.replace(twin, truth=sample_truth(value, ch.loaded.spec.classes)), ab=None
+        )
+    loaded = get_model(value)  # another model: its own layer when A's is not one of its layers, its class by name
+    layer = ch.layer if ch.layer in layers.spatial_layers(loaded) else layers.default_layer(loaded)
+    cls = ch.class_index
+    if cls is not None:
+        name = ch.loaded.spec.classes[cls]
+        cls = loaded.spec.classes.index(name) if name in loaded.spec.classes else None
+    return dataclasses.replace(
+        ch,
+        loaded=loaded,
+        layer=layer,
+        class_index=cls,
+        target=ch.target.with_class(cls),
+        rule=loaded.spec.decision_rule,
+        ab=None,
+    )
 
 
 def layers_to_capture(loaded: models.LoadedModel, image: ImageChoice, layer: str) -> list[str]:

@@ -17,6 +17,7 @@ from cam_core.errors import SegCamError
 from cam_core.limits import MAX_PIXELS
 from cam_core.model import layers, models
 from cam_core.model.rules import DecisionRule, presets
+from cam_core.output import figure as fig
 
 from . import compute, state
 from .clickable import clickable_image
@@ -44,6 +45,16 @@ def _image_sidebar() -> ImageChoice | None:
         _thumbnails(names)
         if name in TEACHING_NOTES:
             st.sidebar.info(TEACHING_NOTES[name])
+        for model, preset in models.presets().items():
+            if preset["sample"] == name:
+                st.sidebar.button(
+                    preset["label"],
+                    key=f"preset_{model}",
+                    type="primary",
+                    on_click=state.apply_preset,
+                    args=(model, preset),
+                    help=f"{model}, {preset['method']} @ {preset['layer']}, with and without the marker: {preset['why']}",
+                )
         return compute.sample_choice(name)
     # No extension filter: a PNG saved as .jpg should work, and anything else gets our message
     # naming what the file is, rather than the browser silently refusing it.
@@ -341,6 +352,7 @@ def sidebar() -> Choices | None:
     info = _method_choice(loaded, image, layer)
     target = _target_choice(image, cls)
 
+    ab = _ab_choice(loaded, image, layer, info)
     with st.sidebar.expander("Mask confidence and smoothing"):
         rule_name = bound(
             st.selectbox,
@@ -350,7 +362,38 @@ def sidebar() -> Choices | None:
             help=f"Model default: {spec.decision_rule.describe()}.",
         )
         eigen = bound(st.checkbox, "eigen_smooth", "sel_eigen_smooth", disabled=not info.eigen_smooth)
-    return Choices(image, loaded, cls, layer, info, target, rules[rule_name], bool(eigen) and info.eigen_smooth)
+    eigen_on = bool(eigen) and info.eigen_smooth
+    return Choices(image, loaded, cls, layer, info, target, rules[rule_name], eigen_on, ab)
+
+
+def _ab_choice(
+    loaded: models.LoadedModel, image: ImageChoice, layer: str, info: methods.MethodInfo
+) -> tuple[str, str] | None:
+    """An A/B view: what B changes and its value (another method, layer or model; the marker's
+    removal on a teaching tile). None when off."""
+    twin = samples.clean_twin(image.name) if image.sample else None
+    others = {
+        "method": [m.name for m in methods.METHODS.values() if m.fast and m.name != info.name],
+        "layer": [n for n in layers.curated_layers(loaded) if n != layer],
+        "model": [e.name for e in compute.model_entries() if not e.error and e.name != loaded.name],
+        "marker": [twin] if twin else [],
+    }
+    offered = ["none", *(k for k in fig.AB_KINDS if others[k])]
+    with st.sidebar.expander("A/B: two views side by side", expanded=st.session_state.get("ab_what") != "none"):
+        what = bound(
+            st.selectbox,
+            "B changes",
+            "ab_what",
+            options=offered,
+            format_func=lambda k: "nothing (off)" if k == "none" else fig.AB_KINDS[k],
+        )
+        if what == "none":
+            return None
+        if what == "marker":
+            st.caption(f"B: {plain(twin)}, the same tissue without the marker.")
+            return what, str(twin)
+        value = bound(st.selectbox, f"B's {what}", f"ab_{what}", options=others[what])
+        return what, str(value)
 
 
 def _point_target(cls: int | None, h: int, w: int) -> tg.TargetSpec:

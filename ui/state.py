@@ -15,7 +15,7 @@ import streamlit as st
 from cam_core.data import samples
 from cam_core.engine import targets as tg
 from cam_core.engine.methods import DEFAULT_METHOD, LOCAL_METHOD, METHODS
-from cam_core.output.figure import MASK_STYLES, VIEWS
+from cam_core.output.figure import AB_KINDS, MASK_STYLES, VIEWS
 from cam_core.output.render import COLORMAPS, DEFAULT_COLORMAP, SHOW_MODES, THRESHOLD_MODES, VALUE_VIEWS
 from cam_core.paths import REPO_ROOT, SAMPLES_DIR, TEACHING_SAMPLES_DIR
 
@@ -24,9 +24,10 @@ SAMPLES = SAMPLES_DIR
 TEACHING_SAMPLES = TEACHING_SAMPLES_DIR  # listed after the real samples, with a note
 TEACHING_NOTES: dict[str, str] = {
     "ink_dot_test_13_014": (
-        "Teaching sample: a spindle/inflammatory tile with a green ink dot planted on it. Pick the model "
-        "consep-unet-marker-teaching to see a model that calls every nucleus epithelial because of the dot "
-        "(the built-in model ignores it); then try the encoder layers (stem, s1, s2), where the CAM finds the dot."
+        "Teaching sample: a spindle/inflammatory tile with a green ink dot planted on it. **Show the shortcut** "
+        "(below) opens the model consep-unet-marker-teaching, which calls every nucleus epithelial because of the "
+        "dot, at the layer and method that find the dot, beside the same tissue without it (the built-in model "
+        "ignores the dot)."
     ),
 }
 FAVICON = REPO / "assets" / "favicon.png"
@@ -66,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "present": False,
     "present_view": next(iter(VIEWS)),
     "mask_style": next(iter(MASK_STYLES)),
+    "ab_what": "none",  # an A/B view: what B changes (cam_core.output.figure.AB_KINDS)
+    "ab_method": "HiResCAM",
+    "ab_layer": None,
+    "ab_model": None,
     "zoom": FULL_VIEW,
     "slide_side": 512,
     "slide_whole": False,  # the Slide page's overview: the tissue's neighbourhood, not the whole slide  # region side on the Slide page, in pixels at the model's resolution
@@ -189,6 +194,10 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "present": ("present", lambda t: {"1": True, "0": False}[t], "0 or 1"),
     "view": ("present_view", _choice(VIEWS), ", ".join(VIEWS)),
     "mask": ("mask_style", _choice(MASK_STYLES), ", ".join(MASK_STYLES)),
+    "ab": ("ab_what", _choice(["none", *AB_KINDS]), ", ".join(AB_KINDS)),
+    "b_method": ("ab_method", _method, "a method name"),
+    "b_layer": ("ab_layer", str, "a layer name"),
+    "b_model": ("ab_model", str, "a model name"),
     "zoom": ("zoom", _rect, "x0,y0,x1,y1 as fractions"),
     "slide": ("link_slide", str, "a slide in the slides folder"),
     "region": ("link_region", _box, "x,y,w,h in level-0 pixels"),
@@ -233,6 +242,23 @@ def apply_link(params: dict[str, str]) -> None:
         method_chosen()
 
 
+def apply_preset(model: str, preset: dict[str, Any]) -> None:
+    """A model's preset view (models/registry.json ``preset``): its sample, layer and method, and
+    the A/B view it names, in one click."""
+    s = st.session_state
+    s.update(
+        sel_source="Sample",
+        sel_sample=preset["sample"],
+        sel_model=model,
+        sel_layer=preset["layer"],
+        sel_layer_model=model,
+        sel_method=preset["method"],
+        sel_target="predicted",
+        ab_what=preset.get("compare", "none"),
+    )
+    method_chosen()
+
+
 def method_chosen() -> None:
     """The user (or a link) picked the method: a local target no longer switches it."""
     st.session_state["sel_method_user"] = True
@@ -251,7 +277,7 @@ def target_changed() -> None:
         s["sel_method"] = LOCAL_METHOD
         s["sel_method_switched"] = current.name
         s.setdefault("view_notes", []).append(
-            f"Explained with {LOCAL_METHOD} for this local target: {current.name} weights its channels by gradients "
+            f"Explained with {LOCAL_METHOD} because the question is local (one object or region). {current.name} weights its channels by gradients "
             f"averaged over the whole image, so its map of one nucleus is nearly the whole class's map; "
             f"{LOCAL_METHOD} multiplies gradient and activation at each pixel. Pick a method in the sidebar to keep it."
         )

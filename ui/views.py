@@ -324,11 +324,30 @@ def present_view(col: Any) -> None:
         )
 
 
-def presenter(record: dict[str, Any], arrays: Arrays, ch: compute.Choices, res: CamResult, row: list[Any]) -> None:
+def figure_of(record: dict[str, Any], arrays: Arrays, arrays_b: Arrays | None = None) -> np.ndarray:
+    """The figure of this view: the A/B figure when B is drawn, else the record's view."""
+    return fig.figure_from(record, arrays) if arrays_b is None else fig.figure_ab(record, arrays, arrays_b)
+
+
+def ab_panels(record: dict[str, Any], arrays: Arrays, arrays_b: Arrays) -> None:
+    """An A/B view on the Explore page: the figure itself (what a link reproduces)."""
+    picture = figure_of(record, arrays, arrays_b)
+    st.session_state["last_figure_sha"] = hashlib.sha256(picture.tobytes()).hexdigest()
+    st.image(picture, width=fig.FIGURE_BOX[0], alt=f"A/B figure: {fig.words_from(record, arrays.colors).caption}")
+
+
+def presenter(
+    record: dict[str, Any],
+    arrays: Arrays,
+    ch: compute.Choices,
+    res: CamResult,
+    row: list[Any],
+    arrays_b: Arrays | None = None,
+) -> None:
     """The figure for a room, shown at its own size (its type is sized for a 1280×720 projector)
     and offered as the PNG it is: the pixels ``python -m cam_core figure result.json`` rebuilds.
     Copy and download go in the top row (``row``'s last two columns)."""
-    picture = fig.figure_from(record, arrays)
+    picture = figure_of(record, arrays, arrays_b)
     st.session_state["last_figure_sha"] = hashlib.sha256(picture.tobytes()).hexdigest()
     with row[-2]:
         copy_image_button(picture, "Copy figure", key="copy_figure")
@@ -347,6 +366,7 @@ def downloads(
     prediction: Prediction,
     arrays: Arrays,
     record: dict[str, Any],
+    arrays_b: Arrays | None = None,
 ) -> None:
     """The downloads, named after image, class, layer and method. Every file is built only when
     clicked (callables), so a slider move on a large image neither encodes pictures nor traces
@@ -368,7 +388,7 @@ def downloads(
         return bundle.to_zip(bundle.files(res, record, made, ch.image.mpp))
 
     def figure_png() -> bytes:
-        return render.to_png(fig.figure_from(record, arrays))
+        return render.to_png(figure_of(record, arrays, arrays_b))
 
     helps = {
         "mask.png": "Pixel value = class index ("
@@ -460,6 +480,7 @@ def current_view(ch: compute.Choices) -> dict[str, Any]:
         "present": True if present else None,
         "view": s.get("present_view") if present else None,
         "mask": s.get("mask_style") if s.get("mask_style") != state.DEFAULTS["mask_style"] else None,
+        **ab_view(s),
     }
 
 
@@ -470,6 +491,14 @@ def app_link(ch: compute.Choices) -> str:
     url = urlsplit(str(getattr(st.context, "url", "") or ""))
     base = f"{url.scheme}://{url.netloc}{url.path}" if url.netloc else "/"
     return f"{base}?{urlencode(state.link_params(current_view(ch)))}"
+
+
+def ab_view(s: Any) -> dict[str, Any]:
+    """An A/B view's link parameters (nothing when it is off)."""
+    what = s.get("ab_what", "none")
+    if what == "none":
+        return {}
+    return {"ab": what, f"b_{what}": s.get(f"ab_{what}")}  # the marker's B has no value: dropped
 
 
 def write_link(ch: compute.Choices) -> None:

@@ -14,6 +14,8 @@ from cam_core.data.truth import for_model as truth_for_model
 from cam_core.paths import SAMPLES_DIR, TEACHING_SAMPLES_DIR
 
 MPP = consep.MPP  # the samples are CoNSeP tiles
+# A teaching tile is a real sample with a marker planted on it, named by this prefix.
+MARKER_PREFIX = "ink_dot_"
 
 
 def names() -> list[str]:
@@ -43,3 +45,10 @@ def truth(name: str, classes: list[str], shape: tuple[int, int]) -> Truth | None
         return None
     shipped = load_truth(path, consep.CLASSES, shape, name=path.name, kind="index")
     return truth_for_model(shipped, consep.CLASSES, classes, "the sample's CoNSeP")
+
+
+def clean_twin(name: str) -> str | None:
+    """The real sample a teaching tile was made from (the same tissue without its marker)."""
+    if name.startswith(MARKER_PREFIX) and (SAMPLES_DIR / f"{name[len(MARKER_PREFIX) :]}.png").is_file():
+        return name[len(MARKER_PREFIX) :]
+    return None

@@ -119,6 +119,8 @@ class ResultRecord(BaseModel):
     )
     model_sha256: str = Field(description="SHA-256 of the model weights as loaded")
     app_link: str | None = Field(None, description="the app's address of this view (app downloads)")
+    compare_kind: str | None = Field(None, description="an A/B view: what differs (method, layer, model, marker)")
+    compare_with: dict[str, Any] | None = Field(None, description="an A/B view: the B side's own record")
     notes: list[str]
     versions: dict[str, str]
 

@@ -19,6 +19,7 @@ whole map at once and normalised once, exactly as on a small image.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -94,6 +95,13 @@ def partition(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int], ov
             f"tile grid leaves pixel ({int(xs[0])}, {int(ys[0])}) of a {shape[1]}×{shape[0]} image uncovered"
         )
     return [wgt / total[y0:y1, x0:x1] for (y0, x0, y1, x1), wgt in zip(boxes, raw)]
+
+
+@functools.lru_cache(maxsize=2)  # the image being clicked on: its weights are computed once
+def _partition_of(
+    boxes: tuple[tuple[int, int, int, int], ...], shape: tuple[int, int], overlap: int
+) -> list[np.ndarray]:
+    return partition(list(boxes), shape, overlap)
 
 
 def _pool(weights: np.ndarray, shape: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
@@ -175,7 +183,7 @@ def recapture_tiled(
     if base.image_shape != (h, w) or base.tiles <= 1:
         raise InputError("recapture_tiled needs the stitched capture of this image (capture_tiled)")
     boxes = [cell.box for cell in grid(w, h, tile, overlap, align=loaded.multiple)]
-    tile_weights = partition(boxes, (h, w), overlap)
+    tile_weights = _partition_of(tuple(boxes), (h, w), overlap)
     target, region = target_region(loaded, target, base.prediction)
     rule = base.prediction.rule
     steps = _Steps(progress, len(boxes))

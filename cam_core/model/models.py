@@ -115,6 +115,12 @@ def builtin_registry() -> dict[str, dict[str, Any]]:
     return {name: {**info, "path": MODELS_ROOT / info["path"]} for name, info in data["models"].items()}
 
 
+def presets() -> dict[str, dict[str, Any]]:
+    """Built-in models' preset views (registry.json ``preset``: a sample, layer, method and the
+    A/B view that show what the model does), keyed by model name."""
+    return {name: info["preset"] for name, info in builtin_registry().items() if "preset" in info}
+
+
 def default_model_name() -> str:
     return next(iter(builtin_registry()))
 

@@ -12,6 +12,7 @@ The app's panels and presenter, the ZIP's ``figure.png``, the CLI's and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,6 +199,7 @@ class Words:
     legend: list[tuple[str, str]]  # (label, colour) of each class shown
     provenance: str
     bar_label: str
+    legend_b: list[tuple[str, str]] | None = None  # an A/B view's B legend, when its mask is shown
 
 
 def words_from(record: dict[str, Any], colors: list[str]) -> Words:
@@ -235,6 +237,76 @@ def figure_from(record: dict[str, Any], a: Arrays) -> np.ndarray:
     """The figure of a result: its :class:`Display` and words from ``record``, pixels from ``a``."""
     display = Display.model_validate(record["display"])
     return compose(display, panels(display, a), words_from(record, a.colors))
+
+
+# What an A/B view compares: two conditions on one figure, one link.
+AB_KINDS: dict[str, str] = {
+    "method": "two methods",
+    "layer": "two layers",
+    "model": "two models",
+    "marker": "with / without the marker",
+}
+# A/B kinds whose two sides may predict different masks: the figure shows both masks too.
+MASKS_DIFFER = ("model", "marker")
+
+
+def _side(record: dict[str, Any], kind: str, letter: str) -> str:
+    """A panel title for one side of an A/B view: what differs between the sides."""
+    image = record["image"].get("name") or Path(str(record["image"].get("path", ""))).name
+    label = {
+        "method": record["method"],
+        "layer": plain_layer(record["layer"]),
+        "model": record["model"],
+        "marker": "with marker" if letter == "A" else "no marker",
+    }.get(kind, f"{record['method']}, {plain_layer(record['layer'])}")
+    return f"{letter} — {label}" if kind != "model" else f"{letter} — {label} ({image})"
+
+
+def _condition(record: dict[str, Any]) -> str:
+    """One side of an A/B view in words: method, layer, model, image and target."""
+    image = record["image"].get("name") or Path(str(record["image"].get("path", ""))).name
+    return f"{record['method']}, {record['layer']} · {record['model']} · {image} · {record['target_description']}"
+
+
+def figure_ab(record: dict[str, Any], a: Arrays, b: Arrays) -> np.ndarray:
+    """Two conditions side by side (``record`` is A's, with B's record in ``compare_with``): the
+    overlays titled by what differs, and the masks too when the prediction may differ (another
+    model, the marker removed); one colour bar (both maps are scaled the same way); a caption."""
+    rb = record["compare_with"]
+    kind = str(record.get("compare_kind"))
+    da, db = Display.model_validate(record["display"]), Display.model_validate(rb["display"])
+    pa, pb = panels(da, a), panels(db, b)
+    wa = words_from(record, a.colors)
+    words = Words(
+        caption=f"A/B, {AB_KINDS.get(kind, 'two views')}: {wa.caption}",
+        heat_title="",
+        legend=wa.legend,
+        provenance=f"A: {_condition(record)} — B: {_condition(rb)} · SegCAM Explorer",
+        bar_label=wa.bar_label,
+    )
+    ta, tb = _side(record, kind, "A"), _side(rb, kind, "B")
+    if rb["target"] != record["target"]:
+        words.caption += f" (B: {tg.TARGET_KINDS[rb['target']]}, as B predicts no {record['class']} there)"
+    chosen = [(ta, pa.over, "bar"), (tb, pb.over, "")]
+    if kind in MASKS_DIFFER:
+        legend_b = words_from(rb, b.colors).legend
+        chosen = [
+            (f"{ta[:1]} — mask", pa.mask, "legend"),
+            (ta, pa.over, "bar"),
+            (f"{tb[:1]} — mask", pb.mask, "legend_b"),
+            (tb, pb.over, ""),
+        ]
+        words.legend_b = legend_b
+    return _compose_row(da, [(t, _same_size(rgb, pa.over), k) for t, rgb, k in chosen], words)
+
+
+def _same_size(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """B's picture at A's size (the marker's twin may be another size)."""
+    if rgb.shape == like.shape:
+        return rgb
+    import cv2
+
+    return cv2.resize(rgb, (like.shape[1], like.shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def _px(v: float) -> int:
@@ -307,7 +379,11 @@ def compose(display: Display, p: Panels, words: Words) -> np.ndarray:
     as large as the box allows (one panel fills its height, the text beside it), each titled,
     the class legend under the mask, the colour bar under the map, the plain caption and what
     produced it; no type under 14 CSS px."""
-    chosen = _chosen(display, p, words)
+    return _compose_row(display, _chosen(display, p, words), words)
+
+
+def _compose_row(display: Display, chosen: list[tuple[str, np.ndarray, str]], words: Words) -> np.ndarray:
+    """Panels in a row with their keys below, then the caption and provenance (one panel: beside)."""
     width, height, gap = _px(FIGURE_BOX[0]), _px(FIGURE_BOX[1]), _px(_GAP)
     title_h = round(_px(TYPE["title"]) * 1.45)
     aspect = chosen[0][1].shape[0] / chosen[0][1].shape[1]
@@ -328,7 +404,7 @@ def compose(display: Display, p: Panels, words: Words) -> np.ndarray:
     left = (width - (n * pw + (n - 1) * gap)) // 2
     for i, ((title, rgb, _), key) in enumerate(zip(chosen, keys)):
         x = left + i * (pw + gap)
-        draw.text((x, gap), title, fill=(0, 0, 0), font=render.font(_px(TYPE["title"])))
+        draw.text((x, gap), _fit_text(title, pw), fill=(0, 0, 0), font=render.font(_px(TYPE["title"])))
         canvas.paste(Image.fromarray(_fit(rgb, pw, ph)), (x, gap + title_h))
         if key is not None:
             canvas.paste(Image.fromarray(key), (x, gap + title_h + ph + gap // 2))
@@ -345,6 +421,8 @@ def _keys(display: Display, chosen: list[tuple[str, np.ndarray, str]], words: Wo
     for _, _, kind in chosen:
         if kind == "legend":
             out.append(_legend(words.legend, w))
+        elif kind == "legend_b":
+            out.append(_legend(words.legend_b or [], w))
         elif kind == "bar" and not bar_done:
             out.append(_bar(display, w - _px(40), words))
             bar_done = True
@@ -374,6 +452,16 @@ def _compose_side(display: Display, one: tuple[str, np.ndarray, str], words: Wor
         canvas.paste(Image.fromarray(block), (col_x, y))
         y += block.shape[0] + gap
     return np.asarray(canvas)
+
+
+def _fit_text(text: str, width: int) -> str:
+    """A title cut (with an ellipsis) to ``width`` pixels at title size: titles never overlap."""
+    face = render.font(_px(TYPE["title"]))
+    if face.getlength(text) <= width:
+        return text
+    while text and face.getlength(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
 
 
 def _fit(rgb: np.ndarray, w: int, h: int) -> np.ndarray:

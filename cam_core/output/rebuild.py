@@ -25,7 +25,7 @@ from cam_core.engine.result import SCHEMA_VERSION, CamResult
 from cam_core.errors import InputError
 from cam_core.model import models
 from cam_core.model.rules import DecisionRule
-from cam_core.output.figure import Arrays, figure_from
+from cam_core.output.figure import Arrays, figure_ab, figure_from
 
 
 @dataclass
@@ -108,7 +108,24 @@ def rebuild(
     gt: str | Path | None = None,
 ) -> Rebuilt:
     """Explain again what ``record`` names and draw its figure (see :func:`inputs` for errors;
-    ``image`` and ``gt`` stand in for an upload and a truth mask the record names by hash)."""
+    ``image`` and ``gt`` stand in for an upload and a truth mask the record names by hash). An
+    A/B record (``compare_with``) rebuilds both sides and their figure."""
+    res, arrays = explain_again(record, image, models_dir, gt)
+    other = record.get("compare_with")
+    if other:
+        same_image = other["image"].get("sha256") == record["image"].get("sha256")
+        _, arrays_b = explain_again(other, image if same_image else None, models_dir, gt)
+        return Rebuilt(figure_ab(record, arrays, arrays_b), res, arrays)
+    return Rebuilt(figure_from(record, arrays), res, arrays)
+
+
+def explain_again(
+    record: dict[str, Any],
+    image: str | Path | None = None,
+    models_dir: str | Path | None = None,
+    gt: str | Path | None = None,
+) -> tuple[CamResult, Arrays]:
+    """The map and the arrays a record's picture is drawn from, computed again."""
     from cam_core import engine
     from cam_core.engine import tiling
 
@@ -136,4 +153,4 @@ def rebuild(
     arrays = Arrays(
         array, prediction.mask, res.cam, res.cam_raw, region, loaded.spec.colors, record["image"]["microns_per_pixel"]
     )
-    return Rebuilt(figure_from(record, arrays), res, arrays)
+    return res, arrays

@@ -17,6 +17,15 @@ from cam_core.output import render
 from ui import compute, sidebar, state
 from ui.text import code, plain
 
+# What a cell's badges mean, shown above the grid (the rules are cam_core.trust's).
+BADGES = {
+    "faithful ✓": "removing what the map calls important lowers the score more than random maps and the target mask do",
+    "faithful ~": "more faithful than random maps, but no more than the target region itself",
+    "faithful ✗": "no more faithful than random maps",
+    "sanity ✓": "the map changes when the model's weights are randomised",
+    "sanity ✗": "the map survives randomised weights: it shows the image, not what the model learned",
+}
+
 
 def badge(report) -> str:
     """A cell's trust in a few characters: faithfulness against random, and the sanity verdict."""
@@ -25,6 +34,20 @@ def badge(report) -> str:
     f, s = report.faithfulness, report.sanity
     mark = "✓" if f.beats_random and f.beats_target else "~" if f.beats_random else "✗"
     return f" · faithful {mark} {f.score:+.2f} (random {f.random:+.2f}) · sanity {'✓' if s.passed else '✗'} ρ {s.final_rho:+.2f}"
+
+
+def column_order(grid, chosen_layers, reports) -> list:
+    """Methods as columns, the same order in every row; by faithfulness when asked: a method whose
+    map fails sanity at any checked layer never comes before one that passes (``rank_key``)."""
+
+    def key(info):
+        checked = [reports[(info.name, la)] for la in chosen_layers if reports.get((info.name, la)) is not None]
+        if not checked:
+            return (2, 0.0)
+        keys = [r.rank_key() for r in checked]
+        return (int(any(k[0] for k in keys)), sum(k[1] for k in keys) / len(keys))
+
+    return sorted(grid, key=key)
 
 
 def main() -> None:
@@ -65,6 +88,7 @@ def main() -> None:
     # ... then, on demand, the trust checks of every computed cell, to rank or badge them.
     reports, order = _trust(ch, grid, chosen_layers, cap, results)
     cells, rows = _rows(ch, grid, chosen_layers, results, reports, order, cmap)
+    write_link(ch, chosen_methods, chosen_layers)
     st.session_state["compare_rows"] = rows
     st.session_state["compare_badges"] = {f"{m}@{la}": badge(r) for (m, la), r in reports.items() if r is not None}
     st.session_state["compare_cells"] = cells
@@ -124,7 +148,13 @@ def _trust(ch, grid, chosen_layers, cap, results) -> tuple[dict, bool]:
     missing = [(i, la) for i, la in done if reports[(i.name, la)] is None]
     t1, t2 = st.columns([2, 1])
     with t2:
-        order = state.bound(st.toggle, "Order each row by faithfulness", "cmp_order")
+        order = state.bound(
+            st.toggle,
+            "Order the methods by faithfulness",
+            "cmp_order",
+            help="Columns ranked by the mean faithfulness over the checked layers; a method that fails sanity at "
+            "any layer never comes before one that passes.",
+        )
     with t1:
         if missing and cap.tiles == 1:
             est = compute.trust_estimate(ch, missing, cap)
@@ -146,19 +176,24 @@ def _trust(ch, grid, chosen_layers, cap, results) -> tuple[dict, bool]:
 
 
 def _rows(ch, grid, chosen_layers, results, reports, order, cmap) -> tuple[int, dict[str, list[str]]]:
-    """One row of overlays per layer; returns the cells drawn and each row's method order."""
+    """The grid: a row per layer, a column per method, aligned in every row; returns the cells
+    drawn and each row's method order."""
     image = ch.image.image.array
+    columns = column_order(grid, chosen_layers, reports) if order else list(grid)
+    if any(r is not None for r in reports.values()):
+        st.caption(" · ".join(f"**{k}**: {v}" for k, v in BADGES.items()))
+    widths = [0.7] + [1.0] * len(columns)
+    head = st.columns(widths)
+    for col, info in zip(head[1:], columns):
+        col.markdown(f"**{info.name}**")
     cells = 0
     rows: dict[str, list[str]] = {}
     for layer in chosen_layers:
-        st.markdown(f"#### `{layer}`")
-        row = list(grid)
-        if order:
-            row.sort(key=lambda i: -reports[(i.name, layer)].faithfulness.score if reports.get((i.name, layer)) else 9)
-        rows[layer] = [i.name for i in row]
-        cols = st.columns(min(len(row), 6))
-        for k, info in enumerate(row):
-            with cols[k % len(cols)]:
+        rows[layer] = [i.name for i in columns]
+        cols = st.columns(widths)
+        cols[0].markdown(f"`{layer}`")
+        for col, info in zip(cols[1:], columns):
+            with col:
                 res = results[(info.name, layer)]
                 if isinstance(res, SegCamError):
                     st.caption(f"{info.name}: {plain(res)}")
@@ -169,12 +204,23 @@ def _rows(ch, grid, chosen_layers, results, reports, order, cmap) -> tuple[int, 
                 over = render.overlay(image, res.cam, 0.6, cmap)
                 st.image(
                     over,
-                    caption=f"{info.name} @ {layer} · {res.cost()}{badge(reports.get((info.name, layer)))}",
+                    caption=f"{res.cost()}{badge(reports.get((info.name, layer)))}",
                     width="stretch",
                     alt=f"cam {info.name} {layer}",
                 )
                 cells += 1
     return cells, rows
+
+
+def write_link(ch, chosen_methods, chosen_layers) -> None:
+    """The address bar keeps this grid (the sidebar's view plus methods, layers and order)."""
+    from ui import views
+
+    view = {**views.current_view(ch), "methods": chosen_methods, "layers": chosen_layers}
+    view["order"] = True if st.session_state.get("cmp_order") else None
+    params = state.link_params(view)
+    if params != dict(st.query_params):
+        st.query_params.from_dict(params)
 
 
 main()

@@ -344,14 +344,27 @@ def test_compare_badges_and_orders_cells_by_faithfulness(at):
     badges = at.session_state["compare_badges"]
     assert set(badges) == {"GradCAM@decoder.blocks.2", "RandomCAM@decoder.blocks.2", "HiResCAM@decoder.blocks.2"}
     assert all("faithful" in b and "sanity" in b for b in badges.values())
+    assert any(c.value.startswith("**faithful ✓**") for c in at.caption)  # the badges explained in place
     at.toggle(key="w_cmp_order").set_value(True)
     run(at)
     shown = at.session_state["compare_rows"]["decoder.blocks.2"]
-    scores = [float(badges[f"{m}@decoder.blocks.2"].split("faithful ")[1].split()[1]) for m in shown]
-    assert len(scores) == 3
-    assert scores == sorted(scores, reverse=True)
+
+    def rank(m):  # sanity failures never first (TrustReport.rank_key), then by faithfulness
+        b = badges[f"{m}@decoder.blocks.2"]
+        return ("sanity ✗" in b, -float(b.split("faithful ")[1].split()[1]))
+
+    assert len(shown) == 3
+    assert shown == sorted(shown, key=rank)
+    assert at.query_params["order"] in ("1", ["1"])  # the grid's view is in the link
+    assert at.query_params["methods"] in (
+        ",".join(["GradCAM", "RandomCAM", "HiResCAM"]),
+        ["GradCAM,RandomCAM,HiResCAM"],
+    )
     at.toggle(key="w_cmp_order").set_value(False)
     assert run(at).session_state["compare_rows"]["decoder.blocks.2"] == ["GradCAM", "RandomCAM", "HiResCAM"]
+    at.multiselect(key="w_cmp_layers").set_value(["decoder.blocks.2", "decoder.blocks.3"])
+    rows = run(at).session_state["compare_rows"]
+    assert rows["decoder.blocks.2"] == rows["decoder.blocks.3"]  # aligned columns in every row
 
 
 def test_teaching_sample_is_offered_with_its_note(at):

@@ -193,3 +193,26 @@ def test_ssim_is_scikit_images_and_works_at_any_map_size():
     for side in (1, 2, 3, 6, 7, 10):  # smaller than the window: a uniform window that fits
         s = ssim(rng.random((side, side + 1)), rng.random((side, side + 1)))
         assert -1.0 <= s <= 1.0
+
+
+def test_a_map_that_fails_sanity_never_ranks_first():
+    from cam_core.trust.checks import TrustReport
+    from cam_core.trust.deletion import FaithfulnessVerdict
+    from cam_core.trust.randomisation import Sanity
+
+    def report(name, score, rho):
+        return TrustReport(
+            name,
+            "l",
+            "c",
+            "predicted",
+            FaithfulnessVerdict(score, 0.0, 0.1, 0.5),
+            Sanity(name, "l", ["all"], [rho], [rho]),
+            0.0,
+        )
+
+    copies_the_image = report("copies", 0.9, 0.99)  # the most "faithful", and unchanged by random weights
+    honest, weak = report("honest", 0.6, 0.05), report("weak", 0.2, 0.1)
+    assert not copies_the_image.sanity.passed
+    ranked = sorted([copies_the_image, weak, honest], key=TrustReport.rank_key)
+    assert [r.method for r in ranked] == ["honest", "weak", "copies"]

@@ -171,6 +171,10 @@ def _method(text: str) -> str:
     return METHODS[text.lower()].name
 
 
+def _methods(text: str) -> list[str]:
+    return [_method(v) for v in text.split(",") if v]
+
+
 # URL parameter → (session-state key, parser, what would work). Model, layer and class are
 # resolved against the model by the sidebar.
 LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
@@ -200,6 +204,9 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "b_model": ("ab_model", str, "a model name"),
     "zoom": ("zoom", _rect, "x0,y0,x1,y1 as fractions"),
     "slide": ("link_slide", str, "a slide in the slides folder"),
+    "methods": ("cmp_methods", _methods, "method names, comma-separated"),
+    "layers": ("cmp_layers", lambda t: [v for v in t.split(",") if v], "layer names, comma-separated"),
+    "order": ("cmp_order", lambda t: {"1": True, "0": False}[t], "0 or 1"),
     "region": ("link_region", _box, "x,y,w,h in level-0 pixels"),
 }
 # Resolved by the sidebar against the model: what the link asked for, to report a fallback.

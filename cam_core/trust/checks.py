@@ -92,6 +92,11 @@ class TrustReport:
     seconds: float
     notes: list[str] = field(default_factory=list)
 
+    def rank_key(self) -> tuple[bool, float]:
+        """How maps are ranked (best first): a map that fails sanity never ranks above one that
+        passes (sanity is necessary, not sufficient), then by faithfulness."""
+        return (not self.sanity.passed, -self.faithfulness.score)
+
     def record(self) -> dict[str, Any]:
         """The JSON entry (one per layer × method) of ``trust --json`` (schema: :class:`TrustRecord`)."""
         f, s = self.faithfulness, self.sanity

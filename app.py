@@ -255,6 +255,7 @@ def explore(ch, status, row) -> None:
     if row is not None:
         views.presenter(record, arrays, ch, res, row, arrays_b)
         return
+    st.session_state["last_picture"] = (f"{res.method} @ {res.layer}", drawn.over)
     views.zoom_note(drawn, prediction.mask.shape)
     if arrays_b is not None:
         views.ab_panels(record, arrays, arrays_b)
@@ -312,18 +313,17 @@ def _compute(ch, status):
             h, w = ch.image.image.array.shape[:2]
             st.info(
                 f"{w}×{h} is a large image: it is explained in overlapping tiles stitched into one map, "
-                "normalised once over the whole image."
+                f"normalised once over the whole image (about {max(compute.tiled_estimate(ch), 1):.0f} s the first "
+                "time on this server)."
             )
         cap = compute.get_capture(ch, spinner=lambda f, m: bar.progress(f, text=f"Large image: {m}"))
-        st.session_state["forward_s"] = compute.forward_seconds(ch, cap)
         res = compute.cam_for(ch, ch.method, ch.layer, cap)
         if res is None:
-            est = compute.estimate_seconds(ch, ch.method, ch.layer, st.session_state["forward_s"])
+            est = compute.estimate_seconds(ch, ch.method, ch.layer)
             st.warning(f"{ch.method.name} runs the model many times (about {max(est, 1):.0f} s here).")
+            views.previous_picture(ch.method.name)
             if st.button(f"Run {ch.method.name}", type="primary"):
-                res = compute.run_slow(
-                    ch, ch.method, ch.layer, cap, lambda f, t: bar.progress(f, text=t), estimate_s=est
-                )
+                res = compute.run_slow(ch, ch.method, ch.layer, cap, lambda f, t: bar.progress(f, text=t))
                 if res is None:
                     st.warning(f"{ch.method.name} cancelled.")
     except EmptyTargetError as exc:

@@ -129,10 +129,7 @@ def _cells(ch, grid, chosen_layers, cap, run_slow) -> dict[tuple[str, str], obje
                 res = compute.cam_for(ch, info, layer, cap)
                 if res is None and run_slow:
                     progress = st.empty()
-                    est = compute.estimate_seconds(ch, info, layer, compute.forward_seconds(ch, cap))
-                    res = compute.run_slow(
-                        ch, info, layer, cap, lambda f, t, p=progress: p.progress(f, text=t), estimate_s=est
-                    )
+                    res = compute.run_slow(ch, info, layer, cap, lambda f, t, p=progress: p.progress(f, text=t))
                     progress.empty()
             except SegCamError as exc:
                 res = exc

@@ -194,9 +194,12 @@ def test_slow_method_estimates_come_from_one_place():
     at.selectbox(key="w_sel_method").set_value("ScoreCAM")
     at.run()
     assert not at.exception
+    from cam_core.cost import COSTS
+
     loaded = compute.get_model(models.default_model_name())
     channels = layers.spatial_layers(loaded)["decoder.blocks.1"].channels
-    want = round(max(METHODS["scorecam"].estimate_seconds(channels, at.session_state["forward_s"]), 1))
+    work = METHODS["scorecam"].work(channels, 256 * 256)
+    want = round(max(COSTS.estimate(loaded.name, "method:ScoreCAM", work.units, "batched"), 1))
     (warning,) = [w.value for w in at.warning if "runs the model many times" in w.value]
     assert int(re.search(r"about (\d+) s", warning).group(1)) == want
     label = at.selectbox(key="w_sel_method").format_func("ScoreCAM")

@@ -149,3 +149,21 @@ def test_a_record_without_its_image_or_mask_says_what_to_give(tiny_folder, tmp_p
     Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(other)
     with pytest.raises(InputError, match="not the record's image"):
         inputs(record, image=other, models_dir=tiny_folder.parent)
+
+
+# ---------------------------------------------------------------- one estimate, from measurement
+
+
+def test_an_estimate_starts_from_the_forward_rate_and_learns_from_its_runs():
+    from cam_core.cost import PRIORS, CostModel, Work
+
+    costs = CostModel()
+    costs.observe_forward("m", 0.25, 1.0)  # a cold first forward: 4 s/MP
+    costs.observe_forward("m", 0.25, 0.25)  # then 1 s/MP: the fastest recent rate is the base
+    work = Work("method:ScoreCAM", units=10.0, prior="batched")
+    assert work.seconds("m", costs) == pytest.approx(10.0 * PRIORS["batched"][0])
+    work.done("m", 30.0, costs)  # the run took 3 s per unit: the next estimate says so
+    assert work.seconds("m", costs) == pytest.approx(30.0)
+    assert Work("trust", 2.0).seconds("m", costs) == pytest.approx(2.0)  # another action keeps its prior
+    with pytest.raises(Exception, match="cost prior"):
+        costs.estimate("m", "x", 1.0, prior="guess")

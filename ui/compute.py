@@ -291,6 +291,7 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
     )
     if ch.image.large:
         with HEAVY.slot(_queued(spinner, "tiled capture")):
+            t0 = time.perf_counter()
             if base is not None and all(name in base.activations for name in wanted):
                 # another target: the mask and activations are the image's; only the tiles the new
                 # region touches run (a click on one nucleus: one tile, not the whole image)
@@ -298,6 +299,9 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
             else:
                 cap = tiling.capture_tiled(
                     ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner
+                )
+                tiling.work(ch.image.image.array.shape[:2], ch.loaded.multiple).done(
+                    ch.loaded.name, time.perf_counter() - t0
                 )
     elif base is not None and all(name in base.activations for name in wanted):
         cap = engine.recapture(ch.loaded, base, ch.target, ch.image.image.array)  # one backward, or a full pass
@@ -330,61 +334,50 @@ def cam_for(ch: Choices, info: MethodInfo, layer: str, cap: Any) -> CamResult | 
 
 
 class Eta:
-    """Progress text with a time-left estimate from the measured rate (and the prior estimate
-    until the first step reports)."""
+    """Progress text with one time left: the estimate's until a fifth of the work is done (early
+    steps are poor guides: the first batch warms caches, the last ones are smaller), then the
+    measured rate's."""
 
     def __init__(self, label: str, estimate_s: float):
         self.label, self.estimate_s, self.started = label, estimate_s, time.perf_counter()
 
     def text(self, frac: float, msg: str) -> str:
         elapsed = time.perf_counter() - self.started
-        if frac <= 0:
-            left = max(self.estimate_s - elapsed, 1.0)
-            return f"{msg} · {elapsed:.0f} s elapsed, about {left:.0f} s left (estimate) — click anywhere to cancel"
-        left = elapsed / frac - elapsed
-        shown = f"~{left:.0f} s left" if left >= 1 else "finishing"
+        left = max(self.estimate_s - elapsed, 1.0) if frac < 0.2 else elapsed / frac - elapsed
+        shown = f"about {left:.0f} s left" if left >= 1 else "finishing"
         return f"{msg} · {elapsed:.0f} s elapsed, {shown} — click anywhere to cancel"
 
 
-# The fewest seconds per forward pixel measured for each model on this server: the rate of an
-# unloaded machine. A capture timed while other jobs ran overstates every estimate made from its
-# own time (a trust check shown as "about 1069 s" took 201 s once it ran alone in the queue), and a
-# recapture (another class: one backward through the kept graph) has no forward time at all, which
-# made estimates of "about 1 s" for a 52 s check.
-_FASTEST: dict[str, float] = {}
-
-
-def _pixels_per_pass(ch: Choices, cap: Any) -> float:
-    h, w = ch.image.image.array.shape[:2]
-    return h * w / max(cap.tiles, 1)
-
-
-def forward_seconds(ch: Choices, cap: Any) -> float:
-    """Seconds of one forward pass over this image (a tile when tiled) for estimates: the model's
-    fastest measured rate on this server (this capture's own when it is the first)."""
-    pixels = _pixels_per_pass(ch, cap)
-    own = cap.seconds["forward"] / max(cap.tiles, 1)
-    if own > 0:
-        _FASTEST[ch.loaded.name] = min(_FASTEST.get(ch.loaded.name, own / pixels), own / pixels)
-    rate = _FASTEST.get(ch.loaded.name)
-    return own if rate is None else rate * pixels
-
-
-def estimate_seconds(ch: Choices, info: MethodInfo, layer: str, forward_s: float) -> float:
-    """The one estimate the app shows for a method (label, warning, progress)."""
+def method_work(loaded: models.LoadedModel, shape: tuple[int, ...], info: MethodInfo, layer: str) -> Any:
+    """The work of a method's own passes at this layer on an image of ``shape`` (cam_core.cost)."""
     from cam_core.model import layers
 
-    return info.estimate_seconds(layers.spatial_layers(ch.loaded)[layer].channels, forward_s)
+    channels = layers.spatial_layers(loaded)[layer].channels
+    return info.work(channels, models.padded_pixels(shape, loaded.multiple))
 
 
-def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any, estimate_s: float) -> CamResult | None:
-    """Run a method with passes of its own; ``report(frac, text)`` draws progress. Cancelled → None."""
+def estimate_seconds(ch: Choices, info: MethodInfo, layer: str) -> float:
+    """The one estimate the app shows for a method (sidebar label, warning, progress): cam_core.cost."""
+    return float(method_work(ch.loaded, ch.image.image.array.shape, info, layer).seconds(ch.loaded.name))
+
+
+def tiled_estimate(ch: Choices) -> float:
+    """The one estimate of a large image's tiled capture (cam_core.cost)."""
+    from cam_core.engine import tiling
+
+    return float(tiling.work(ch.image.image.array.shape[:2], ch.loaded.multiple).seconds(ch.loaded.name))
+
+
+def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any) -> CamResult | None:
+    """Run a method with passes of its own; ``report(frac, text)`` draws progress. Cancelled → None.
+    Its measured time teaches the next estimate of the method (cam_core.cost)."""
     from cam_core import engine
 
     target = ch.target.with_class(cap.target.class_index)
+    work = method_work(ch.loaded, ch.image.image.array.shape, info, layer)
     try:
         with HEAVY.slot(_queued(report, info.name)):
-            eta = Eta(info.name, estimate_s)  # the estimate is of the run: the clock starts with it
+            eta = Eta(info.name, work.seconds(ch.loaded.name))  # the clock starts with the run, not the wait
             report(0.0, eta.text(0.0, f"{info.name}: starting"))
             res = engine.run_method(
                 ch.loaded,
@@ -397,6 +390,7 @@ def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any, e
                 prediction=cap.prediction,
                 rule=ch.rule,
             )
+            work.done(ch.loaded.name, time.perf_counter() - eta.started)
     except Cancelled:
         return None
     RESULTS.put(slow_result_key(ch, info, layer, cap.target.class_index), res)
@@ -491,6 +485,7 @@ def provenance_line(res: CamResult, pass_seconds: float, image_name: str, classe
 def warm_up(sample_name: str) -> None:
     """Load the default model and explain a sample with the default settings, filling the caches
     a first session reads (called by the launcher in a background thread)."""
+    from cam_core import engine
     from cam_core.engine import methods
     from cam_core.model import layers
 
@@ -510,6 +505,11 @@ def warm_up(sample_name: str) -> None:
     )
     cap = get_capture(ch)
     cam_for(ch, ch.method, layer, cap)
+    # a second, warm forward: the first of a process is cold, and estimates start from this rate;
+    # grad-cam is imported now (seconds), not by the first session's first slow method
+    engine.capture(loaded, image.image.array, tg.TargetSpec("predicted", None), [layer])
+    import pytorch_grad_cam  # noqa: F401
+
     model_entries()
     log.info("warm-up done in %.1f s (model, layers, first capture)", time.perf_counter() - t0)
 
@@ -567,21 +567,20 @@ def trust_if_cached(ch: Choices, info: MethodInfo, layer: str, cap: Any) -> Any:
     return TRUST.get(_trust_key(ch, info, layer, cap))
 
 
-def trust_estimate(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -> float:
-    """Seconds to check these maps: faithfulness forwards (maps + missing references) and the
-    sanity steps (one capture each), from this image's measured pass times."""
+def trust_work(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -> Any:
+    """The work of checking these maps (cam_core.trust.work): its references already computed for
+    this image are not counted again."""
     from cam_core import trust
 
     refs = TRUST.get(("refs", *_trust_base(ch, cap))) or {}
     cascade = all(info.from_cache for info, _ in cells)
-    layers_ = [la for _, la in cells]
-    raw = trust.estimate_seconds(ch.loaded.model, layers_, len(cells), refs, cascade, forward_seconds(ch, cap))
-    return raw * _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
+    pixels = models.padded_pixels(ch.image.image.array.shape, ch.loaded.multiple)
+    return trust.work(ch.loaded.model, [la for _, la in cells], len(cells), refs, cascade, pixels)
 
 
-# measured ÷ estimated seconds of the last trust run per model: batched forwards are cheaper than
-# the capture's single forward suggests, and the machine's load changes; the next estimate learns.
-_TRUST_CALIBRATION: dict[str, float] = {}
+def trust_estimate(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -> float:
+    """The one estimate of a trust check (Explore's button, Compare's batch): cam_core.cost."""
+    return float(trust_work(ch, cells, cap).seconds(ch.loaded.name))
 
 
 def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: dict, report: Any) -> list[Any]:
@@ -596,9 +595,9 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
     refs = TRUST.get(("refs", *base)) or {}
     layers_ = list(dict.fromkeys(la for _, la in cells))
     infos = list(dict.fromkeys(info for info, _ in cells))
-    estimate = trust_estimate(ch, cells, cap)
+    work = trust_work(ch, cells, cap)
     with HEAVY.slot(_queued(report, "trust check")):
-        eta = Eta("trust", estimate)  # measured from the start of the run, not of the wait
+        eta = Eta("trust", work.seconds(ch.loaded.name))  # measured from the start of the run, not of the wait
         reports = trust.trust(
             ch.loaded,
             ch.image.image.array,
@@ -612,8 +611,7 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
             progress=lambda f, m: report(f, eta.text(f, m)),
             references=refs,
         )
-    factor = _TRUST_CALIBRATION.get(ch.loaded.name, 1.0)
-    _TRUST_CALIBRATION[ch.loaded.name] = factor * (time.perf_counter() - eta.started) / max(estimate, 1e-3)
+        work.done(ch.loaded.name, time.perf_counter() - eta.started)
     TRUST.put(("refs", *base), refs)
     by_key = {(r.method, r.layer): r for r in reports}
     for info, layer in cells:

@@ -270,9 +270,7 @@ def _class_choice(loaded: models.LoadedModel, image: ImageChoice, rule: Decision
 
 def _method_choice(loaded: models.LoadedModel, image: ImageChoice, layer: str) -> methods.MethodInfo:
     """The method, slow ones labelled with their estimate at this layer (large images: one-pass only)."""
-    forward_s = st.session_state.get("forward_s", 0.05)
     offered = [m for m in methods.METHODS.values() if m.tileable or not image.large]
-    channels = layers.spatial_layers(loaded)[layer].channels
 
     def method_label(n: str) -> str:
         info = methods.METHODS[n.lower()]
@@ -280,7 +278,8 @@ def _method_choice(loaded: models.LoadedModel, image: ImageChoice, layer: str) -
             return n
         if info.from_cache:
             return f"{n} — slow"
-        return f"{n} — own passes, ~{max(info.estimate_seconds(channels, forward_s), 1):.0f} s"
+        work = compute.method_work(loaded, image.image.array.shape, info, layer)  # the page's own estimate
+        return f"{n} — own passes, ~{max(work.seconds(loaded.name), 1):.0f} s"
 
     method = bound(
         st.sidebar.selectbox,

@@ -105,6 +105,22 @@ def zoom_xyxy(shape: tuple[int, ...]) -> list[int] | None:
     return [int(zoom[0] * w), int(zoom[1] * h), int(zoom[2] * w), int(zoom[3] * h)]
 
 
+def previous_picture(waiting_for: str) -> None:
+    """The last overlay this session drew, dimmed and labelled, while a slow method waits for its
+    button: the page never goes blank."""
+    last = st.session_state.get("last_picture")
+    if last is None:
+        return
+    label, over = last
+    dimmed = (over.astype(np.uint16) + 255) // 2
+    col, _ = st.columns([1, 2])
+    col.image(
+        dimmed.astype(np.uint8),
+        caption=f"Previous map ({label}), shown dimmed until {waiting_for} has run",
+        alt=f"previous overlay, {label}",
+    )
+
+
 def zoom_note(drawn: Panels, shape: tuple[int, ...]) -> None:
     h, w = drawn.mask.shape[:2]
     if (w, h) != (shape[1], shape[0]):

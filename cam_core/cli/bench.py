@@ -507,6 +507,10 @@ def run_trust(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.estimates:
+        from cam_core.cli import estimates
+
+        return estimates.run(args)
     if args.trust:
         return run_trust(args)
     if args.scorecam:

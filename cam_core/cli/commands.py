@@ -640,6 +640,12 @@ def _bench_parser(sub: Any) -> None:
         "sanity of one method × layer)",
     )
     p.add_argument(
+        "--estimates",
+        action="store_true",
+        help="only: estimate ÷ actual of every slow action (methods with own passes, trust checks, Compare's "
+        "batch, tiled captures), first from the priors, then from measured runs (exit 1 outside 0.5–2)",
+    )
+    p.add_argument(
         "--cli",
         action="store_true",
         help="only: whole-process `explain` (3 layers × 6 gradient methods at SIZE², and one 256² tile) "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from cam_core.cost import COSTS
 from cam_core.engine import targets as tg
 from cam_core.engine.graph import RetainedGraph, keep, kept, measure_saved, passes
 from cam_core.errors import EmptyTargetError, InputError
@@ -300,6 +301,7 @@ def capture(
         passes(loaded)["forward"] += 1
         check_finite(logits, "logits")
         t_forward = time.perf_counter() - t0
+        COSTS.observe_forward(loaded.name, int(x.shape[-2]) * int(x.shape[-1]) / 1e6, t_forward)
         prediction = prediction_from_logits(loaded, logits, size, rule)
         target, score_fn = score_function(loaded, target, prediction, x.shape, weights=region_weights)
         score = score_fn(logits[0])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cam_core.cost import Work, units
 from cam_core.engine import cammath as cm
 from cam_core.engine import passes
 from cam_core.errors import unknown
@@ -88,9 +89,12 @@ class MethodInfo:
             n = _GRADIENT_RUN_FORWARDS
         return n * (AUG_SMOOTH_COPIES if aug_smooth and self.aug_smooth else 1)
 
-    def estimate_seconds(self, channels: int, forward_s: float, aug_smooth: bool = False) -> float:
-        """The one cost estimate (UI labels, warnings, progress): forwards × the measured forward time."""
-        return self.image_forwards(channels, aug_smooth) * forward_s
+    def work(self, channels: int, pixels: int, aug_smooth: bool = False) -> Work:
+        """The work of its own passes over an image of ``pixels`` (padded) pixels, for the one
+        estimate (:mod:`cam_core.cost`): per-channel methods run batches of masked images,
+        the others gradient runs (captures)."""
+        prior = "batched" if self.per_channel else "capture"
+        return Work(f"method:{self.name}", units(self.image_forwards(channels, aug_smooth), pixels), prior)
 
 
 def _cached(name: str, fn: LayerCam, family: str, summary: str, **flags) -> MethodInfo:

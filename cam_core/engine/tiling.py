@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from cam_core import engine
+from cam_core.cost import PRIORS, Work, units
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import (
     Capture,
@@ -213,6 +214,16 @@ def recapture_tiled(
         tiles=base.tiles,
         tiling=base.tiling,
     )
+
+
+def work(shape: tuple[int, int], multiple: int, tile: int | None = None, overlap: int | None = None) -> Work:
+    """The work of :func:`capture_tiled` on an image of ``shape``, for the one estimate
+    (:mod:`cam_core.cost`): a forward per tile, then a capture per tile (a whole-image target
+    touches every tile; a click only its object's, see :func:`recapture_tiled`)."""
+    tile, overlap = tile or DEFAULT_TILE, DEFAULT_OVERLAP if overlap is None else overlap
+    h, w = shape
+    pixels = sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in (c.box for c in grid(w, h, tile, overlap, align=multiple)))
+    return Work("tiled capture", units(PRIORS["no-grad forward"][0] + PRIORS["capture"][0], pixels))
 
 
 class _Steps:

@@ -441,6 +441,11 @@ def preprocess(image: np.ndarray, spec: ModelSpec) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 
+def padded_pixels(shape: tuple[int, ...], multiple: int) -> int:
+    """Pixels of an H×W image once padded to the model's multiple (what one pass computes over)."""
+    return (-(-int(shape[0]) // multiple) * multiple) * (-(-int(shape[1]) // multiple) * multiple)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad the bottom/right to a multiple of the encoder stride; return the original size."""
     h, w = x.shape[-2:]

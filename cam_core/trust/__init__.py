@@ -32,6 +32,6 @@ __all__, __getattr__ = exports(
         **dict.fromkeys(
             ("Sanity", "cascade_blocks", "copy_of", "count_blocks", "randomise", "sanity"), ".randomisation"
         ),
-        **dict.fromkeys(("TrustReport", "estimate_seconds", "trust"), ".checks"),
+        **dict.fromkeys(("TrustReport", "work", "trust"), ".checks"),
     },
 )

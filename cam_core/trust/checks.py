@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from cam_core.cost import PRIORS, Work, units
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import (
     Capture,
@@ -61,22 +62,24 @@ from cam_core.trust.randomisation import Sanity, count_blocks, sanity
 # One place for every constant of the checks.
 
 
-def estimate_seconds(
+def work(
     model: torch.nn.Module,
     layers: list[str],
     maps: int,
     references: dict[str, Any],
     cascade: bool,
-    forward_s: float,
-) -> float:
-    """The cost model of :func:`trust`, before it runs: the faithfulness forwards of ``maps`` maps
-    plus the reference curves not yet in ``references`` (the random maps of each layer, the
-    target mask), and the sanity steps (one capture each: a forward and a backward, together
-    1.3–2× the forward here; the whole cascade for one-pass methods, one step otherwise)."""
+    pixels: int,
+) -> Work:
+    """The work of :func:`trust` before it runs, for the one estimate (:mod:`cam_core.cost`): the
+    faithfulness forwards of ``maps`` maps plus the reference curves not yet in ``references``
+    (the random maps of each layer, the target mask), batched; and the sanity steps, one capture
+    each (the whole cascade for one-pass methods, one step otherwise). Counted in forward units
+    weighted by each pass's prior; the check's own runs then set its rate."""
     needing = {la for la in layers if f"random{RANDOM_SEEDS - 1}@{la}" not in references}
     total_maps = maps + RANDOM_SEEDS * len(needing) + ("target mask" not in references)
     steps = count_blocks(model) if cascade else 1
-    return forwards(total_maps) * forward_s + steps * 2 * forward_s
+    forwards_equivalent = forwards(total_maps) * PRIORS["batched"][0] + steps * PRIORS["capture"][0]
+    return Work("trust", units(forwards_equivalent, pixels))
 
 
 @dataclass

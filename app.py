@@ -205,6 +205,8 @@ def explore(ch, status, row) -> None:
         for note in res.notes:
             if not note.startswith("cam_raw equals"):
                 st.info(note)
+        for note in compute.quality_notes(ch):
+            st.warning(f"Input quality: {note}")
         display = display_controls()
     else:
         views.present_view(row[1])

@@ -371,6 +371,7 @@ def test_teaching_sample_is_offered_with_its_note(at):
     at.selectbox(key="w_sel_sample").set_value("ink_dot_test_13_014")
     run(at)
     assert any("Teaching sample" in i.value for i in at.sidebar.info)
+    assert any(w.value.startswith("Input quality: Pen ink or a marker") for w in at.warning)  # the dot, named
     at.selectbox(key="w_sel_model").set_value("consep-unet-marker-teaching")
     run(at)
     assert "class **epithelial**" in provenance(at)  # the dot made every nucleus epithelial

@@ -167,3 +167,28 @@ def test_an_estimate_starts_from_the_forward_rate_and_learns_from_its_runs():
     assert Work("trust", 2.0).seconds("m", costs) == pytest.approx(2.0)  # another action keeps its prior
     with pytest.raises(Exception, match="cost prior"):
         costs.estimate("m", "x", 1.0, prior="guess")
+
+
+# ---------------------------------------------------------------- input quality notes
+
+
+def test_quality_notes_name_ink_a_border_and_an_unusual_stain():
+    from cam_core.data import quality, samples, stain
+    from cam_core.data.images import load_image
+    from cam_core.model import models
+    from cam_core.trust import shortcut
+
+    tile = load_image(samples.file("test_12_002")).array
+    expected = quality.stain_range_for(models.builtin_registry()[models.default_model_name()]["path"])
+    assert expected is not None
+    assert quality.notes(tile, expected) == []  # a training-like tile: nothing to say
+    inked, _ = shortcut.plant(tile, (60, 60))
+    (ink,) = quality.notes(inked, expected)
+    assert ink.startswith("Pen ink or a marker")
+    bordered = tile.copy()
+    bordered[:, -20:] = 10
+    (border,) = quality.notes(bordered, expected)
+    assert "along the right edge" in border
+    shifted = stain.hed_jitter(tile, np.ones(3), np.array([0.0, 0.0, 0.4]))  # a residual cast
+    assert quality.notes(shifted, expected)[0].startswith("This tile is stained unlike")
+    assert quality.notes(shifted, None) == []  # no training range known: no stain note

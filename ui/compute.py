@@ -453,6 +453,22 @@ def record_for(
     )
 
 
+_QUALITY: dict[tuple[str, str], list[str]] = {}
+
+
+def quality_notes(ch: Choices) -> list[str]:
+    """The tile's input-quality notes (stain against the model's training range, ink, border),
+    computed once per image and model (cam_core.data.quality)."""
+    from cam_core.data import quality
+
+    key = (ch.image.sha, ch.loaded.name)
+    if key not in _QUALITY:
+        if len(_QUALITY) > 64:
+            _QUALITY.clear()
+        _QUALITY[key] = quality.notes(ch.image.image.array, quality.stain_range_for(ch.loaded.path))
+    return _QUALITY[key]
+
+
 def describe_error(exc: BaseException) -> str:
     """Known errors as they are; anything else logged with its stack under an id and shown by
     its kind and that id only: an unexpected error's text can hold server paths and internals."""

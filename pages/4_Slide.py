@@ -47,7 +47,7 @@ def slide_source() -> str | None:
         if folder is None or not Path(folder).is_dir():
             folder = str(slides.upload_folder(UPLOADS, limits.SLIDE_UPLOAD_MAX_AGE_S))
             st.session_state["slide_upload_dir"] = folder
-        path = slides.store_upload(Path(folder), up.getvalue(), Path(up.name).suffix)
+        path = slides.store_upload(Path(folder), up.getvalue(), Path(up.name).suffix, up.name)
         slides.prune_uploads(Path(folder), keep=path)
         slides.prune_all_uploads(UPLOADS, keep=path)
         return str(path)

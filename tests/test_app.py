@@ -777,6 +777,9 @@ def test_uploaded_slides_are_private_to_a_session_and_verified(tmp_path):
     again = slides.store_upload(a, data, ".tif")
     assert again == mine
     assert again.read_bytes() == data  # main: an existing file was kept, whoever wrote it
+    named = slides.store_upload(a, data, ".svs", "../CMU 1 (scan).svs")
+    assert named.name == "CMU_1_scan.svs"  # the user's own name, made safe; main: 23c560cef990ec66.svs
+    assert named.parent == a
     old = slides.upload_folder(root, 3600)
     os.utime(old, (0, 0))
     slides.upload_folder(root, 3600)

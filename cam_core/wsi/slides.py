@@ -338,14 +338,19 @@ def prune_all_uploads(root: Path, keep: Path, max_bytes: int | None = None) -> l
     return gone
 
 
-def store_upload(folder: Path, data: bytes, suffix: str) -> Path:
-    """An uploaded slide saved in ``folder`` (one session's private folder) under its content hash.
+def store_upload(folder: Path, data: bytes, suffix: str, name: str | None = None) -> Path:
+    """An uploaded slide saved in ``folder`` (one session's private folder) under the upload's
+    own file name (letters, digits, ``.-_`` kept; its content hash without a name), so captions,
+    file names and records call it what the user called it.
 
     A file already there is reused only when its bytes hash the same (a file planted or changed
     under that name is replaced, never shown to the user as theirs); writes are atomic.
     """
+    import re
+
     digest = hashlib.sha256(data).hexdigest()
-    path = folder / f"{digest[:16]}{suffix.lower()}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._")[:80] if name else ""
+    path = folder / f"{stem or digest[:16]}{suffix.lower()}"
     if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
         os.utime(path)  # the newest upload, for pruning
         return path

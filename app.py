@@ -33,6 +33,14 @@ def display_controls() -> fig.Display:
         style = state.bound(
             st.selectbox, "Mask", "mask_style", options=list(fig.MASK_STYLES), format_func=fig.MASK_STYLES.get
         )
+        blend = state.bound(
+            st.radio,
+            "Heatmap weight",
+            "blend",
+            options=list(render.BLENDS),
+            horizontal=True,
+            help=" · ".join(f"{k}: {v}" for k, v in render.BLENDS.items()),
+        )
     with c2:
         mode = state.bound(
             st.radio,
@@ -80,6 +88,7 @@ def display_controls() -> fig.Display:
         show=show,
         values=values,
         mask_style=style,
+        blend=blend,
     )
 
 
@@ -212,8 +221,7 @@ def explore(ch, status, row) -> None:
         views.present_view(row[1])
         with row[2].popover("Display"):
             display = display_controls()
-    signed = display.values == "raw signed"
-    scale, covered = compute.signed_scale(ch, ch.method, ch.layer, cap, res) if signed else (None, [])
+    scale, covered = compute.view_scale(ch, display.values, cap, res)
     display = display.model_copy(
         update={
             "signed_scale": scale,
@@ -292,9 +300,7 @@ def _b_side(ch, display: fig.Display, class_index: int):
         st.warning(f"B ({plain(ch.ab[1])}) cannot be drawn: {compute.describe_error(exc)}")
         return None
     image = chb.image.image.array
-    scale = None
-    if display.values == "raw signed":
-        scale, _ = compute.signed_scale(chb, chb.method, chb.layer, cap, res)
+    scale, _ = compute.view_scale(chb, display.values, cap, res)
     shown = display.model_copy(update={"signed_scale": scale, "outline_target": target.kind in tg.LOCAL_KINDS})
     level = shown.level(res.cam)
     arrays = fig.Arrays(image, cap.prediction.mask, res.cam, res.cam_raw, region, chb.loaded.spec.colors, chb.image.mpp)
@@ -359,10 +365,14 @@ def _panels(ch, res, prediction, target, drawn, signed, display) -> list:
         clicked.append(views.panel(drawn.heat, views.heat_alt(ch, res, target), "click_heat"))
         if scale is not None:
             st.image(drawn.bar, alt=f"colour bar: raw CAM from −{scale:.3g} (blue, against) to +{scale:.3g} (red, for)")
+            across = (
+                f"One scale (±{scale:.3g}) for {', '.join(covered)} on this image, so magnitudes compare across classes"
+                if len(covered) > 1
+                else f"Scaled to this map's own ±{scale:.3g}"
+            )
             st.caption(
-                f"Raw CAM before ReLU, in the method's own units: red argues for the class, blue against it. "
-                f"One scale (±{scale:.3g}) for {', '.join(covered)} on this image, so magnitudes compare "
-                "across classes; the threshold applies to the min-max view."
+                "Raw CAM before ReLU, in the method's own units: red argues for the class, blue against it. "
+                f"{across}; the threshold applies to the min-max view."
             )
         else:
             st.image(drawn.bar, alt=f"colour bar: {cmap}, CAM 0 (low) to 1 (high)")

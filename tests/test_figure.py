@@ -192,3 +192,18 @@ def test_quality_notes_name_ink_a_border_and_an_unusual_stain():
     shifted = stain.hed_jitter(tile, np.ones(3), np.array([0.0, 0.0, 0.4]))  # a residual cast
     assert quality.notes(shifted, expected)[0].startswith("This tile is stained unlike")
     assert quality.notes(shifted, None) == []  # no training range known: no stain note
+
+
+def test_the_ramp_leaves_unattended_tissue_untinted_and_the_signed_view_can_scale_per_class():
+    from cam_core.output import render
+
+    a = _arrays()
+    a.cam[:] = 0.0
+    a.cam[:10, :10] = 1.0
+    ramp = fig.panels(fig.Display(), a, display_width=None).over
+    uniform = fig.panels(fig.Display(blend="uniform"), a, display_width=None).over
+    assert (ramp[50:, 50:] == a.image[50:, 50:]).all()  # a map of 0: the tissue as it is
+    assert not (uniform[50:, 50:] == a.image[50:, 50:]).all()  # viridis' dark end veils it
+    assert "raw signed, this class" in render.SIGNED_SCALES
+    assert fig.Display(values="raw signed, this class", signed_scale=2.0).signed
+    assert fig.resolution_words(0.25) == "0.25 µm/px (≈40× objective)"

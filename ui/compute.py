@@ -533,6 +533,17 @@ def warm_up(sample_name: str) -> None:
 # ---------------------------------------------------------------- raw signed view
 
 
+def view_scale(ch: Choices, values: str, cap: Any, res: CamResult) -> tuple[float | None, list[str]]:
+    """The ± scale of a signed values view and the classes that set it (None for the min-max view):
+    shared over the image's classes, or the map's own (``render.SIGNED_SCALES``)."""
+    how = render.SIGNED_SCALES.get(values)
+    if how is None:
+        return None, []
+    if how == "own":
+        return float(render.signed_scale([res.cam_raw])), [ch.loaded.spec.classes[res.class_index]]
+    return signed_scale(ch, ch.method, ch.layer, cap, res)
+
+
 def signed_scale(ch: Choices, info: MethodInfo, layer: str, cap: Any, res: CamResult) -> tuple[float, list[str]]:
     """One symmetric scale for the raw map of every class of this image (same method, layer, target
     kind and rule), so magnitudes compare across classes; each other class costs one backward

@@ -16,7 +16,15 @@ from cam_core.data import samples
 from cam_core.engine import targets as tg
 from cam_core.engine.methods import DEFAULT_METHOD, LOCAL_METHOD, METHODS
 from cam_core.output.figure import AB_KINDS, MASK_STYLES, VIEWS
-from cam_core.output.render import COLORMAPS, DEFAULT_COLORMAP, SHOW_MODES, THRESHOLD_MODES, VALUE_VIEWS
+from cam_core.output.render import (
+    BLENDS,
+    COLORMAPS,
+    DEFAULT_BLEND,
+    DEFAULT_COLORMAP,
+    SHOW_MODES,
+    THRESHOLD_MODES,
+    VALUE_VIEWS,
+)
 from cam_core.paths import REPO_ROOT, SAMPLES_DIR, TEACHING_SAMPLES_DIR
 
 REPO = REPO_ROOT
@@ -67,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "present": False,
     "present_view": next(iter(VIEWS)),
     "mask_style": next(iter(MASK_STYLES)),
+    "blend": DEFAULT_BLEND,
     "ab_what": "none",  # an A/B view: what B changes (cam_core.output.figure.AB_KINDS)
     "ab_method": "HiResCAM",
     "ab_layer": None,
@@ -198,6 +207,7 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "present": ("present", lambda t: {"1": True, "0": False}[t], "0 or 1"),
     "view": ("present_view", _choice(VIEWS), ", ".join(VIEWS)),
     "mask": ("mask_style", _choice(MASK_STYLES), ", ".join(MASK_STYLES)),
+    "blend": ("blend", _choice(BLENDS), ", ".join(BLENDS)),
     "ab": ("ab_what", _choice(["none", *AB_KINDS]), ", ".join(AB_KINDS)),
     "b_method": ("ab_method", _method, "a method name"),
     "b_layer": ("ab_layer", str, "a layer name"),

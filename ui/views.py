@@ -84,7 +84,7 @@ def target_line(ch: compute.Choices, target: tg.TargetSpec, region: np.ndarray) 
     area = area_um2(n, ch.image.mpp)
     um = f", {area:.1f} µm²" if area is not None else ""
     extent = f", box x {box[0]}–{box[2]}, y {box[1]}–{box[3]}" if box and target.kind in tg.LOCAL_KINDS else ""
-    return f"Target: **{words}**{where} — {n} px{um}{extent}"
+    return f"Target: **{words}**{where} — {n} px{um}{extent} · {fig.resolution_words(ch.image.mpp)}"
 
 
 def file_stem(ch: compute.Choices, res: CamResult) -> str:
@@ -496,6 +496,7 @@ def current_view(ch: compute.Choices) -> dict[str, Any]:
         "present": True if present else None,
         "view": s.get("present_view") if present else None,
         "mask": s.get("mask_style") if s.get("mask_style") != state.DEFAULTS["mask_style"] else None,
+        "blend": s.get("blend"),
         **ab_view(s),
     }
 

@@ -73,7 +73,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _explain_parser(sub: Any) -> None:
     from cam_core.engine.targets import NAMED_KINDS, TRUTH_KINDS, WRITTEN_AS
-    from cam_core.output.render import COLORMAPS, DEFAULT_COLORMAP, THRESHOLD_MODES
+    from cam_core.output.render import BLENDS, COLORMAPS, DEFAULT_BLEND, DEFAULT_COLORMAP, THRESHOLD_MODES
 
     p = sub.add_parser("explain", help="mask, CAM heatmap and overlay for one image")
     p.set_defaults(run=_explain)
@@ -113,6 +113,9 @@ def _explain_parser(sub: Any) -> None:
     p.add_argument("--aug-smooth", action="store_true")
     p.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=list(COLORMAPS))
     p.add_argument("--opacity", type=float, default=0.5)
+    p.add_argument(
+        "--blend", default=DEFAULT_BLEND, choices=list(BLENDS), help="; ".join(f"{k}: {v}" for k, v in BLENDS.items())
+    )
     p.add_argument("--threshold-mode", default="none", choices=list(THRESHOLD_MODES))
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--out", default="out", help="output folder")
@@ -370,7 +373,9 @@ class _Writer:
         pictures: dict[str, bundle.Content] = {
             "heatmap.png": lambda: _png(render.scale_bar(render.heatmap(res.cam, args.colormap), mpp)),
             "overlay.png": lambda: _png(
-                render.scale_bar(render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level), mpp)
+                render.scale_bar(
+                    render.overlay(self.image.array, res.cam, args.opacity, args.colormap, level, blend=args.blend), mpp
+                )
             ),
         }
         classes = self.loaded.spec.classes
@@ -379,6 +384,7 @@ class _Writer:
             colormap=args.colormap,
             threshold_mode=args.threshold_mode,
             threshold_value=args.threshold,
+            blend=args.blend,
             outline_target=target.kind in tg.LOCAL_KINDS,
         )
         record = result_record(

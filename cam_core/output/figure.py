@@ -63,6 +63,9 @@ class Display(BaseModel):
     signed_scale: float | None = Field(None, gt=0, description="± scale of the raw signed view, raw CAM units")
     zoom_xyxy: list[int] | None = Field(None, description="the region shown, image pixels [x0, y0, x1, y1)")
     mask_style: str = Field("filled", description="how the mask is drawn: " + ", ".join(MASK_STYLES))
+    blend: str = Field(
+        render.DEFAULT_BLEND, description="how the heatmap lies on the tissue: " + ", ".join(render.BLENDS)
+    )
     outline_target: bool = Field(False, description="the target region is outlined on every panel")
 
     @field_validator("view")
@@ -90,6 +93,11 @@ class Display(BaseModel):
     def _values(cls, v: str) -> str:
         return _known("values view", v, render.VALUE_VIEWS)
 
+    @field_validator("blend")
+    @classmethod
+    def _blend(cls, v: str) -> str:
+        return _known("blend", v, render.BLENDS)
+
     @field_validator("mask_style")
     @classmethod
     def _style(cls, v: str) -> str:
@@ -97,7 +105,7 @@ class Display(BaseModel):
 
     @property
     def signed(self) -> bool:
-        return self.values == "raw signed" and self.signed_scale is not None
+        return self.values in render.SIGNED_SCALES and self.signed_scale is not None
 
     def level(self, cam: np.ndarray) -> float | None:
         """The overlay's threshold level on the min-max map (none in the signed view)."""
@@ -170,11 +178,16 @@ def panels(display: Display, a: Arrays, display_width: int | None = PANEL_DISPLA
         scale = float(display.signed_scale or 1.0)
         unit = render.signed_unit(a.cam_raw, scale)
         heat = render.heatmap(unit, render.SIGNED_COLORMAP)
-        over = render.overlay(a.image, unit, display.opacity, render.SIGNED_COLORMAP)
+        distance = np.abs(unit - 0.5) * 2  # no evidence either way: untinted
+        over = render.overlay(
+            a.image, unit, display.opacity, render.SIGNED_COLORMAP, blend=display.blend, weight=distance
+        )
         bar = render.signed_colorbar(scale)
     else:
         heat = render.heatmap(a.cam, display.colormap)
-        over = render.overlay(a.image, a.cam, display.opacity, display.colormap, level, display.show)
+        over = render.overlay(
+            a.image, a.cam, display.opacity, display.colormap, level, display.show, blend=display.blend
+        )
         bar = render.colorbar(display.colormap)
     mask = mask_picture(a.mask, a.colors, a.image, display.mask_style)
     if display_width is None:
@@ -202,6 +215,14 @@ class Words:
     legend_b: list[tuple[str, str]] | None = None  # an A/B view's B legend, when its mask is shown
 
 
+def resolution_words(mpp: float | None) -> str:
+    """A resolution as a microscopist reads it: µm per pixel and the objective it corresponds to
+    (≈ 10 µm / mpp: 0.25 µm/px is a 40× scan)."""
+    if not mpp:
+        return "resolution unknown"
+    return f"{mpp:g} µm/px (≈{10 / mpp:.0f}× objective)"
+
+
 def words_from(record: dict[str, Any], colors: list[str]) -> Words:
     """The figure's words from ``result.json`` alone (so a rebuild writes the same)."""
     cls, d = record["class"], Display.model_validate(record["display"])
@@ -217,7 +238,8 @@ def words_from(record: dict[str, Any], colors: list[str]) -> Words:
     image = record["image"].get("name") or record["image"].get("path", "image")
     provenance = (
         f"Model {record['model']} · layer {record['layer']} · image {image} · target {record['target_description']}"
-        f" ({record.get('target_pixels') or 0} px) · opacity {d.opacity:.2f}, {thr} · {record['device']}"
+        f" ({record.get('target_pixels') or 0} px) · {resolution_words(record['image'].get('microns_per_pixel'))}"
+        f" · opacity {d.opacity:.2f}, {thr} · {record['device']}"
         " · SegCAM Explorer"
     )
     if d.signed:

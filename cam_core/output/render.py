@@ -34,8 +34,20 @@ SIGNED_COLORMAP = "RdBu_r"
 VALUE_VIEWS: dict[str, str] = {
     "min-max 0–1": "grad-cam's output: ReLU, then scaled to 0–1 per map (shapes compare, magnitudes do not)",
     "raw signed": "before ReLU and scaling, centred on 0, one scale for every class of this image",
+    "raw signed, this class": "before ReLU, centred on 0, scaled to this map's own largest value (a weak class's "
+    "evidence shows; magnitudes do not compare across classes)",
 }
+# The signed views and where their scale comes from: shared by every class of the image, or the map's own.
+SIGNED_SCALES: dict[str, str] = {"raw signed": "shared", "raw signed, this class": "own"}
 THRESHOLD_MODES = ("none", "absolute", "percentile", "otsu")
+# How the heatmap is laid on the tissue: its weight grows with the map (tissue the map ignores
+# stays untinted, as a microscope shows it), or the same weight everywhere (grad-cam's
+# show_cam_on_image, where viridis' dark end veils every pixel).
+BLENDS: dict[str, str] = {
+    "ramp": "the heatmap's weight grows with the map: unattended tissue stays untinted",
+    "uniform": "the same weight everywhere (grad-cam's show_cam_on_image)",
+}
+DEFAULT_BLEND = "ramp"
 # What a threshold shows on the overlay (``overlay(show=...)``).
 SHOW_MODES = ("mask+contour", "mask", "contour")
 _LUT_CACHE: dict[str, np.ndarray] = {}
@@ -113,6 +125,8 @@ def overlay(
     level: float | None = None,
     show: str = "mask+contour",
     contour_color: str = "#FFFFFF",
+    blend: str = "uniform",
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Heatmap blended on the tissue.
 
@@ -123,13 +137,22 @@ def overlay(
         level: threshold; None shows the whole heatmap.
         show: with a level, ``mask`` hides the heatmap below it, ``contour`` draws its edge,
             ``mask+contour`` does both.
+        blend: a key of :data:`BLENDS`; ``ramp`` weighs each pixel by ``opacity × weight``.
+        weight: the ramp's per-pixel weight in [0, 1] (default: ``cam``; the signed view passes
+            the distance from 0, so no evidence either way stays untinted).
     """
     if not 0.0 <= opacity <= 1.0:
         raise InputError(f"opacity {opacity} must be in [0, 1]")
     if image.shape[:2] != cam.shape:
         raise InputError(f"image {image.shape[:2]} and CAM {cam.shape} differ in size")
+    if blend not in BLENDS:
+        raise unknown("blend", blend, list(BLENDS))
     heat = heatmap(cam, colormap)
-    blended = cv2.addWeighted(image, 1.0 - opacity, heat, opacity, 0.0)
+    if blend == "ramp":
+        alpha = (opacity * np.clip(cam if weight is None else weight, 0.0, 1.0)).astype(np.float32)[..., None]
+        blended = (image * (1.0 - alpha) + heat * alpha + 0.5).astype(np.uint8)
+    else:
+        blended = cv2.addWeighted(image, 1.0 - opacity, heat, opacity, 0.0)
     region = None
     if level is not None:
         region = cam >= level

@@ -221,6 +221,46 @@ def explore(ch, status, row) -> None:
         views.present_view(row[1])
         with row[2].popover("Display"):
             display = display_controls()
+    v = _view(ch, res, cap, target, region, display, row)
+    display, arrays, drawn, record, arrays_b = v.display, v.arrays, v.drawn, v.record, v.arrays_b
+    scale, covered = display.signed_scale, v.covered
+    if row is not None:
+        views.presenter(record, arrays, ch, res, row, arrays_b)
+        return
+    st.session_state["last_picture"] = (f"{res.method} @ {res.layer}", drawn.over)
+    views.zoom_note(drawn, prediction.mask.shape)
+    if arrays_b is not None:
+        views.ab_panels(record, arrays, arrays_b)
+    else:
+        clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), display)
+        views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
+    views.zoom_controls(ch)
+    if target.kind in tg.TRUTH_KINDS:
+        views.truth_target_view(ch, res, target, region, signed=scale is not None)
+    views.truth_section(ch, prediction, res.class_index)
+    views.objects_section(ch, prediction, res)
+    trust_section(ch, res, cap)
+
+    st.subheader("Downloads")
+    views.downloads(ch, res, prediction, arrays, record, arrays_b)
+
+
+@dataclasses.dataclass
+class _View:
+    """What one run draws: the settings, the arrays, the panels, the record, and B's arrays."""
+
+    display: fig.Display
+    arrays: fig.Arrays
+    drawn: fig.Panels
+    record: dict
+    arrays_b: fig.Arrays | None
+    covered: list
+
+
+def _view(ch, res, cap, target, region, display: fig.Display, row) -> _View:
+    """The picture's settings completed (signed scale, zoom, outline, view), its panels and its
+    record (with B's for an A/B view); what the page then shows is the caller's."""
+    prediction = cap.prediction
     scale, covered = compute.view_scale(ch, display.values, cap, res)
     display = display.model_copy(
         update={
@@ -262,25 +302,7 @@ def explore(ch, status, row) -> None:
         "target_pixels": int(region.sum()),
         "outlined": display.outline_target,
     }
-    if row is not None:
-        views.presenter(record, arrays, ch, res, row, arrays_b)
-        return
-    st.session_state["last_picture"] = (f"{res.method} @ {res.layer}", drawn.over)
-    views.zoom_note(drawn, prediction.mask.shape)
-    if arrays_b is not None:
-        views.ab_panels(record, arrays, arrays_b)
-    else:
-        clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), display)
-        views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
-    views.zoom_controls(ch)
-    if target.kind in tg.TRUTH_KINDS:
-        views.truth_target_view(ch, res, target, region, signed=scale is not None)
-    views.truth_section(ch, prediction, res.class_index)
-    views.objects_section(ch, prediction, res)
-    trust_section(ch, res, cap)
-
-    st.subheader("Downloads")
-    views.downloads(ch, res, prediction, arrays, record, arrays_b)
+    return _View(display, arrays, drawn, record, arrays_b, covered)
 
 
 def _b_side(ch, display: fig.Display, class_index: int):

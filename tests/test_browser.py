@@ -400,10 +400,24 @@ def test_a_click_on_a_2000px_upload_costs_one_tile_and_keeps_class_sidebar_and_l
     shot(page, "click_large_upload")
 
 
+def assert_link_reproduces(url, browser, link, selector, shown):
+    """``link`` opened in another browser (its own session, nothing cached for it) shows the
+    picture at ``selector`` with exactly the pixels ``shown``."""
+    other = browser.new_context(viewport={"width": 1500, "height": 1000})
+    try:
+        b = other.new_page()
+        b.goto(link)
+        b.wait_for_selector(selector, timeout=120_000)
+        wait_idle(b)
+        no_exception(b)
+        assert (image_pixels(b, url, selector) == shown).all()  # the same picture, pixel for pixel
+    finally:
+        other.close()
+
+
 def test_a_copied_link_reproduces_the_overlay_in_another_browser(server, browser):
     url, _ = server
     first = browser.new_context(viewport={"width": 1500, "height": 1000})
-    second = browser.new_context(viewport={"width": 1500, "height": 1000})
     try:
         a = first.new_page()
         a.goto(f"{url}/?sample=test_8_001")
@@ -421,16 +435,9 @@ def test_a_copied_link_reproduces_the_overlay_in_another_browser(server, browser
         wait_idle(a)
         shown = image_pixels(a, url)
         assert (shown != before).any()  # the settings changed the picture
-        link = a.url
-        b = second.new_page()
-        b.goto(link)
-        b.wait_for_selector('img[alt^="overlay"]', timeout=120_000)
-        wait_idle(b)
-        no_exception(b)
-        assert (image_pixels(b, url) == shown).all()  # the same picture, pixel for pixel
+        assert_link_reproduces(url, browser, a.url, 'img[alt^="overlay"]', shown)
     finally:
         first.close()
-        second.close()
 
 
 def test_the_shortcut_preset_and_its_ab_link_in_another_browser(server, browser):
@@ -438,7 +445,6 @@ def test_the_shortcut_preset_and_its_ab_link_in_another_browser(server, browser)
     gives another browser the same figure, pixel for pixel."""
     url, _ = server
     first = browser.new_context(viewport={"width": 1500, "height": 1000})
-    second = browser.new_context(viewport={"width": 1500, "height": 1000})
     try:
         a = first.new_page()
         a.goto(f"{url}/?sample=ink_dot_test_13_014")
@@ -452,15 +458,9 @@ def test_the_shortcut_preset_and_its_ab_link_in_another_browser(server, browser)
         assert "model=consep-unet-marker-teaching" in a.url
         shown = image_pixels(a, url, 'img[alt^="A/B figure"]')
         shot(a, "shortcut_ab")
-        b = second.new_page()
-        b.goto(a.url)
-        b.wait_for_selector('img[alt^="A/B figure"]', timeout=120_000)
-        wait_idle(b)
-        no_exception(b)
-        assert (image_pixels(b, url, 'img[alt^="A/B figure"]') == shown).all()
+        assert_link_reproduces(url, browser, a.url, 'img[alt^="A/B figure"]', shown)
     finally:
         first.close()
-        second.close()
 
 
 def test_presentation_mode_fits_a_1280x720_projector(server, browser):

@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "present_view": next(iter(VIEWS)),
     "mask_style": next(iter(MASK_STYLES)),
     "blend": DEFAULT_BLEND,
+    "list_objects": False,  # the objects table of a large image, on request
     "ab_what": "none",  # an A/B view: what B changes (cam_core.output.figure.AB_KINDS)
     "ab_method": "HiResCAM",
     "ab_layer": None,

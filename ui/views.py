@@ -269,7 +269,18 @@ def objects_section(ch: compute.Choices, prediction: Prediction, res: CamResult)
     """Every predicted object, to pick one from the keyboard (the same target as a click)."""
     from cam_core.data.objects import find_objects
 
-    objs = find_objects(prediction.mask, prediction.probs, np.clip(res.cam, 0, None))
+    if ch.image.large and not state.bound(
+        st.toggle,
+        "List the predicted objects (thousands on a large image: about a second per map)",
+        "list_objects",
+    ):
+        return  # a click on a large image costs one tile and a redraw, not a census of its nuclei
+    key = (ch.image.sha, ch.loaded.name, ch.rule.key(), ch.target.key(), res.method, res.layer, res.class_index)
+    cached = st.session_state.get("_objects")
+    if cached is None or cached[0] != key:  # a 2000² tile has thousands: found once per map, not per rerun
+        cached = (key, find_objects(prediction.mask, prediction.probs, np.clip(res.cam, 0, None)))
+        st.session_state["_objects"] = cached
+    objs = cached[1]
     st.session_state["last_objects"] = [(o.class_index, o.area_px, o.centroid_xy) for o in objs]
     classes = ch.loaded.spec.classes
     mpp = ch.image.mpp

@@ -116,7 +116,7 @@ def ink_note(image: np.ndarray) -> str | None:
 
 def border_note(image: np.ndarray) -> str | None:
     """A note when a dark strip runs along an edge of the tile (the slide's or the scan's edge)."""
-    dark = (image < BORDER_DARK).all(axis=2)
+    dark: np.ndarray = np.asarray((image < BORDER_DARK).all(axis=2))
     h, w = dark.shape
     depth = max(2, round(BORDER_MIN_FRACTION * min(h, w)))
     sides = {

@@ -11,6 +11,7 @@ forward (:func:`recapture`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -91,6 +92,17 @@ class Capture:
     @property
     def rule(self) -> DecisionRule:
         return self.prediction.rule
+
+    def for_target(self, target: tg.TargetSpec, gradients: dict[str, np.ndarray], seconds: float) -> Capture:
+        """The same forward (mask, activations) with another target's gradients: a new capture
+        (its own uid) that cost ``seconds`` of backward."""
+        return dataclasses.replace(
+            self,
+            target=target,
+            gradients=gradients,
+            seconds={"forward": 0.0, "backward": seconds, "total": seconds},
+            uid=next(_CAPTURE_IDS),
+        )
 
 
 def capture_bytes(loaded: LoadedModel, shape: tuple[int, int], names: list[str]) -> int:
@@ -354,19 +366,7 @@ def recapture(loaded: LoadedModel, cap: Capture, target: tg.TargetSpec, image: n
                 n: np.zeros_like(cap.activations[n]) if g is None else g.detach().float().cpu().numpy()
                 for n, g in zip(cap.layers, grads)
             }
-            seconds = time.perf_counter() - t0
-            new = Capture(
-                model_name=cap.model_name,
-                target=target,
-                layers=cap.layers,
-                padded_shape=cap.padded_shape,
-                image_shape=cap.image_shape,
-                activations=cap.activations,
-                gradients=gradients,
-                prediction=cap.prediction,
-                device=cap.device,
-                seconds={"forward": 0.0, "backward": seconds, "total": seconds},
-            )
+            new = cap.for_target(target, gradients, time.perf_counter() - t0)
             graph.capture_id = new.uid  # the graph now serves the newest capture of this image
             return new
     if image is None:

@@ -188,7 +188,7 @@ def recapture_tiled(
     target, region = target_region(loaded, target, base.prediction)
     rule = base.prediction.rule
     steps = _Steps(progress, len(boxes))
-    grads, t_backward = _backward_tiles(
+    grads, _ = _backward_tiles(
         loaded, image, target, region, base.layers, boxes, tile_weights, base.activations, rule, steps
     )
     touched = sum(bool((region[y0:y1, x0:x1] > 0).any()) for y0, x0, y1, x1 in boxes)
@@ -200,20 +200,7 @@ def recapture_tiled(
         len(boxes),
         time.perf_counter() - t0,
     )
-    return Capture(
-        model_name=base.model_name,
-        target=target,
-        layers=base.layers,
-        padded_shape=base.padded_shape,
-        image_shape=base.image_shape,
-        activations=base.activations,
-        gradients=grads,
-        prediction=base.prediction,
-        device=base.device,
-        seconds={"forward": 0.0, "backward": t_backward, "total": time.perf_counter() - t0},
-        tiles=base.tiles,
-        tiling=base.tiling,
-    )
+    return base.for_target(target, grads, time.perf_counter() - t0)
 
 
 def work(shape: tuple[int, int], multiple: int, tile: int | None = None, overlap: int | None = None) -> Work:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from cam_core.engine import targets as tg
 from cam_core.errors import unknown
@@ -48,6 +48,18 @@ PANEL_DISPLAY_PX = 420
 _GAP = 14
 
 
+# The Display fields chosen from a registry: field → (its name in messages, the valid names).
+_CHOICES: dict[str, tuple[str, Any]] = {
+    "view": ("figure view", VIEWS),
+    "colormap": ("colormap", render.COLORMAPS),
+    "threshold_mode": ("threshold mode", render.THRESHOLD_MODES),
+    "show": ("threshold display", render.SHOW_MODES),
+    "values": ("values view", render.VALUE_VIEWS),
+    "blend": ("blend", render.BLENDS),
+    "mask_style": ("mask style", MASK_STYLES),
+}
+
+
 class Display(BaseModel):
     """Every setting that changes a picture but not the CAM (``result.json``'s ``display``)."""
 
@@ -68,40 +80,11 @@ class Display(BaseModel):
     )
     outline_target: bool = Field(False, description="the target region is outlined on every panel")
 
-    @field_validator("view")
+    @field_validator(*_CHOICES)
     @classmethod
-    def _view(cls, v: str) -> str:
-        return _known("figure view", v, VIEWS)
-
-    @field_validator("colormap")
-    @classmethod
-    def _cmap(cls, v: str) -> str:
-        return _known("colormap", v, render.COLORMAPS)
-
-    @field_validator("threshold_mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        return _known("threshold mode", v, render.THRESHOLD_MODES)
-
-    @field_validator("show")
-    @classmethod
-    def _show(cls, v: str) -> str:
-        return _known("threshold display", v, render.SHOW_MODES)
-
-    @field_validator("values")
-    @classmethod
-    def _values(cls, v: str) -> str:
-        return _known("values view", v, render.VALUE_VIEWS)
-
-    @field_validator("blend")
-    @classmethod
-    def _blend(cls, v: str) -> str:
-        return _known("blend", v, render.BLENDS)
-
-    @field_validator("mask_style")
-    @classmethod
-    def _style(cls, v: str) -> str:
-        return _known("mask style", v, MASK_STYLES)
+    def _choice(cls, v: str, info: ValidationInfo) -> str:
+        what, names = _CHOICES[str(info.field_name)]
+        return _known(what, v, names)
 
     @property
     def signed(self) -> bool:

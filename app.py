@@ -21,6 +21,7 @@ from cam_core.errors import EmptyTargetError
 from cam_core.output import figure as fig
 from cam_core.output import render
 from ui import compute, sidebar, state, views
+from ui.clickable import MAX_SENT_SIDE
 from ui.text import code, plain
 
 
@@ -274,7 +275,7 @@ def _view(ch, res, cap, target, region, display: fig.Display, row) -> _View:
     arrays = fig.Arrays(
         ch.image.image.array, prediction.mask, res.cam, res.cam_raw, region, ch.loaded.spec.colors, ch.image.mpp
     )
-    drawn = fig.panels(display, arrays)
+    drawn = fig.panels(display, arrays, max_side=MAX_SENT_SIDE)  # a large image: drawn at the size it is sent
     record = compute.record_for(
         ch,
         res,

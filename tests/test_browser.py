@@ -521,7 +521,7 @@ def test_truth_and_missed_pixels_target_in_the_browser(server, page):
 
 
 def test_a_sample_thumbnail_opens_its_tile(server, page):
-    from ui.state import sample_names
+    from cam_core.data.samples import names as sample_names
 
     url, _ = server
     names = sample_names()

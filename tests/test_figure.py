@@ -207,3 +207,16 @@ def test_the_ramp_leaves_unattended_tissue_untinted_and_the_signed_view_can_scal
     assert "raw signed, this class" in render.SIGNED_SCALES
     assert fig.Display(values="raw signed, this class", signed_scale=2.0).signed
     assert fig.resolution_words(0.25) == "0.25 µm/px (≈40× objective)"
+
+
+def test_a_large_region_is_drawn_at_the_size_it_is_shown_with_the_full_maps_threshold():
+    a = _arrays(900, 1200)
+    d = fig.Display(threshold_mode="percentile", threshold_value=80, outline_target=True)
+    full, shown = fig.panels(d, a), fig.panels(d, a, max_side=600)
+    assert shown.over.shape[:2] == (450, 600)
+    assert shown.scale == pytest.approx(0.5)
+    assert shown.level == full.level  # the threshold of the whole map, not of the smaller picture
+    assert fig.panels(d, a, max_side=1200).over.shape == full.over.shape  # small enough: as before
+    zoomed = fig.panels(d.model_copy(update={"zoom_xyxy": [100, 100, 500, 400]}), a, max_side=600)
+    assert zoomed.offset == (100, 100)
+    assert zoomed.scale == 1.0  # a zoomed region under the size: full resolution

@@ -122,7 +122,7 @@ def previous_picture(waiting_for: str) -> None:
 
 
 def zoom_note(drawn: Panels, shape: tuple[int, ...]) -> None:
-    h, w = drawn.mask.shape[:2]
+    h, w = round(drawn.mask.shape[0] / drawn.scale), round(drawn.mask.shape[1] / drawn.scale)
     if (w, h) != (shape[1], shape[0]):
         x0, y0 = drawn.offset
         st.caption(f"Zoomed to x {x0}–{x0 + w}, y {y0}–{y0 + h} (full resolution); reset it under *Zoom*.")
@@ -137,7 +137,8 @@ def on_click(point: tuple[int, int] | None, ch: compute.Choices, prediction: Pre
     """A click on a panel: the predicted object under it becomes the target."""
     if point is None:
         return
-    x, y = point[0] + drawn.offset[0], point[1] + drawn.offset[1]
+    x = min(drawn.offset[0] + int(point[0] / drawn.scale), prediction.mask.shape[1] - 1)
+    y = min(drawn.offset[1] + int(point[1] / drawn.scale), prediction.mask.shape[0] - 1)
     if prediction.mask[y, x] == 0:
         # a toast shows where the user is looking (a note under the panels would be below the fold)
         st.toast(f"({x}, {y}) is predicted background: click a coloured object to explain it.")
@@ -398,13 +399,19 @@ def downloads(
     """The downloads, named after image, class, layer and method. Every file is built only when
     clicked (callables), so a slider move on a large image neither encodes pictures nor traces
     thousands of outlines."""
+    import functools
+
     stem = file_stem(ch, res)
-    pictures = fig.panels(fig.Display.model_validate(record["display"]), arrays, display_width=None)
+
+    @functools.cache
+    def pictures() -> Panels:  # the plain pictures, drawn when a download asks for them
+        return fig.panels(fig.Display.model_validate(record["display"]), arrays, display_width=None)
+
     pngs: dict[str, Any] = {
         "mask.png": lambda: render.to_png(prediction.mask.astype(np.uint8)),  # class indices: what tools read
-        "mask_color.png": lambda: render.to_png(pictures.mask),
-        "heatmap.png": lambda: render.to_png(pictures.heat),
-        "overlay.png": lambda: render.to_png(pictures.over),
+        "mask_color.png": lambda: render.to_png(pictures().mask),
+        "heatmap.png": lambda: render.to_png(pictures().heat),
+        "overlay.png": lambda: render.to_png(pictures().over),
     }
 
     def geojson() -> bytes:

@@ -128,6 +128,7 @@ class Panels:
     bar: np.ndarray
     offset: tuple[int, int] = (0, 0)
     level: float | None = None
+    scale: float = 1.0  # shown pixels per image pixel (< 1: a large region drawn at the size it is shown)
 
 
 def zoom_box(zoom: list[int] | None, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -151,11 +152,22 @@ def mask_picture(mask: np.ndarray, colors: list[str], image: np.ndarray, style: 
     return out
 
 
-def panels(display: Display, a: Arrays, display_width: int | None = PANEL_DISPLAY_PX) -> Panels:
+def panels(
+    display: Display, a: Arrays, display_width: int | None = PANEL_DISPLAY_PX, max_side: int | None = None
+) -> Panels:
     """Mask, heatmap, overlay and the plain tissue for ``display``: the min-max map on its colour
     map, or the raw signed map at ± ``signed_scale``; the target outlined when asked, cropped to
     the zoom, with a µm scale bar sized for ``display_width`` (None: the plain pictures, whole,
-    without outline or scale bar, as the app's PNG downloads hold them)."""
+    without outline or scale bar, as the app's PNG downloads hold them).
+
+    ``max_side``: a zoomed region larger than this is drawn at this size (what a browser is sent
+    anyway), so a large image's redraw costs its shown pixels, not its full resolution; the
+    threshold is the full map's, and ``Panels.scale`` maps the shown pixels back."""
+    if max_side is not None and display_width is not None:
+        x0, y0, x1, y1 = zoom_box(display.zoom_xyxy, a.image.shape)
+        k = max_side / max(x1 - x0, y1 - y0)
+        if k < 1:
+            return _panels_shown(display, a, display_width, (x0, y0, x1, y1), k)
     level = display.level(a.cam)
     if display.signed:
         scale = float(display.signed_scale or 1.0)
@@ -184,6 +196,37 @@ def panels(display: Display, a: Arrays, display_width: int | None = PANEL_DISPLA
         return render.scale_bar(rgb[y0:y1, x0:x1], a.mpp, display_width)
 
     return Panels(one(mask), one(heat), one(over), one(a.image), bar, (x0, y0), level)
+
+
+def _panels_shown(display: Display, a: Arrays, display_width: int, box: tuple[int, int, int, int], k: float) -> Panels:
+    """:func:`panels` of the zoomed region downscaled by ``k`` (< 1), the full map's threshold kept."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    size = (max(1, round((x1 - x0) * k)), max(1, round((y1 - y0) * k)))
+
+    def area(x: np.ndarray) -> np.ndarray:
+        return cv2.resize(np.ascontiguousarray(x[y0:y1, x0:x1]), size, interpolation=cv2.INTER_AREA)
+
+    def nearest(x: np.ndarray) -> np.ndarray:
+        return cv2.resize(np.ascontiguousarray(x[y0:y1, x0:x1]), size, interpolation=cv2.INTER_NEAREST)
+
+    level = display.level(a.cam)
+    fixed: dict[str, Any] = {"zoom_xyxy": None}
+    if level is not None:
+        fixed |= {"threshold_mode": "absolute", "threshold_value": level}
+    shown = Arrays(
+        area(a.image),
+        nearest(a.mask),
+        area(a.cam),
+        area(a.cam_raw),
+        nearest(a.region.astype(np.uint8)).astype(bool),
+        a.colors,
+        None if not a.mpp else a.mpp / k,
+    )
+    p = panels(display.model_copy(update=fixed), shown, display_width)
+    p.offset, p.scale, p.level = (x0, y0), k, level
+    return p
 
 
 @dataclass

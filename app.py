@@ -31,9 +31,6 @@ def display_controls() -> fig.Display:
     c1, c2, c3, c4, c5 = st.columns([1.2, 1.6, 1, 1, 1.1])
     with c1:
         opacity = state.bound(st.slider, "Heatmap opacity", "opacity", min_value=0.0, max_value=1.0, step=0.05)
-        style = state.bound(
-            st.selectbox, "Mask", "mask_style", options=list(fig.MASK_STYLES), format_func=fig.MASK_STYLES.get
-        )
         blend = state.bound(
             st.radio,
             "Heatmap weight",
@@ -72,6 +69,9 @@ def display_controls() -> fig.Display:
             "show",
             options=list(render.SHOW_MODES),
             disabled=mode == "none",
+        )
+        style = state.bound(
+            st.selectbox, "Mask", "mask_style", options=list(fig.MASK_STYLES), format_func=fig.MASK_STYLES.get
         )
     with c5:
         values = state.bound(
@@ -233,8 +233,9 @@ def explore(ch, status, row) -> None:
     if arrays_b is not None:
         views.ab_panels(record, arrays, arrays_b)
     else:
-        clicked = _panels(ch, res, prediction, target, drawn, (scale, covered), display)
-        views.on_click(next((c for c in clicked if c is not None), None), ch, prediction, drawn)
+        views.remember_panels(drawn, prediction)
+        views.show_toast()
+        _panels(ch, res, prediction, target, drawn, (scale, covered), display)  # clicks: views.clicked
     views.zoom_controls(ch)
     if target.kind in tg.TRUTH_KINDS:
         views.truth_target_view(ch, res, target, region, signed=scale is not None)

@@ -9,6 +9,7 @@ AppTest does not run components: tests set the point through session state or th
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,13 +68,24 @@ def data_url(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(render.to_png(rgb, compress_level=1)).decode("ascii")
 
 
-def clickable_image(rgb: np.ndarray, alt: str, key: str, title: str = "") -> tuple[int, int] | None:
-    """Draw ``rgb``; return (x, y) in its pixels when the user has just clicked it, else None."""
+def clickable_image(
+    rgb: np.ndarray, alt: str, key: str, title: str = "", on_click: Callable[[int, int], None] | None = None
+) -> tuple[int, int] | None:
+    """Draw ``rgb``; return (x, y) in its pixels when the user has just clicked it, else None.
+
+    ``on_click(x, y)`` runs before the next script run (a callback), so the run that follows a
+    click can already draw its answer instead of first redrawing the view that was clicked."""
     h, w = rgb.shape[:2]
+
+    def clicked() -> None:
+        click = (st.session_state.get(key) or {}).get("click")
+        if on_click is not None and isinstance(click, dict) and "x" in click and "y" in click:
+            on_click(int(click["x"]), int(click["y"]))
+
     result = _component()(
         data={"src": data_url(rgb), "alt": alt, "title": title or alt, "width": w, "height": h},
         key=key,
-        on_click_change=lambda: None,
+        on_click_change=clicked,
     )
     click = getattr(result, "click", None)
     if isinstance(click, dict) and "x" in click and "y" in click:

@@ -129,26 +129,39 @@ def zoom_note(drawn: Panels, shape: tuple[int, ...]) -> None:
 
 
 def panel(rgb: np.ndarray, alt: str, key: str) -> tuple[int, int] | None:
-    """A panel that reports a click (in the panel's pixels)."""
-    return clickable_image(rgb, alt, key, title="Click a nucleus to explain that object")
+    """A panel that reports a click (in the panel's pixels); the click is answered by a callback
+    before the next run (``clicked``), with the mapping the panels were drawn with."""
+    return clickable_image(rgb, alt, key, title="Click a nucleus to explain that object", on_click=clicked)
 
 
-def on_click(point: tuple[int, int] | None, ch: compute.Choices, prediction: Prediction, drawn: Panels) -> None:
-    """A click on a panel: the predicted object under it becomes the target."""
-    if point is None:
+def remember_panels(drawn: Panels, prediction: Prediction) -> None:
+    """How the panels on screen map back to the image, for the click callback."""
+    st.session_state["_panel_map"] = (drawn.offset, drawn.scale, prediction.mask)
+
+
+def clicked(px: int, py: int) -> None:
+    """A click on a panel (a callback: it runs before the next script run): the predicted object
+    under it becomes the target, so that run draws it at once; background is answered by a toast."""
+    mapping = st.session_state.get("_panel_map")
+    if mapping is None:
         return
-    x = min(drawn.offset[0] + int(point[0] / drawn.scale), prediction.mask.shape[1] - 1)
-    y = min(drawn.offset[1] + int(point[1] / drawn.scale), prediction.mask.shape[0] - 1)
-    if prediction.mask[y, x] == 0:
+    (ox, oy), scale, mask = mapping
+    x = min(ox + int(px / scale), mask.shape[1] - 1)
+    y = min(oy + int(py / scale), mask.shape[0] - 1)
+    if mask[y, x] == 0:
         # a toast shows where the user is looking (a note under the panels would be below the fold)
-        st.toast(f"({x}, {y}) is predicted background: click a coloured object to explain it.")
+        st.session_state["_toast"] = f"({x}, {y}) is predicted background: click a coloured object to explain it."
         return
-    if st.session_state.get("sel_target") == "point" and tuple(st.session_state.get("sel_point") or ()) == (x, y):
-        return
-    explain_object((x, y), int(prediction.mask[y, x]))
+    choose_object((x, y), int(mask[y, x]))
 
 
-def explain_object(point: tuple[int, int], class_index: int) -> None:
+def show_toast() -> None:
+    text = st.session_state.pop("_toast", None)
+    if text:
+        st.toast(text)
+
+
+def choose_object(point: tuple[int, int], class_index: int) -> None:
     """The predicted object at ``point`` becomes the target: its class in the sidebar's Class box
     and in the link (not a silent switch), a method whose map depends on the region unless the
     user picked one (``state.target_changed``)."""
@@ -156,6 +169,11 @@ def explain_object(point: tuple[int, int], class_index: int) -> None:
     st.session_state["sel_target"] = "point"
     st.session_state["sel_class"] = class_index
     state.target_changed()
+
+
+def explain_object(point: tuple[int, int], class_index: int) -> None:
+    """:func:`choose_object`, then a new run (from inside a run: the objects table)."""
+    choose_object(point, class_index)
     st.rerun()
 
 

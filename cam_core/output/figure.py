@@ -195,7 +195,8 @@ def panels(
             rgb = render.outline(rgb, a.region)
         return render.scale_bar(rgb[y0:y1, x0:x1], a.mpp, display_width)
 
-    return Panels(one(mask), one(heat), one(over), one(a.image), bar, (x0, y0), level)
+    tissue = one(a.image) if display.view == "tissue" else a.image[y0:y1, x0:x1]  # drawn only for its view
+    return Panels(one(mask), one(heat), one(over), tissue, bar, (x0, y0), level)
 
 
 def _panels_shown(display: Display, a: Arrays, display_width: int, box: tuple[int, int, int, int], k: float) -> Panels:

@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "blend": DEFAULT_BLEND,
     "list_objects": False,  # the objects table of a large image, on request
     "ab_what": "none",  # an A/B view: what B changes (cam_core.output.figure.AB_KINDS)
-    "ab_method": "HiResCAM",
+    "ab_method": LOCAL_METHOD,  # B's default method: the local one, beside a whole-image Grad-CAM
     "ab_layer": None,
     "ab_model": None,
     "zoom": FULL_VIEW,

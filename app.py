@@ -222,7 +222,7 @@ def explore(ch, status, row) -> None:
         views.present_view(row[1])
         with row[2].popover("Display"):
             display = display_controls()
-    v = _view(ch, res, cap, target, region, display, row)
+    v = _view(ch, res, cap, region, display, row)
     display, arrays, drawn, record, arrays_b = v.display, v.arrays, v.drawn, v.record, v.arrays_b
     scale, covered = display.signed_scale, v.covered
     if row is not None:
@@ -259,35 +259,23 @@ class _View:
     covered: list
 
 
-def _view(ch, res, cap, target, region, display: fig.Display, row) -> _View:
+def _view(ch, res, cap, region, display: fig.Display, row) -> _View:
     """The picture's settings completed (signed scale, zoom, outline, view), its panels and its
     record (with B's for an A/B view); what the page then shows is the caller's."""
-    prediction = cap.prediction
-    scale, covered = compute.view_scale(ch, display.values, cap, res)
-    display = display.model_copy(
-        update={
-            "signed_scale": scale,
-            "zoom_xyxy": views.zoom_xyxy(prediction.mask.shape),
-            "outline_target": target.kind in tg.LOCAL_KINDS,
-            "view": st.session_state["present_view"] if row is not None else next(iter(fig.VIEWS)),
-        }
-    )
-    level = display.level(res.cam)
-    arrays = fig.Arrays(
-        ch.image.image.array, prediction.mask, res.cam, res.cam_raw, region, ch.loaded.spec.colors, ch.image.mpp
-    )
-    drawn = fig.panels(display, arrays, max_side=MAX_SENT_SIDE)  # a large image: drawn at the size it is sent
-    record = compute.record_for(
+    display, arrays, record, covered = _side(
         ch,
         res,
         cap,
-        {"mode": display.threshold_mode, "level": level},
-        signed_scale=scale,
-        region=region,
-        signed_scale_classes=covered,
-        display=display.model_dump(),
+        region,
+        display.model_copy(
+            update={
+                "zoom_xyxy": views.zoom_xyxy(cap.prediction.mask.shape),
+                "view": st.session_state["present_view"] if row is not None else next(iter(fig.VIEWS)),
+            }
+        ),
         app_link=views.app_link(ch),
     )
+    drawn = fig.panels(display, arrays, max_side=MAX_SENT_SIDE)  # a large image: drawn at the size it is sent
     arrays_b = None
     if ch.ab is not None:
         side_b = _b_side(ch, display, res.class_index)
@@ -297,14 +285,38 @@ def _view(ch, res, cap, target, region, display: fig.Display, row) -> _View:
     st.session_state["last_record"] = record
     st.session_state["last_render"] = {
         "opacity": display.opacity,
-        "level": level,
+        "level": record["threshold"]["level"],
         "cmap": display.colormap,
         "overlay_sum": int(drawn.over.sum()),
-        "signed_scale": scale,
+        "signed_scale": display.signed_scale,
         "target_pixels": int(region.sum()),
         "outlined": display.outline_target,
     }
     return _View(display, arrays, drawn, record, arrays_b, covered)
+
+
+def _side(ch, res, cap, region, display: fig.Display, app_link: str | None = None):
+    """One side of a view (A, or B of an A/B view): its settings completed with the signed scale
+    and the outline, the arrays its pictures are drawn from, its record and the classes that set
+    the signed scale."""
+    scale, covered = compute.view_scale(ch, display.values, cap, res)
+    target = ch.target.with_class(res.class_index)
+    display = display.model_copy(update={"signed_scale": scale, "outline_target": target.kind in tg.LOCAL_KINDS})
+    arrays = fig.Arrays(
+        ch.image.image.array, cap.prediction.mask, res.cam, res.cam_raw, region, ch.loaded.spec.colors, ch.image.mpp
+    )
+    record = compute.record_for(
+        ch,
+        res,
+        cap,
+        {"mode": display.threshold_mode, "level": display.level(res.cam)},
+        signed_scale=scale,
+        region=region,
+        signed_scale_classes=covered,
+        display=display.model_dump(),
+        app_link=app_link,
+    )
+    return display, arrays, record, covered
 
 
 def _b_side(ch, display: fig.Display, class_index: int):
@@ -323,14 +335,7 @@ def _b_side(ch, display: fig.Display, class_index: int):
     except Exception as exc:  # known errors as they are; others logged — A is still shown
         st.warning(f"B ({plain(ch.ab[1])}) cannot be drawn: {compute.describe_error(exc)}")
         return None
-    image = chb.image.image.array
-    scale, _ = compute.view_scale(chb, display.values, cap, res)
-    shown = display.model_copy(update={"signed_scale": scale, "outline_target": target.kind in tg.LOCAL_KINDS})
-    level = shown.level(res.cam)
-    arrays = fig.Arrays(image, cap.prediction.mask, res.cam, res.cam_raw, region, chb.loaded.spec.colors, chb.image.mpp)
-    record = compute.record_for(
-        chb, res, cap, {"mode": shown.threshold_mode, "level": level}, scale, region, display=shown.model_dump()
-    )
+    _, arrays, record, _ = _side(chb, res, cap, region, display)
     return record, arrays
 
 

@@ -130,6 +130,7 @@ def clear_caches() -> None:
     CAPTURES.clear()
     RESULTS.clear()
     TRUST.clear()
+    QUALITY.clear()
 
 
 # ---------------------------------------------------------------- images
@@ -453,7 +454,7 @@ def record_for(
     )
 
 
-_QUALITY: dict[tuple[str, str], list[str]] = {}
+QUALITY = LRUCache(max_entries=64, max_bytes=1 << 20)  # input-quality notes per image and model (text)
 
 
 def quality_notes(ch: Choices) -> list[str]:
@@ -462,11 +463,11 @@ def quality_notes(ch: Choices) -> list[str]:
     from cam_core.data import quality
 
     key = (ch.image.sha, ch.loaded.name)
-    if key not in _QUALITY:
-        if len(_QUALITY) > 64:
-            _QUALITY.clear()
-        _QUALITY[key] = quality.notes(ch.image.image.array, quality.stain_range_for(ch.loaded.path))
-    return _QUALITY[key]
+    notes = QUALITY.get(key)
+    if notes is None:
+        notes = quality.notes(ch.image.image.array, quality.stain_range_for(ch.loaded.path))
+        QUALITY.put(key, notes)
+    return notes
 
 
 def describe_error(exc: BaseException) -> str:

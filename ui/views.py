@@ -375,11 +375,19 @@ def figure_of(record: dict[str, Any], arrays: Arrays, arrays_b: Arrays | None = 
     return fig.figure_from(record, arrays) if arrays_b is None else fig.figure_ab(record, arrays, arrays_b)
 
 
-def ab_panels(record: dict[str, Any], arrays: Arrays, arrays_b: Arrays) -> None:
-    """An A/B view on the Explore page: the figure itself (what a link reproduces)."""
+def show_figure(record: dict[str, Any], arrays: Arrays, arrays_b: Arrays | None = None) -> np.ndarray:
+    """The figure of this view shown at its own size (its type is sized for a 1280×720 projector);
+    its hash is kept for the tests that rebuild it from the record. Returns the picture."""
     picture = figure_of(record, arrays, arrays_b)
     st.session_state["last_figure_sha"] = hashlib.sha256(picture.tobytes()).hexdigest()
-    st.image(picture, width=fig.FIGURE_BOX[0], alt=f"A/B figure: {fig.words_from(record, arrays.colors).caption}")
+    kind = "A/B figure" if arrays_b is not None else "figure"
+    st.image(picture, width=fig.FIGURE_BOX[0], alt=f"{kind}: {fig.words_from(record, arrays.colors).caption}")
+    return picture
+
+
+def ab_panels(record: dict[str, Any], arrays: Arrays, arrays_b: Arrays) -> None:
+    """An A/B view on the Explore page: the figure itself (what a link reproduces)."""
+    show_figure(record, arrays, arrays_b)
 
 
 def presenter(
@@ -393,14 +401,12 @@ def presenter(
     """The figure for a room, shown at its own size (its type is sized for a 1280×720 projector)
     and offered as the PNG it is: the pixels ``python -m cam_core figure result.json`` rebuilds.
     Copy and download go in the top row (``row``'s last two columns)."""
-    picture = figure_of(record, arrays, arrays_b)
-    st.session_state["last_figure_sha"] = hashlib.sha256(picture.tobytes()).hexdigest()
+    picture = show_figure(record, arrays, arrays_b)
     with row[-2]:
         copy_image_button(picture, "Copy figure", key="copy_figure")
     row[-1].download_button(
         "Download figure", render.to_png(picture), f"{file_stem(ch, res)}_figure.png", "image/png", key="present_figure"
     )
-    st.image(picture, width=fig.FIGURE_BOX[0], alt=f"figure: {fig.words_from(record, arrays.colors).caption}")
 
 
 # ---------------------------------------------------------------- downloads and the link

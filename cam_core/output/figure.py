@@ -299,9 +299,14 @@ AB_KINDS: dict[str, str] = {
 MASKS_DIFFER = ("model", "marker")
 
 
+def _image_name(record: dict[str, Any]) -> str:
+    """A record's image as one side of an A/B view names it: its name, or its file's."""
+    return record["image"].get("name") or Path(str(record["image"].get("path", ""))).name
+
+
 def _side(record: dict[str, Any], kind: str, letter: str) -> str:
     """A panel title for one side of an A/B view: what differs between the sides."""
-    image = record["image"].get("name") or Path(str(record["image"].get("path", ""))).name
+    image = _image_name(record)
     label = {
         "method": record["method"],
         "layer": plain_layer(record["layer"]),
@@ -313,7 +318,7 @@ def _side(record: dict[str, Any], kind: str, letter: str) -> str:
 
 def _condition(record: dict[str, Any]) -> str:
     """One side of an A/B view in words: method, layer, model, image and target."""
-    image = record["image"].get("name") or Path(str(record["image"].get("path", ""))).name
+    image = _image_name(record)
     return f"{record['method']}, {record['layer']} · {record['model']} · {image} · {record['target_description']}"
 
 

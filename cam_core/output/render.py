@@ -228,14 +228,13 @@ def colorbar(
     lut = _lut(colormap)
     face = font(font_px)
     side = pad + max(int(face.getlength(t)) // 2 for _, t in ticks)
-    inner = width
-    bar = np.repeat(lut[np.linspace(0, 255, inner).astype(int)][None, :, :], height, axis=0)
+    bar = np.repeat(lut[np.linspace(0, 255, width).astype(int)][None, :, :], height, axis=0)
     tick = max(3, font_px // 4)
-    canvas = Image.new("RGB", (inner + 2 * side, height + tick + round(font_px * 1.35)), "white")
+    canvas = Image.new("RGB", (width + 2 * side, height + tick + round(font_px * 1.35)), "white")
     canvas.paste(Image.fromarray(bar), (side, 0))
     draw = ImageDraw.Draw(canvas)
     for frac, text in ticks:
-        x = side + int(frac * (inner - 1))
+        x = side + int(frac * (width - 1))
         draw.line([(x, height), (x, height + tick)], fill=(0, 0, 0), width=max(1, font_px // 12))
         draw.text((x - int(face.getlength(text)) // 2, height + tick), text, fill=(0, 0, 0), font=face)
     return np.asarray(canvas)

@@ -112,6 +112,31 @@ def test_capture_gradients_equal_backward(setup):
     np.testing.assert_allclose(cap.gradients["decoder.blocks.3"], saved["out"].grad.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("layer", LAYERS)
+def test_one_layer_records_from_the_layer_with_bit_equal_gradients(tiny, image64, layer):
+    """A one-layer capture records autograd from the layer on (capture_outputs'
+    graph_from_layer): the same activations and gradients, bit for bit, as a capture recorded
+    from the input (two layers), also with frozen parameters, and a smaller kept graph."""
+    spec = TargetSpec("class", 1)
+    other = next(n for n in LAYERS if n != layer)
+    alone = engine.capture(tiny, image64, spec, [layer], keep_graph=True)
+    small = engine_graph.kept(tiny).nbytes
+    both = engine.capture(tiny, image64, spec, [layer, other], keep_graph=True)
+    assert small < engine_graph.kept(tiny).nbytes  # the encoder before the layer is not recorded
+    np.testing.assert_array_equal(alone.gradients[layer], both.gradients[layer])
+    np.testing.assert_array_equal(alone.activations[layer], both.activations[layer])
+    assert np.abs(alone.gradients[layer]).max() > 0
+    for p in tiny.model.parameters():
+        p.requires_grad_(False)
+    try:
+        frozen = engine.capture(tiny, image64, spec, [layer])
+    finally:
+        for p in tiny.model.parameters():
+            p.requires_grad_(True)
+    np.testing.assert_array_equal(frozen.gradients[layer], alone.gradients[layer])
+    assert torch.is_grad_enabled()  # the hook's switch ended with the capture
+
+
 def test_recapture_equals_full_capture_with_one_backward(tiny, image64):
     layers = ["encoder.layer2", "decoder.blocks.3"]
     first = engine.capture(tiny, image64, TargetSpec("class", 1), layers, keep_graph=True)
@@ -145,3 +170,43 @@ def test_scorecam_topk_equals_scorecam_when_k_covers_all_channels(setup):
     image = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     ours = engine.run_method(loaded, image, TargetSpec("mask", 1, region > 0), METHODS["scorecam-topk"], layer).cam
     assert np.abs(ours - ref).max() <= 1e-5
+
+
+def test_a_loaded_folder_runs_channels_last_and_still_equals_gradcam(tiny_folder):
+    """load_folder keeps a model's weights channels-last when the probe says the output is the
+    same (faster convolutions); CAMs on it equal grad-cam's own, run on the same model."""
+    from conftest import load_tiny_folder
+
+    loaded = load_tiny_folder(tiny_folder)
+    conv = next(m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+    region = np.zeros((64, 96), dtype=bool)
+    region[5:50, 30:90] = True
+    cap = engine.capture(loaded, image, TargetSpec("mask", 1, region), ["decoder.blocks.2"])
+    info = METHODS["gradcam"]
+    ours = engine.cam_from_capture(cap, info, "decoder.blocks.2").cam
+    x = preprocess(image, loaded.spec)
+    ref = gradcam_reference(loaded.model, info, "decoder.blocks.2", x, 1, region.astype(np.float32))
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_a_model_that_breaks_channels_last_is_left_in_its_layout(tiny_folder, monkeypatch):
+    """A model whose forward fails on channels-last tensors (``view`` on a permuted layout, as in
+    some transformers) loads as it was and runs."""
+    from cam_core.model import models as model_mod
+
+    original = torch.nn.Conv2d.forward
+
+    def picky(self, x):
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            x.view(x.shape[0], -1)  # what a transformer's reshape does: fails on this layout
+        return original(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", picky)
+    loaded = model_mod.load_folder(tiny_folder, device=torch.device("cpu"))
+    conv = next(m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous()
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    engine.capture(loaded, np.zeros((64, 64, 3), np.uint8), TargetSpec("class", 1), ["decoder.blocks.2"])

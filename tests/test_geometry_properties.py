@@ -361,3 +361,42 @@ def test_a_new_target_on_a_large_image_runs_only_the_tiles_it_touches(tiny):
     assert again.target.class_index == full.target.class_index
     np.testing.assert_array_equal(again.gradients[layer], full.gradients[layer])
     np.testing.assert_array_equal(again.activations[layer], full.activations[layer])
+
+
+# ---------------------------------------------------------------- the object under a click
+
+
+@PROFILE
+@given(
+    h=st.integers(1, 60),
+    w=st.integers(1, 60),
+    window=st.integers(1, 8),
+    density=st.floats(0.3, 0.8),
+    seed=st.integers(0, 2**31 - 1),
+    data=st.data(),
+)
+def test_the_clicked_component_equals_the_whole_mask_labelled(h, w, window, density, seed, data):
+    """component_at labels a growing window, never the whole mask; its answer is the whole
+    mask's component under the point at every size, including ones that wind past the window."""
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((h, w)) < density).astype(np.uint8) * rng.integers(1, 3, (h, w)).astype(np.uint8)
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return
+    i = data.draw(st.integers(0, len(ys) - 1))
+    y, x = int(ys[i]), int(xs[i])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(objects, "_WINDOW", window)  # a tiny window: the doubling is exercised
+        cls, comp = objects.component_at(mask, x, y)
+    labels, _ = ndimage.label(mask == mask[y, x], structure=objects.EIGHT)
+    assert cls == mask[y, x]
+    assert (comp == (labels == labels[y, x])).all()
+
+
+def test_a_component_longer_than_the_window_is_found_whole():
+    mask = np.zeros((700, 900), np.uint8)
+    mask[10, 5:895] = 2  # a 890-px line through a point near its left end
+    mask[10:690, 894] = 2
+    cls, comp = objects.component_at(mask, 6, 10)
+    assert cls == 2
+    assert comp.sum() == (mask == 2).sum()

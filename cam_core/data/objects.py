@@ -14,6 +14,8 @@ from cam_core.errors import EmptyTargetError
 
 # 8-connectivity: a nucleus touching itself diagonally is one nucleus.
 EIGHT = np.ones((3, 3), dtype=bool)
+# Half side of the first window component_at labels (a nucleus is 10–40 px across at 0.25 µm/px).
+_WINDOW = 64
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ def check_point(x: int, y: int, shape: tuple[int, ...]) -> None:
 def component_at(predicted: np.ndarray, x: int, y: int) -> tuple[int, np.ndarray]:
     """The class under (x, y) and the boolean mask of its connected component.
 
+    Labels a window around the point that doubles until the component stays clear of the
+    window's inner edge: a nucleus costs its own neighbourhood, not the whole image (a click on a
+    2000² mask labelled all 4 MP twice per run). Equal to labelling the whole mask (tested).
+
     Raises:
         EmptyTargetError: the point is outside the image or on background; the message says
             where a nucleus is to be clicked.
@@ -70,8 +76,19 @@ def component_at(predicted: np.ndarray, x: int, y: int) -> tuple[int, np.ndarray
         raise EmptyTargetError(
             f"point ({x},{y}) is predicted background, not a nucleus; click (or give) a point on a coloured object"
         )
-    labels, _ = _label(predicted == cls)
-    return cls, labels == labels[y, x]
+    h, w = predicted.shape[:2]
+    half = _WINDOW
+    while True:
+        y0, y1, x0, x1 = max(0, y - half), min(h, y + half + 1), max(0, x - half), min(w, x + half + 1)
+        labels, _ = _label(predicted[y0:y1, x0:x1] == cls)
+        part = labels == labels[y - y0, x - x0]
+        # An edge of the window that is not the image's edge: the component may go on beyond it.
+        open_edges = [(y0 > 0, part[0]), (y1 < h, part[-1]), (x0 > 0, part[:, 0]), (x1 < w, part[:, -1])]
+        if not any(inside and edge.any() for inside, edge in open_edges):
+            whole = np.zeros(predicted.shape[:2], dtype=bool)
+            whole[y0:y1, x0:x1] = part
+            return cls, whole
+        half *= 2
 
 
 def find_objects(

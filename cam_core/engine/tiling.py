@@ -138,7 +138,7 @@ def capture_tiled(
     check_fits(loaded, (h, w), names, STITCHED_MAX_BYTES, "a stitched capture")
     ph, pw = -(-h // m) * m, -(-w // m) * m
     boxes = [cell.box for cell in grid(w, h, tile, overlap, align=m)]
-    tile_weights = partition(boxes, (h, w), overlap)
+    tile_weights = _partition_of(tuple(boxes), (h, w), overlap)  # kept for a click's recapture
     steps = _Steps(progress, 2 * len(boxes))
     probs, acts, t_forward = _forward_tiles(loaded, image, names, boxes, tile_weights, (ph, pw), steps)
     rule = rule or loaded.spec.decision_rule
@@ -188,17 +188,18 @@ def recapture_tiled(
     target, region = target_region(loaded, target, base.prediction)
     rule = base.prediction.rule
     steps = _Steps(progress, len(boxes))
-    grads, _ = _backward_tiles(
+    grads, t_tiles = _backward_tiles(
         loaded, image, target, region, base.layers, boxes, tile_weights, base.activations, rule, steps
     )
     touched = sum(bool((region[y0:y1, x0:x1] > 0).any()) for y0, x0, y1, x1 in boxes)
     log.info(
-        "model pass: tiled recapture (%s target) %s: %d of %d tiles, %.3f s",
+        "model pass: tiled recapture (%s target) %s: %d of %d tiles, %.3f s (%.3f s in the tiles' passes)",
         target.kind,
         loaded.name,
         touched,
         len(boxes),
         time.perf_counter() - t0,
+        t_tiles,
     )
     return base.for_target(target, grads, time.perf_counter() - t0)
 

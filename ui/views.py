@@ -128,10 +128,10 @@ def zoom_note(drawn: Panels, shape: tuple[int, ...]) -> None:
         st.caption(f"Zoomed to x {x0}–{x0 + w}, y {y0}–{y0 + h} (full resolution); reset it under *Zoom*.")
 
 
-def panel(rgb: np.ndarray, alt: str, key: str) -> tuple[int, int] | None:
+def panel(rgb: np.ndarray, alt: str, key: str, src: str | None = None) -> tuple[int, int] | None:
     """A panel that reports a click (in the panel's pixels); the click is answered by a callback
     before the next run (``clicked``), with the mapping the panels were drawn with."""
-    return clickable_image(rgb, alt, key, title="Click a nucleus to explain that object", on_click=clicked)
+    return clickable_image(rgb, alt, key, title="Click a nucleus to explain that object", on_click=clicked, src=src)
 
 
 def remember_panels(drawn: Panels, prediction: Prediction) -> None:

@@ -141,10 +141,19 @@ def trust_section(ch, res, cap) -> None:
             return
         finally:
             bar.empty()
-    f, s = report.faithfulness, report.sanity
+    f, s, verdict = report.faithfulness, report.sanity, report.verdict()
     # A failed check is a finding about the map, not an error of the app: warnings, never st.error.
-    (st.success if f.beats_random and f.beats_target else st.warning)(f.describe())
-    (st.success if s.passed else st.warning)(s.describe())
+    show = {"believe": st.success, "caution": st.warning, "dont": st.warning}[verdict.level]
+    show(
+        f"**{verdict.sentence()}**",
+        icon={"believe": ":material/verified:", "caution": ":material/warning:", "dont": ":material/block:"}[
+            verdict.level
+        ],
+    )
+    st.markdown(f"{f.describe()}  \n{s.describe()}")
+    if report.localisation is not None:
+        st.markdown(report.localisation.describe())
+    st.caption(f"The sanity rule: {trust.SANITY_RULE}")
     with st.expander("Curves and cascade"):
         import pandas as pd
 
@@ -158,8 +167,16 @@ def trust_section(ch, res, cap) -> None:
                 height=220,
             )
         st.dataframe(
-            pd.DataFrame({"randomised down to": s.steps, "Spearman ρ": s.rho, "SSIM": s.ssim}),
+            pd.DataFrame(
+                {"randomised down to": s.steps}
+                | {f"ρ {view}": c.rho for view, c in s.views.items()}
+                | {f"SSIM {view}": c.ssim for view, c in s.views.items()}
+            ),
             hide_index=True,
+        )
+        st.caption(
+            "Empty ρ: the randomised model's map is constant at that step (it ranks no pixel above another). "
+            + " · ".join(f"{view}: {words}" for view, words in trust.SANITY_VIEWS.items())
         )
         st.caption(f"{report.seconds:.1f} s · model {code(ch.loaded.name)} · {cap.device}")
     st.session_state["last_trust"] = report.record()

@@ -24,6 +24,7 @@ BADGES = {
     "faithful ✗": "no more faithful than random maps",
     "sanity ✓": "the map changes when the model's weights are randomised",
     "sanity ✗": "the map survives randomised weights: it shows the image, not what the model learned",
+    "sanity ?": "the randomised model's map is constant: the check cannot judge it",
 }
 
 
@@ -33,7 +34,9 @@ def badge(report) -> str:
         return ""
     f, s = report.faithfulness, report.sanity
     mark = "✓" if f.beats_random and f.beats_target else "~" if f.beats_random else "✗"
-    return f" · faithful {mark} {f.score:+.2f} (random {f.random:+.2f}) · sanity {'✓' if s.passed else '✗'} ρ {s.final_rho:+.2f}"
+    sane = {"pass": "✓", "fail": "✗", "degenerate": "?"}[s.verdict]
+    raw = s.views["|raw|"].final
+    return f" · faithful {mark} {f.score:+.2f} (random {f.random:+.2f}) · sanity {sane} |raw| ρ {raw:+.2f}"
 
 
 def column_order(grid, chosen_layers, reports) -> list:

@@ -12,6 +12,7 @@ import streamlit as st
 from cam_core.model import layers, models
 from cam_core.output import render
 from cam_core.trust import report as trust_report
+from cam_core.trust.protocol import SANITY_RULE
 from ui import compute, sidebar, state
 from ui.text import card as card_markdown
 from ui.text import code, plain
@@ -50,8 +51,12 @@ def trust_table(loaded) -> None:
                 "random": r["random_faithfulness"],
                 "target mask": r["target_mask_faithfulness"],
                 "beats random": f"{r['beats_random_rate'] * 100:.0f} %",
-                "sanity ρ (median)": r["sanity_rho_median"],
+                "sanity ρ raw (median)": r["sanity_raw_rho_median"],
+                "sanity ρ |raw| (median)": r["sanity_abs_rho_median"],
+                "sanity ρ shown (median)": r["sanity_rho_median"],
+                "shown map constant": f"{r['sanity_collapsed_rate'] * 100:.0f} %",
                 "sanity pass": f"{r['sanity_pass_rate'] * 100:.0f} %",
+                "believe": f"{r['believe_rate'] * 100:.0f} %",
                 "s / map": r["seconds"],
             }
             for r in sorted(report["results"], key=lambda r: -r["faithfulness"])
@@ -63,6 +68,7 @@ def trust_table(loaded) -> None:
         f"{plain(report.get('tiles'))} tiles of {code(Path(str(report.get('data', ''))).name)}, "
         f"target {plain(report.get('target'))}, measured {plain(report.get('measured'))} on "
         f"{plain(report.get('device'))} in {plain(report.get('seconds'))} s."  # a folder's file: text
+        f" Sanity rule: {SANITY_RULE}"
     )
     st.session_state["model_trust_suggestion"] = best
 

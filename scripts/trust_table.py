@@ -37,7 +37,11 @@ def main(path: str) -> int:
             if m != "RandomCAM":
                 rate = r["sanity_pass_rate"] * 100
                 passed = f"pass {rate:.0f} %" if rate >= 50 else f"**pass {rate:.0f} %**"
-                text += f", ρ {r['sanity_rho_median']:.2f} {passed}".replace("-", "−")
+                rho = r["sanity_abs_rho_median"]
+                rho = "—" if rho is None else f"{rho:.2f}"
+                collapsed = r["sanity_collapsed_rate"] * 100
+                shown = f", shown constant {collapsed:.0f} %" if collapsed else ""
+                text += f", \\|raw\\| ρ {rho} {passed}{shown}".replace("-", "−")
             row.append(text)
         print(f"| {m if m != 'RandomCAM' else 'RandomCAM (seeded per image)'} | " + " | ".join(row) + " |")
     mask = cells[(methods[0], layers[0])]["target_mask_faithfulness"]

@@ -302,8 +302,16 @@ def test_trust_line_on_demand_then_cached_and_in_the_zip(at):
     assert trust["layer"] == "decoder.blocks.2"
     assert passes()["forward"] - before > 40  # the perturbed images really ran
     texts = [m.value for m in [*at.success, *at.warning, *at.error]]
-    assert any(t.startswith("**Faithfulness**") for t in texts)
-    assert any(t.startswith("**Sanity**") for t in texts)
+    # one verdict from both checks, with its reason and margins, above the two checks' lines
+    assert f"**{trust['verdict_sentence']}**" in texts
+    assert any(w in trust["verdict_sentence"] for w in ("margin", "ρ")), trust["verdict_sentence"]
+    lines = [m.value for m in at.markdown]
+    assert any("**Faithfulness**" in t and "**Sanity**" in t for t in lines)
+    assert any("The sanity rule:" in c.value for c in at.caption)
+    # the sample has a truth: the map is scored against it (no model pass), on the page and in the record
+    assert any(t.startswith("**Against the truth**") for t in lines)
+    assert 0 <= trust["localisation"]["mass_on_truth"] <= 1
+    assert trust["localisation"]["pointing_objects"] > 0
     # Cached: a re-run (e.g. a slider) shows the same line without a model pass.
     before = passes()["forward"]
     at.slider(key="w_opacity").set_value(0.3)

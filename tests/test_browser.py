@@ -217,6 +217,12 @@ def test_trust_line_in_the_browser(server, page):
     assert "random maps" in text
     assert "target mask" in text
     assert "randomised copy of the model" in text
+    # one verdict (Believe / Caution / Don't trust) with its reason and margins, and the rule
+    from cam_core.trust import VERDICTS
+
+    assert sum(text.count(f"{words}:") for words in VERDICTS.values()) == 1, text
+    assert "margin" in text
+    assert "The sanity rule:" in text
     assert passes(log) > before  # the checks ran the model
     shot(page, "trust")
     # The result is cached: the button is gone after a re-run, and the lines stay.

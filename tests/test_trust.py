@@ -133,7 +133,9 @@ def test_image_only_and_target_mask_maps_fail_sanity(tiny, image64):
 def test_spearman_of_constant_maps():
     ones = np.ones((8, 8))
     assert trust.spearman(ones, ones) == 1.0
-    assert trust.spearman(ones, np.arange(64.0).reshape(8, 8)) == 0.0
+    # a map that collapsed has no rank correlation with one that varies: NaN, never 0.0 (a "pass")
+    assert np.isnan(trust.spearman(ones, np.arange(64.0).reshape(8, 8)))
+    assert np.isnan(trust.ssim(ones, np.arange(64.0).reshape(8, 8)))
     assert trust.spearman(np.arange(64.0), -np.arange(64.0)) == pytest.approx(-1.0)
 
 
@@ -154,6 +156,19 @@ def test_trust_json_has_the_documented_keys(tiny_folder, tmp_path, capsys):
             assert key in entry, key
         TrustRecord.model_validate(entry)  # the schema `schema trust` prints
     assert {e["method"] for e in out["results"]} == {"GradCAM", "HiResCAM"}
+    assert all(e["localisation"] is None for e in out["results"])  # no truth for a lone image
+    # a folder with masks/ (as `evaluate` reads them): each map is scored against the truth too
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    Image.open(path).save(tmp_path / "data" / "images" / "t.png")
+    truth = np.zeros((64, 64), np.uint8)
+    truth[10:30, 10:30] = 1
+    Image.fromarray(truth).save(tmp_path / "data" / "masks" / "t.png")
+    folder = ["trust", "--data", str(tmp_path / "data"), "--model", str(tiny_folder), "--class", "1"]
+    assert cli.main([*folder, "--target", "class", "--method", "GradCAM", "--no-cascade", "--json"]) == 0
+    per_image = json.loads(capsys.readouterr().out)["per_image"][0]["results"][0]
+    assert per_image["localisation"]["pointing_objects"] == 1
+    assert 0 <= per_image["localisation"]["mass_on_truth"] <= 1
     assert cli.main([*argv, "--method", "NoSuchCAM"]) == 2
     assert "unknown method 'NoSuchCAM'" in capsys.readouterr().err
 
@@ -195,10 +210,20 @@ def test_ssim_is_scikit_images_and_works_at_any_map_size():
         assert -1.0 <= s <= 1.0
 
 
+def _sanity(name, rho, raw=None, shown_constant=False):
+    """A one-step Sanity with ρ ``rho`` in every view (``raw``: the raw views' ρ instead)."""
+    from cam_core.trust.randomisation import Comparison, Sanity
+
+    raw = rho if raw is None else raw
+    shown = Comparison([float("nan")], [float("nan")], 0) if shown_constant else Comparison([rho], [rho])
+    return Sanity(
+        name, "l", ["all"], {"raw": Comparison([raw], [raw]), "|raw|": Comparison([raw], [raw]), "shown": shown}
+    )
+
+
 def test_a_map_that_fails_sanity_never_ranks_first():
     from cam_core.trust.checks import TrustReport
     from cam_core.trust.deletion import FaithfulnessVerdict
-    from cam_core.trust.randomisation import Sanity
 
     def report(name, score, rho):
         return TrustReport(
@@ -207,7 +232,7 @@ def test_a_map_that_fails_sanity_never_ranks_first():
             "c",
             "predicted",
             FaithfulnessVerdict(score, 0.0, 0.1, 0.5),
-            Sanity(name, "l", ["all"], [rho], [rho]),
+            _sanity(name, rho),
             0.0,
         )
 
@@ -216,3 +241,133 @@ def test_a_map_that_fails_sanity_never_ranks_first():
     assert not copies_the_image.sanity.passed
     ranked = sorted([copies_the_image, weak, honest], key=TrustReport.rank_key)
     assert [r.method for r in ranked] == ["honest", "weak", "copies"]
+
+
+# ---------------------------------------------------------------- #23: sanity that does not rest on a convention
+
+PROBE_TILES = ["test_12_002", "test_8_001", "test_10_013", "test_11_010"]
+
+
+@pytest.fixture(scope="module")
+def four_tile_probe():
+    """The issue's probe: built-in model, decoder.blocks.2, predicted-region target, full cascade."""
+    from cam_core.data import samples
+    from cam_core.data.images import load_image
+    from cam_core.model import models
+
+    loaded = models.load(None)
+    wanted = [get_method(n) for n in ("GradCAM", "XGradCAM", "HiResCAM")]
+    out = {}
+    for tile in PROBE_TILES:
+        image = load_image(samples.file(tile)).array
+        for s in trust.sanity(
+            loaded, image, TargetSpec("predicted", None), {}, layers=["decoder.blocks.2"], methods=wanted
+        ):
+            out[(tile, s.method)] = s
+    return out
+
+
+@pytest.mark.slow
+def test_a_map_that_collapses_when_randomised_is_degenerate_not_a_pass(four_tile_probe):
+    """GradCAM's randomised map is all zero after ReLU on two tiles: ρ of the displayed maps does
+    not exist (before: 0.000 → "pass"); the verdict rests on the raw maps, which vary."""
+    for key in [("test_12_002", "GradCAM"), ("test_8_001", "GradCAM"), ("test_12_002", "XGradCAM")]:
+        s = four_tile_probe[key]
+        assert s.views["shown"].degenerate, (key, s.views["shown"])
+        assert s.collapsed_at() is not None  # the step where it collapsed is named
+        assert "constant" in s.describe()
+        assert not s.views["raw"].degenerate
+        assert abs(s.views["raw"].final) < trust.SANITY_MAX_RHO, (key, s.views["raw"].final)
+        assert s.verdict == "pass", (key, s.verdict)
+
+
+@pytest.mark.slow
+def test_hirescam_keeps_its_magnitude_under_randomisation_and_fails(four_tile_probe):
+    """HiResCAM's |raw| map barely moves when every weight is re-drawn (issue: ρ 0.87–1.00): it
+    copies the target region. The displayed map hid this on test_8_001 (ρ 0.00 → "pass")."""
+    for tile in PROBE_TILES:
+        s = four_tile_probe[(tile, "HiResCAM")]
+        assert s.views["|raw|"].final >= 0.8, (tile, s.views["|raw|"].final)
+        assert s.verdict == "fail", (tile, s.describe())
+
+
+def _report(score, random, sd, target, sanity):
+    from cam_core.trust.checks import TrustReport
+    from cam_core.trust.deletion import FaithfulnessVerdict
+
+    return TrustReport("M", "l", "c", "predicted", FaithfulnessVerdict(score, random, sd, target), sanity, 0.0)
+
+
+def test_one_verdict_per_map_with_its_reason_and_margins():
+    """Believe / Caution / Don't trust from both checks, in one sentence that states the margins."""
+    believe = _report(0.80, 0.40, 0.05, 0.60, _sanity("M", 0.1)).verdict()
+    assert believe.level == "believe"
+    assert believe.sentence().startswith("Believe this map: it passes sanity")
+    caution = _report(0.802, 0.40, 0.05, 0.793, _sanity("M", 0.1)).verdict()
+    assert caution.level == "caution"
+    # the issue's line: +0.802 does not beat the target mask's +0.793 — now with the rule's margin
+    assert "no more than the target region itself (+0.79; margin +0.01, it must exceed 0.02)" in caution.reason
+    assert "random maps' +0.40 ± 0.05 (margin +0.40; it must exceed 0.05)" in caution.reason
+    unfaithful = _report(0.42, 0.40, 0.05, 0.2, _sanity("M", 0.1)).verdict()
+    assert unfaithful.level == "dont"
+    assert "no more faithful than random maps" in unfaithful.reason
+    copies = _report(0.9, 0.4, 0.05, 0.3, _sanity("M", 0.1, raw=0.95)).verdict()
+    assert copies.level == "dont"
+    assert "raw ρ +0.95" in copies.reason  # the view that failed is named
+    collapsed = _sanity("M", 0.1, raw=float("nan"), shown_constant=True)
+    assert collapsed.verdict == "degenerate"
+    assert _report(0.8, 0.4, 0.05, 0.3, collapsed).verdict().level == "caution"
+    judged_on_raw = _sanity("M", 0.1, shown_constant=True)
+    assert judged_on_raw.verdict == "pass"  # the displayed map collapsed; the raw maps decide
+    assert "constant from step 'all'" in judged_on_raw.describe()
+    record = _report(0.8, 0.4, 0.05, 0.3, judged_on_raw).record()
+    assert record["sanity_rho"] is None  # no ρ for a constant map, in JSON too
+    assert record["sanity_verdict"] == "pass"
+    assert record["sanity_collapsed_at"] == "all"
+    assert record["verdict"] == "believe"
+    assert record["verdict_sentence"].startswith("Believe this map")
+
+
+def test_localisation_against_the_truth_restates_quantus_for_objects():
+    """Relevance mass (split by TP/FN/FP), rank accuracy and the pointing game over true objects,
+    on a truth whose answers are known by construction."""
+    from cam_core.data.truth import Truth
+    from cam_core.trust.localisation import localisation
+
+    labels = np.zeros((60, 80), np.uint8)
+    labels[10:20, 10:20] = 1  # object A (100 px)
+    labels[40:50, 50:60] = 1  # object B (100 px)
+    labels[5:8, 70:78] = 2  # another class: not this target's
+    truth = Truth(labels, False, "t.png", "0" * 64)
+    predicted = np.zeros_like(labels)
+    predicted[10:20, 10:15] = 1  # half of A found (TP 50, FN 50), B missed (FN 100)
+    predicted[30:35, 30:40] = 1  # a false positive (50 px)
+    cam = np.zeros((60, 80), np.float32)
+    cam[12:14, 12:14] = 3.0  # 12 on A's found half
+    cam[45, 55] = 4.0  # 4 on B (missed): B's peak is on B
+    cam[31, 31] = 2.0  # 2 on the false positive
+    cam[0, 0] = 2.0  # 2 on background
+    cam[25, 25] = -9.0  # negative evidence counts as none
+    loc = localisation(cam, predicted, truth, 1)
+    assert loc.mass_on_truth == pytest.approx(16 / 20)
+    assert loc.mass_on_tp == pytest.approx(12 / 20)
+    assert loc.mass_on_fn == pytest.approx(4 / 20)
+    assert loc.mass_on_fp == pytest.approx(2 / 20)
+    assert loc.pointing_objects == 2
+    assert loc.pointing_hits == 2
+    assert loc.rank_accuracy == pytest.approx(5 / 200)  # 5 positive pixels among the top 200 ranked
+    # the truth as a map: every mass on it, every top pixel true
+    perfect = localisation((labels == 1).astype(np.float32), predicted, truth, 1)
+    assert perfect.mass_on_truth == pytest.approx(1.0)
+    assert perfect.rank_accuracy == pytest.approx(1.0)
+    # a peak beside B, within its ring, is not a hit for B
+    beside = cam.copy()
+    beside[45, 55] = 0.0
+    beside[45, 62] = 9.0
+    assert localisation(beside, predicted, truth, 1).pointing_hits == 1
+    # a map with no mass: shares undefined, never 0 % by accident
+    empty = localisation(np.zeros_like(cam), predicted, truth, 1)
+    assert empty.mass_on_truth is None
+    assert empty.pointing_hits == 0
+    assert "of the map's mass lies on the true objects" in loc.describe()
+    assert loc.record()["pointing_rate"] == 1.0

@@ -644,6 +644,7 @@ def run_trust(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any, cams: 
             eigen_smooth=ch.eigen_smooth,
             progress=lambda f, m: report(f, eta.text(f, m)),
             references=refs,
+            truth=ch.image.truth,
         )
         work.done(ch.loaded.name, time.perf_counter() - eta.started)
     TRUST.put(("refs", *base), refs)

@@ -18,6 +18,8 @@ __all__, __getattr__ = exports(
                 "RANDOM_SEEDS",
                 "REFERENCE_EXPLAINERS",
                 "SANITY_MAX_RHO",
+                "SANITY_RULE",
+                "SANITY_VIEWS",
                 "edge_explainer",
                 "method_explainer",
                 "target_explainer",
@@ -28,10 +30,11 @@ __all__, __getattr__ = exports(
             ("Faithfulness", "FaithfulnessVerdict", "faithfulness", "forwards", "random_maps", "rank_pixels"),
             ".deletion",
         ),
-        **dict.fromkeys(("spearman", "ssim"), ".similarity"),
+        **dict.fromkeys(("constant", "spearman", "ssim"), ".similarity"),
         **dict.fromkeys(
-            ("Sanity", "cascade_blocks", "copy_of", "count_blocks", "randomise", "sanity"), ".randomisation"
+            ("Comparison", "Sanity", "cascade_blocks", "copy_of", "count_blocks", "randomise", "sanity"),
+            ".randomisation",
         ),
-        **dict.fromkeys(("TrustReport", "work", "trust"), ".checks"),
+        **dict.fromkeys(("VERDICTS", "TrustReport", "Verdict", "work", "trust"), ".checks"),
     },
 )

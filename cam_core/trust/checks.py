@@ -27,16 +27,18 @@ Every CAM looks convincing. Two checks tell a faithful map from a pretty one:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from cam_core.cost import PRIORS, Work, units
+from cam_core.data.truth import Truth
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import (
     Capture,
@@ -48,12 +50,14 @@ from cam_core.errors import Cancelled
 from cam_core.model.models import LoadedModel
 from cam_core.model.rules import DecisionRule
 from cam_core.trust.deletion import Faithfulness, FaithfulnessVerdict, faithfulness, forwards, random_maps
+from cam_core.trust.localisation import Localisation, localisation
 from cam_core.trust.protocol import (
     FAITHFULNESS_STEPS,
     MARGIN,
     RANDOM_SEEDS,
     REFERENCE_EXPLAINERS,
     SANITY_MAX_RHO,
+    SANITY_RULE,
     Explainer,
     method_explainer,
 )
@@ -82,6 +86,21 @@ def work(
     return Work("trust", units(forwards_equivalent, pixels))
 
 
+# The three verdicts on one map, from worst to best: the one place their words are chosen.
+VERDICTS = {"dont": "Don't trust this map", "caution": "Caution", "believe": "Believe this map"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Believe / Caution / Don't trust, and the reason in one plain sentence with its margins."""
+
+    level: str  # a key of VERDICTS
+    reason: str
+
+    def sentence(self) -> str:
+        return f"{VERDICTS[self.level]}: {self.reason}."
+
+
 @dataclass
 class TrustReport:
     """Both checks for one map, with what produced them."""
@@ -94,15 +113,55 @@ class TrustReport:
     sanity: Sanity
     seconds: float
     notes: list[str] = field(default_factory=list)
+    localisation: Localisation | None = None  # against the truth, where there is one
 
     def rank_key(self) -> tuple[bool, float]:
         """How maps are ranked (best first): a map that fails sanity never ranks above one that
         passes (sanity is necessary, not sufficient), then by faithfulness."""
         return (not self.sanity.passed, -self.faithfulness.score)
 
+    def verdict(self) -> Verdict:
+        """One verdict from both checks, with its reason and margins (:data:`VERDICTS`)."""
+        f, s = self.faithfulness, self.sanity
+        need = max(MARGIN, f.random_sd)
+        vs_random = (
+            f"{f.score:+.2f} against random maps' {f.random:+.2f} ± {f.random_sd:.2f} "
+            f"(margin {f.above_random:+.2f}; it must exceed {need:.2f})"
+        )
+        vs_target = (
+            f"the target region itself ({f.target_map:+.2f}; margin {f.score - f.target_map:+.2f}, "
+            f"it must exceed {MARGIN:.2f})"
+        )
+        views = s.views
+        if s.verdict == "fail":
+            worst = max((v for v in views if views[v].correlated), key=lambda v: abs(views[v].final))
+            return Verdict(
+                "dont",
+                f"the map stays the same when the model's weights are randomised ({worst} ρ "
+                f"{views[worst].final:+.2f}, fails at {SANITY_MAX_RHO}): it shows the image or the target, not the model",
+            )
+        if not f.beats_random:
+            return Verdict("dont", f"the map is no more faithful than random maps at this layer: {vs_random}")
+        if s.verdict == "degenerate":
+            return Verdict(
+                "caution",
+                f"the map beats random maps ({vs_random}), but the sanity check cannot judge it: the "
+                "randomised model's map is constant",
+            )
+        if not f.beats_target:
+            return Verdict(
+                "caution",
+                f"the map is more faithful than random maps ({vs_random}), but no more than {vs_target}",
+            )
+        return Verdict(
+            "believe",
+            f"it passes sanity (raw ρ {views['raw'].final:+.2f}, |raw| ρ {views['|raw|'].final:+.2f}) and is "
+            f"more faithful than random maps ({vs_random}) and than {vs_target}",
+        )
+
     def record(self) -> dict[str, Any]:
         """The JSON entry (one per layer × method) of ``trust --json`` (schema: :class:`TrustRecord`)."""
-        f, s = self.faithfulness, self.sanity
+        f, s, v = self.faithfulness, self.sanity, self.verdict()
         return TrustRecord(
             layer=self.layer,
             method=self.method,
@@ -116,17 +175,39 @@ class TrustReport:
             beats_target_mask=f.beats_target,
             deletion_auc=round(f.curves.deletion_auc, 4) if f.curves else None,
             insertion_auc=round(f.curves.insertion_auc, 4) if f.curves else None,
-            sanity_rho=round(s.final_rho, 4),
-            sanity_ssim=round(s.ssim[-1], 4),
+            sanity_rho=_number(s.final_rho),
+            sanity_ssim=_number(s.ssim[-1]),
+            sanity_raw_rho=_number(s.views["raw"].final),
+            sanity_abs_rho=_number(s.views["|raw|"].final),
+            sanity_verdict=s.verdict,
             sanity_pass=s.passed,
-            sanity_cascade=[CascadeStep(randomised=b, rho=round(r, 4)) for b, r in zip(s.steps, s.rho)],
+            sanity_collapsed_at=s.collapsed_at(),
+            verdict=v.level,
+            verdict_sentence=v.sentence(),
+            localisation=None if self.localisation is None else self.localisation.record(),
+            sanity_cascade=[
+                CascadeStep(
+                    randomised=b,
+                    rho=_number(s.views["shown"].rho[i]),
+                    raw_rho=_number(s.views["raw"].rho[i]),
+                    abs_rho=_number(s.views["|raw|"].rho[i]),
+                )
+                for i, b in enumerate(s.steps)
+            ],
             seconds=round(self.seconds, 2),
         ).model_dump(mode="json", by_alias=True)
 
 
+def _number(x: float) -> float | None:
+    """A correlation for JSON: None where it does not exist (a constant map has no ρ)."""
+    return None if math.isnan(x) else round(x, 4)
+
+
 class CascadeStep(BaseModel):
     randomised: str = Field(description="the block re-drawn at this step (cumulative, head first)")
-    rho: float = Field(description="Spearman ρ between the trained and the randomised model's map")
+    rho: float | None = Field(description="Spearman ρ, trained vs randomised map as displayed (None: constant)")
+    raw_rho: float | None = Field(description="the same on the raw signed maps")
+    abs_rho: float | None = Field(description="the same on |raw|")
 
 
 class TrustRecord(BaseModel):
@@ -147,9 +228,22 @@ class TrustRecord(BaseModel):
     beats_target_mask: bool = Field(description=f"above the target mask by more than {MARGIN}")
     deletion_auc: float | None
     insertion_auc: float | None
-    sanity_rho: float = Field(description="ρ after the whole cascade")
-    sanity_ssim: float
-    sanity_pass: bool = Field(description=f"|ρ| < {SANITY_MAX_RHO}")
+    sanity_rho: float | None = Field(description="ρ of the displayed maps after the whole cascade (None: constant)")
+    sanity_ssim: float | None
+    sanity_raw_rho: float | None = Field(description="ρ of the raw signed maps after the whole cascade")
+    sanity_abs_rho: float | None = Field(description="ρ of |raw| after the whole cascade")
+    sanity_verdict: Literal["pass", "fail", "degenerate"] = Field(description=SANITY_RULE)
+    sanity_pass: bool = Field(description=f"every view that varies has |ρ| < {SANITY_MAX_RHO}, a raw one among them")
+    sanity_collapsed_at: str | None = Field(
+        description="the block whose randomisation left the displayed map constant for good"
+    )
+    verdict: Literal["dont", "caution", "believe"] = Field(description=" / ".join(VERDICTS.values()))
+    verdict_sentence: str = Field(description="the verdict and its reason, as the app shows it")
+    localisation: dict[str, float | int | None] | None = Field(
+        default=None,
+        description="against the truth (relevance mass on truth / TP / FN / FP, rank accuracy, pointing game "
+        "over objects: cam_core.trust.localisation); None without a truth",
+    )
     sanity_cascade: list[CascadeStep]
     seconds: float
 
@@ -168,6 +262,7 @@ def trust(
     references: MutableMapping[str, Faithfulness] | None = None,
     cap: Capture | None = None,
     eigen_smooth: bool = False,
+    truth: Truth | None = None,
 ) -> list[TrustReport]:
     """Faithfulness (with its random and target-mask references) and sanity for methods × layers.
 
@@ -182,6 +277,8 @@ def trust(
             caller that keeps this mapping pays for the references once per layer.
         cap: a capture of this image and target over (at least) ``layers``, e.g. the app's, so
             no extra pass is made (and the app's kept graph is not replaced).
+        truth: the image's ground truth (in the model's classes): each map is also scored
+            against it (:func:`cam_core.trust.localisation.localisation`, no model pass).
         progress: (fraction, text); may raise :class:`Cancelled`.
     """
     from cam_core import engine
@@ -214,7 +311,20 @@ def trust(
         cap=cap,
     )
     by_key = {(s.method, s.layer): s for s in checks}
-    seconds = time.perf_counter() - t0
+    return _reports(loaded, cap, target, maps, curves, by_key, time.perf_counter() - t0, truth)
+
+
+def _reports(
+    loaded: LoadedModel,
+    cap: Capture,
+    target: tg.TargetSpec,
+    maps: dict[tuple[str, str], np.ndarray],
+    curves: dict[str, Faithfulness],
+    by_key: dict[tuple[str, str], Sanity],
+    seconds: float,
+    truth: Truth | None,
+) -> list[TrustReport]:
+    """One report per map: its faithfulness next to its references, its sanity, its localisation."""
     name = loaded.spec.classes[target.class_index or 0]
     reports = []
     for method, layer in maps:
@@ -226,8 +336,22 @@ def trust(
             target_map=curves["target mask"].score,
             curves=curves[f"{method}@{layer}"],
         )
+        loc = (
+            None
+            if truth is None
+            else localisation(maps[(method, layer)], cap.prediction.mask, truth, target.class_index)
+        )
         reports.append(
-            TrustReport(method, layer, name, target.kind, verdict, by_key[(method, layer)], seconds / max(1, len(maps)))
+            TrustReport(
+                method,
+                layer,
+                name,
+                target.kind,
+                verdict,
+                by_key[(method, layer)],
+                seconds / max(1, len(maps)),
+                localisation=loc,
+            )
         )
     return reports
 
@@ -309,11 +433,13 @@ __all__ = [
     "RANDOM_SEEDS",
     "REFERENCE_EXPLAINERS",
     "SANITY_MAX_RHO",
+    "VERDICTS",
     "Cancelled",
     "Faithfulness",
     "FaithfulnessVerdict",
     "Sanity",
     "TrustReport",
+    "Verdict",
     "faithfulness",
     "sanity",
     "trust",

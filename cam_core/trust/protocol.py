@@ -39,26 +39,46 @@ MAX_BATCH = 16  # perturbed images per model call (the lock is held for one call
 
 
 SANITY_MAX_RHO = 0.5
+# The maps sanity compares, trained vs randomised, with what each one catches. The displayed map
+# alone hid both failure modes seen on the built-in model: GradCAM's randomised map collapsed to
+# zero after ReLU (ρ "0.00" counted as a pass), and HiResCAM's signed map decorrelated while its
+# magnitude stayed (|raw| ρ 0.87–1.00: it copies the target region) — Adebayo et al. report the
+# signed and the absolute comparison for this reason.
+SANITY_VIEWS = {
+    "raw": "the raw signed map (before ReLU and min-max)",
+    "|raw|": "its absolute value (where the evidence is, for or against)",
+    "shown": "the map as displayed (ReLU, min-max)",
+}
+RAW_VIEWS = ("raw", "|raw|")  # the views a verdict rests on; "shown" can only add a failure
+SANITY_RULE = (
+    f"A map fails sanity when, after the whole model is randomised, any of its views keeps |ρ| ≥ "
+    f"{SANITY_MAX_RHO} with the trained model's map (raw signed, |raw| or as displayed). A view that "
+    "becomes constant has no ρ: it is reported as degenerate with the step where it collapsed; when "
+    "both raw views are degenerate the check cannot judge the map (never a pass)."
+)
 # Beating a reference means scoring at least this much above it (scores are in −1..1).
 
 
 MARGIN = 0.02
 
 
-Explainer = Callable[[LoadedModel, np.ndarray, tg.TargetSpec, Prediction], np.ndarray]
+# A map, or (map as displayed, raw signed map) where the method has one (sanity compares both).
+Explainer = Callable[[LoadedModel, np.ndarray, tg.TargetSpec, Prediction], np.ndarray | tuple[np.ndarray, np.ndarray]]
 
 
 def method_explainer(info: MethodInfo, layer: str, eigen_smooth: bool = False) -> Explainer:
     """A registry method as an explainer (one capture, or its own passes)."""
     from cam_core import engine
 
-    def explain(model: LoadedModel, image: np.ndarray, target: tg.TargetSpec, prediction: Prediction) -> np.ndarray:
+    def explain(
+        model: LoadedModel, image: np.ndarray, target: tg.TargetSpec, prediction: Prediction
+    ) -> tuple[np.ndarray, np.ndarray]:
         if info.from_cache:
             cap = capture(model, image, target, [layer], rule=prediction.rule)
-            return engine.cam_from_capture(cap, info, layer, eigen_smooth).cam
-        return engine.run_method(
-            model, image, target, info, layer, eigen_smooth=eigen_smooth, prediction=prediction
-        ).cam
+            res = engine.cam_from_capture(cap, info, layer, eigen_smooth)
+        else:
+            res = engine.run_method(model, image, target, info, layer, eigen_smooth=eigen_smooth, prediction=prediction)
+        return res.cam, res.cam_raw
 
     return explain
 

@@ -4,9 +4,10 @@ block by block from the head down, and the maps it gives; the shared model is ne
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,41 +29,103 @@ from cam_core.limits import LARGE_SIDE, is_large
 from cam_core.model.models import LoadedModel
 from cam_core.model.rules import DecisionRule
 from cam_core.runtime import denormals_flushed
-from cam_core.trust.protocol import SANITY_MAX_RHO, Explainer
-from cam_core.trust.similarity import spearman, ssim
+from cam_core.trust.protocol import RAW_VIEWS, SANITY_MAX_RHO, SANITY_VIEWS, Explainer
+from cam_core.trust.similarity import constant, spearman, ssim
 
 # One place for every constant of the checks.
 
 
 @dataclass
+class Comparison:
+    """One view of the trained vs randomised maps (see :data:`SANITY_VIEWS`), step by step."""
+
+    rho: list[float] = field(default_factory=list)  # NaN where the randomised map is constant
+    ssim: list[float] = field(default_factory=list)
+    constant_from: int | None = None  # the first step from which the randomised map stays constant
+
+    def add(self, trained: np.ndarray, randomised: np.ndarray) -> None:
+        self.rho.append(spearman(trained, randomised))
+        self.ssim.append(ssim(trained, randomised))
+        if not constant(randomised):
+            self.constant_from = None
+        elif self.constant_from is None:
+            self.constant_from = len(self.rho) - 1
+
+    @property
+    def final(self) -> float:
+        return self.rho[-1] if self.rho else float("nan")
+
+    @property
+    def degenerate(self) -> bool:
+        return math.isnan(self.final)
+
+    @property
+    def correlated(self) -> bool:
+        return not self.degenerate and abs(self.final) >= SANITY_MAX_RHO
+
+
+def _views() -> dict[str, Comparison]:
+    return {v: Comparison() for v in SANITY_VIEWS}
+
+
+@dataclass
 class Sanity:
-    """Cascading randomisation of one method at one layer: correlations step by step."""
+    """Cascading randomisation of one method at one layer: each view's correlations step by step,
+    and the verdict of :data:`SANITY_RULE`."""
 
     method: str
     layer: str
     steps: list[str]  # the block randomised at each step (cumulative, head first)
-    rho: list[float]  # Spearman ρ, trained vs randomised map, after each step
-    ssim: list[float]
+    views: dict[str, Comparison] = field(default_factory=_views)
+
+    @property
+    def rho(self) -> list[float]:  # the displayed map's, as the app's table shows it
+        return self.views["shown"].rho
+
+    @property
+    def ssim(self) -> list[float]:
+        return self.views["shown"].ssim
 
     @property
     def final_rho(self) -> float:
-        return self.rho[-1]
+        return self.views["shown"].final
+
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``fail`` or ``degenerate`` (:data:`SANITY_RULE`, the one place it is decided)."""
+        if any(c.correlated for c in self.views.values()):
+            return "fail"
+        if all(self.views[v].degenerate for v in RAW_VIEWS):
+            return "degenerate"
+        return "pass"
 
     @property
     def passed(self) -> bool:
-        return abs(self.final_rho) < SANITY_MAX_RHO
+        return self.verdict == "pass"
+
+    def collapsed_at(self, view: str = "shown") -> str | None:
+        """The block whose randomisation left the view's map constant for good (None: it never did)."""
+        i = self.views[view].constant_from
+        return None if i is None else self.steps[i]
 
     def describe(self) -> str:
         """The verdict in words (Markdown), as the app shows it."""
-        meaning = (
-            "the map depends on what the model learned."
-            if self.passed
-            else "the map shows the image or the target, not the model."
-        )
+        rhos = ", ".join(f"{v} {'constant' if c.degenerate else f'{c.final:+.2f}'}" for v, c in self.views.items())
+        word = {"pass": "passes", "fail": "FAILS", "degenerate": "cannot judge this map"}[self.verdict]
+        meaning = {
+            "pass": "the map depends on what the model learned.",
+            "fail": "the map shows the image or the target, not the model.",
+            "degenerate": "the randomised model's map is constant, so it says nothing about the weights.",
+        }[self.verdict]
+        notes = [
+            f"the {v} map of the randomised model is constant from step '{self.collapsed_at(v)}'"
+            for v in SANITY_VIEWS
+            if self.views[v].degenerate and self.collapsed_at(v) is not None
+        ]
+        note = f" ({'; '.join(notes)}: judged on the views that vary)" if notes and self.verdict == "pass" else ""
         return (
-            f"**Sanity** {'passes' if self.passed else 'FAILS'} — rank correlation ρ = {self.final_rho:+.2f} "
-            "between this map and the same method on a fully randomised copy of the model "
-            f"(SSIM {self.ssim[-1]:.2f}; fails at |ρ| ≥ {SANITY_MAX_RHO}): {meaning}"
+            f"**Sanity** {word} — rank correlation ρ between this map and the same method on a fully "
+            f"randomised copy of the model: {rhos} (fails at |ρ| ≥ {SANITY_MAX_RHO}): {meaning}{note}"
         )
 
 
@@ -128,6 +191,37 @@ def copy_of(loaded: LoadedModel) -> LoadedModel:
     return dataclasses.replace(loaded, model=twin, lock=threading.Lock())
 
 
+@dataclass
+class _Maps:
+    """Every map a sanity check compares, in each of :data:`SANITY_VIEWS`, for one model (the
+    trained one, then its randomised copy at each step): the one-pass methods from one capture,
+    the explainers by their own passes."""
+
+    image: np.ndarray
+    fixed: tg.TargetSpec  # the trained model's region: both models explain the same pixels
+    layers: list[str]
+    methods: list[MethodInfo]
+    explainers: dict[tuple[str, str], Explainer]
+    eigen_smooth: bool
+
+    def __call__(
+        self, model: LoadedModel, pred: Prediction, c: Capture | None
+    ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+        from cam_core import engine
+
+        out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        if self.layers and self.methods:
+            c = c or capture(model, self.image, self.fixed, self.layers, rule=pred.rule)
+            for layer in self.layers:
+                for info in self.methods:
+                    res = engine.cam_from_capture(c, info, layer, self.eigen_smooth)
+                    out[(info.name, layer)] = (res.cam, res.cam_raw)
+        for key, fn in self.explainers.items():
+            made = fn(model, self.image, self.fixed, pred)
+            out[key] = made if isinstance(made, tuple) else (made, made)  # a plain map is its own raw map
+        return {key: {"raw": raw, "|raw|": np.abs(raw), "shown": shown} for key, (shown, raw) in out.items()}
+
+
 def sanity(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -170,18 +264,8 @@ def sanity(
     target, reg = target_region(loaded, target, prediction)
     fixed = tg.TargetSpec("mask", target.class_index, reg > 0)
 
-    def all_maps(model: LoadedModel, pred: Prediction, c: engine.Capture | None) -> dict[tuple[str, str], np.ndarray]:
-        out = {}
-        if layers and methods:
-            c = c or capture(model, image, fixed, layers, rule=pred.rule)
-            for layer in layers:
-                for info in methods:
-                    out[(info.name, layer)] = engine.cam_from_capture(c, info, layer, eigen_smooth).cam
-        for key, fn in explainers.items():
-            out[key] = fn(model, image, fixed, pred)
-        return out
-
-    trained = all_maps(loaded, prediction, cap)
+    maps = _Maps(image, fixed, layers, methods, explainers, eigen_smooth)
+    trained = maps(loaded, prediction, cap)
     # randomised activations underflow into slow denormals otherwise; scoped to this check
     with denormals_flushed():
         twin = copy_of(loaded)
@@ -190,15 +274,15 @@ def sanity(
         if not cascade:
             blocks = [("everything", [n for _, names in blocks for n in names])]
         gen = torch.Generator().manual_seed(seed)
-        results = {key: Sanity(key[0], key[1], [], [], []) for key in trained}
+        results = {key: Sanity(key[0], key[1], []) for key in trained}
         for i, (block, names) in enumerate(blocks):
             randomise(twin.model, names, gen)
-            randomised = all_maps(twin, prediction, None)
-            for key, m in randomised.items():
+            randomised = maps(twin, prediction, None)
+            for key, views in randomised.items():
                 r = results[key]
                 r.steps.append(block)
-                r.rho.append(spearman(trained[key], m))
-                r.ssim.append(ssim(trained[key], m))
+                for view, m in views.items():
+                    r.views[view].add(trained[key][view], m)
             if progress is not None:
                 spent = time.perf_counter() - t0
                 progress(

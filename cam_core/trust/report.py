@@ -26,7 +26,7 @@ from cam_core.errors import InputError, NothingPredictedError
 from cam_core.progress import Line
 
 REPORT_FILE = "trust.json"  # beside a model's weights: its measured per-model report
-REPORT_SCHEMA = 1
+REPORT_SCHEMA = 2  # 2: sanity on raw, |raw| and shown maps (#23); a schema-1 report is not read
 
 
 def add_parser(sub: Any) -> None:
@@ -66,6 +66,18 @@ def _images(args: argparse.Namespace) -> list[Path]:
     return found[: args.limit] if args.limit else found
 
 
+def _truth_of(args: argparse.Namespace, path: Path, classes: list[str], shape: tuple[int, int]) -> Any:
+    """The tile's truth for --data DIR with DIR/masks/ (as ``evaluate`` reads them), else None."""
+    if args.data is None:
+        return None
+    from cam_core.data.images import TILE_SUFFIXES
+    from cam_core.data.truth import load_truth
+
+    folder = Path(args.data) / "masks"
+    found = [folder / f"{path.stem}{ext}" for ext in TILE_SUFFIXES if (folder / f"{path.stem}{ext}").is_file()]
+    return load_truth(found[0], classes, shape) if found else None
+
+
 def run(args: argparse.Namespace) -> int:
     from cam_core import trust
     from cam_core.data.images import load_image
@@ -92,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         label = f"{path.name} ({n}/{len(paths)})"
 
         line = Line(label)
+        truth = _truth_of(args, path, loaded.spec.classes, image.array.shape[:2])
         try:
             reports = trust.trust(
                 loaded,
@@ -102,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 rule=rule,
                 cascade=not args.no_cascade,
                 progress=line.fraction,
+                truth=truth,
             )
         except NothingPredictedError as exc:
             if args.data is None:
@@ -182,33 +196,55 @@ def aggregate(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "target_mask_faithfulness": mean("target_mask_faithfulness"),
                 "beats_random_rate": mean("beats_random"),
                 "beats_target_mask_rate": mean("beats_target_mask"),
-                "sanity_rho_median": round(float(np.median([r["sanity_rho"] for r in rs])), 4),
+                "sanity_rho_median": _median(rs, "sanity_rho"),
+                "sanity_raw_rho_median": _median(rs, "sanity_raw_rho"),
+                "sanity_abs_rho_median": _median(rs, "sanity_abs_rho"),
                 "sanity_pass_rate": mean("sanity_pass"),
+                "sanity_collapsed_rate": round(float(np.mean([r["sanity_collapsed_at"] is not None for r in rs])), 4),
+                "believe_rate": round(float(np.mean([r["verdict"] == "believe" for r in rs])), 4),
                 "seconds": mean("seconds"),
             }
         )
     return rows
 
 
+def _median(rs: list[dict[str, Any]], key: str) -> float | None:
+    """The median of a correlation over tiles, leaving out tiles where it does not exist (a
+    constant map has no ρ); None when it exists on none."""
+    values = [r[key] for r in rs if r[key] is not None]
+    return round(float(np.median(values)), 4) if values else None
+
+
+def _rho(x: float | None) -> str:
+    return "constant" if x is None else f"{x:+.2f}"
+
+
 def table(rows: list[dict[str, Any]], folder: bool) -> str:
     """Markdown: one row per method × layer."""
     if folder:
-        head = "| method | layer | faithfulness | random | target mask | beats random | sanity ρ (median) | sanity pass | s / map |"
-        lines = [head, "|" + "---|" * 9]
+        head = (
+            "| method | layer | faithfulness | random | target mask | beats random | sanity ρ raw / |raw| / shown "
+            "(median) | sanity pass | believe | s / map |"
+        )
+        lines = [head, "|" + "---|" * 10]
         for r in rows:
+            rhos = " / ".join(
+                _rho(r[k]) for k in ("sanity_raw_rho_median", "sanity_abs_rho_median", "sanity_rho_median")
+            )
             lines.append(
                 f"| {r['method']} | {r['layer']} | {r['faithfulness']:+.3f} | {r['random_faithfulness']:+.3f} | "
-                f"{r['target_mask_faithfulness']:+.3f} | {r['beats_random_rate'] * 100:.0f} % | "
-                f"{r['sanity_rho_median']:+.2f} | {r['sanity_pass_rate'] * 100:.0f} % | {r['seconds']:.1f} |"
+                f"{r['target_mask_faithfulness']:+.3f} | {r['beats_random_rate'] * 100:.0f} % | {rhos} | "
+                f"{r['sanity_pass_rate'] * 100:.0f} % | {r['believe_rate'] * 100:.0f} % | {r['seconds']:.1f} |"
             )
         return "\n".join(lines)
-    head = "| method | layer | faithfulness | random | target mask | sanity ρ | sanity |"
-    lines = [head, "|" + "---|" * 7]
+    head = "| method | layer | faithfulness | random | target mask | sanity ρ raw / |raw| / shown | sanity | verdict |"
+    lines = [head, "|" + "---|" * 8]
     for r in rows:
+        rhos = " / ".join(_rho(r[k]) for k in ("sanity_raw_rho", "sanity_abs_rho", "sanity_rho"))
         lines.append(
             f"| {r['method']} | {r['layer']} | {r['faithfulness']:+.3f} | {r['random_faithfulness']:+.3f} ± "
-            f"{r['random_faithfulness_sd']:.3f} | {r['target_mask_faithfulness']:+.3f} | {r['sanity_rho']:+.2f} | "
-            f"{'pass' if r['sanity_pass'] else 'FAIL'} |"
+            f"{r['random_faithfulness_sd']:.3f} | {r['target_mask_faithfulness']:+.3f} | {rhos} | "
+            f"{r['sanity_verdict']} | {r['verdict_sentence']} |"
         )
     return "\n".join(lines)
 

@@ -13,15 +13,22 @@ import numpy as np
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Rank correlation of two maps (average ranks for ties).
 
-    Two constant maps that are equal count as identical (1.0: nothing changed); a constant map
-    against a varying one as unrelated (0.0).
+    Two constant maps that are equal count as identical (1.0: nothing changed). A constant map
+    against a varying one has no rank correlation: NaN, never 0.0 — a randomised model whose map
+    collapses to zero after ReLU did change the map, but says nothing about what the weights
+    contributed (the sanity check reports it as degenerate, not as a pass).
     """
     from scipy.stats import rankdata
 
     ra, rb = rankdata(a.ravel()), rankdata(b.ravel())
     if ra.std() == 0 or rb.std() == 0:
-        return 1.0 if ra.std() == rb.std() == 0 and np.allclose(a, b) else 0.0
+        return 1.0 if ra.std() == rb.std() == 0 and np.allclose(a, b) else float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def constant(m: np.ndarray) -> bool:
+    """A map with one value everywhere (e.g. all zero after ReLU): it ranks no pixel above another."""
+    return bool(np.ptp(m) == 0)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,6 +42,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
         span = m.max() - m.min()
         return (m - m.min()) / span if span > 0 else np.zeros_like(m)
 
+    if constant(a) != constant(b):  # a collapsed map has no structure to compare
+        return float("nan")
     a, b = unit(a), unit(b)
     if min(a.shape) >= 11:
         kw: dict[str, Any] = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}

@@ -136,11 +136,21 @@ def trust_section(ch, res, cap) -> None:
                 {(ch.method.name, ch.layer): res.cam},
                 lambda f, t: bar.progress(f, text=t),
             )[0]
+            bar.progress(1.0, text="stain evidence: haematoxylin vs eosin")
+            compute.stain_evidence(ch, cap, run=True)
         except Exception as exc:  # known errors as they are; others logged — the app keeps serving
             st.error(compute.describe_error(exc))
             return
         finally:
             bar.empty()
+    _trust_lines(ch, report, cap)
+
+
+def _trust_lines(ch, report, cap) -> None:
+    """A checked map: the verdict with its reason, both checks, the truth and stain lines, the
+    curves and the cascade."""
+    from cam_core import trust
+
     f, s, verdict = report.faithfulness, report.sanity, report.verdict()
     # A failed check is a finding about the map, not an error of the app: warnings, never st.error.
     show = {"believe": st.success, "caution": st.warning, "dont": st.warning}[verdict.level]
@@ -153,6 +163,9 @@ def trust_section(ch, res, cap) -> None:
     st.markdown(f"{f.describe()}  \n{s.describe()}")
     if report.localisation is not None:
         st.markdown(report.localisation.describe())
+    stain = compute.stain_evidence(ch, cap, run=False)
+    if stain is not None:
+        st.markdown(stain.describe())
     st.caption(f"The sanity rule: {trust.SANITY_RULE}")
     with st.expander("Curves and cascade"):
         import pandas as pd
@@ -180,6 +193,7 @@ def trust_section(ch, res, cap) -> None:
         )
         st.caption(f"{report.seconds:.1f} s · model {code(ch.loaded.name)} · {cap.device}")
     st.session_state["last_trust"] = report.record()
+    st.session_state["last_stain"] = None if stain is None else stain.record()
 
 
 def main() -> None:

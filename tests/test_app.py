@@ -312,6 +312,11 @@ def test_trust_line_on_demand_then_cached_and_in_the_zip(at):
     assert any(t.startswith("**Against the truth**") for t in lines)
     assert 0 <= trust["localisation"]["mass_on_truth"] <= 1
     assert trust["localisation"]["pointing_objects"] > 0
+    # and how much of the target's evidence is haematoxylin vs eosin (computed in the check's run)
+    assert any(t.startswith("**Stain evidence**") for t in lines)
+    stain = at.session_state["last_stain"]
+    assert abs(sum(stain["shares"].values()) - 1) < 1e-6
+    assert stain["gap"] < 0.25
     # Cached: a re-run (e.g. a slider) shows the same line without a model pass.
     before = passes()["forward"]
     at.slider(key="w_opacity").set_value(0.3)

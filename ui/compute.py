@@ -601,6 +601,21 @@ def trust_if_cached(ch: Choices, info: MethodInfo, layer: str, cap: Any) -> Any:
     return TRUST.get(_trust_key(ch, info, layer, cap))
 
 
+def stain_evidence(ch: Choices, cap: Any, run: bool) -> Any:
+    """How much of the target's evidence is haematoxylin vs eosin (one per image, target and rule,
+    whatever the method): from the cache, or computed when ``run`` (the check's own run: a few
+    seconds, never on a plain re-run)."""
+    from cam_core.trust.stain_evidence import stain_evidence as measure
+
+    key = ("stain", *_trust_base(ch, cap))
+    found = TRUST.get(key)
+    if found is None and run:
+        with HEAVY.slot(None):
+            found = measure(ch.loaded, ch.image.image.array, ch.target.with_class(cap.target.class_index), ch.rule)
+        TRUST.put(key, found)
+    return found
+
+
 def trust_work(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -> Any:
     """The work of checking these maps (cam_core.trust.work): its references already computed for
     this image are not counted again."""

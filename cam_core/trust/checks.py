@@ -155,7 +155,7 @@ class TrustReport:
             )
         return Verdict(
             "believe",
-            f"it passes sanity (raw ρ {views['raw'].final:+.2f}, |raw| ρ {views['|raw|'].final:+.2f}) and is "
+            f"it passes sanity (raw ρ {views['raw'].text()}, |raw| ρ {views['|raw|'].text()}) and is "
             f"more faithful than random maps ({vs_random}) and than {vs_target}",
         )
 

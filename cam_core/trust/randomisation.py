@@ -55,6 +55,10 @@ class Comparison:
     def final(self) -> float:
         return self.rho[-1] if self.rho else float("nan")
 
+    def text(self) -> str:
+        """The final ρ as the app writes it ("constant" where there is none)."""
+        return "constant" if self.degenerate else f"{self.final:+.2f}"
+
     @property
     def degenerate(self) -> bool:
         return math.isnan(self.final)
@@ -110,7 +114,7 @@ class Sanity:
 
     def describe(self) -> str:
         """The verdict in words (Markdown), as the app shows it."""
-        rhos = ", ".join(f"{v} {'constant' if c.degenerate else f'{c.final:+.2f}'}" for v, c in self.views.items())
+        rhos = ", ".join(f"{v} {c.text()}" for v, c in self.views.items())
         word = {"pass": "passes", "fail": "FAILS", "degenerate": "cannot judge this map"}[self.verdict]
         meaning = {
             "pass": "the map depends on what the model learned.",

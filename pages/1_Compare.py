@@ -35,8 +35,9 @@ def badge(report) -> str:
     f, s = report.faithfulness, report.sanity
     mark = "✓" if f.beats_random and f.beats_target else "~" if f.beats_random else "✗"
     sane = {"pass": "✓", "fail": "✗", "degenerate": "?"}[s.verdict]
-    raw = s.views["|raw|"].final
-    return f" · faithful {mark} {f.score:+.2f} (random {f.random:+.2f}) · sanity {sane} |raw| ρ {raw:+.2f}"
+    return (
+        f" · faithful {mark} {f.score:+.2f} (random {f.random:+.2f}) · sanity {sane} |raw| ρ {s.views['|raw|'].text()}"
+    )
 
 
 def column_order(grid, chosen_layers, reports) -> list:

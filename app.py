@@ -138,15 +138,16 @@ def trust_section(ch, res, cap) -> None:
             )[0]
             bar.progress(1.0, text="stain evidence: haematoxylin vs eosin")
             compute.stain_evidence(ch, cap, run=True)
+            compute.restain_rows(ch, cap, res.cam, run=True)
         except Exception as exc:  # known errors as they are; others logged — the app keeps serving
             st.error(compute.describe_error(exc))
             return
         finally:
             bar.empty()
-    _trust_lines(ch, report, cap)
+    _trust_lines(ch, report, cap, res)
 
 
-def _trust_lines(ch, report, cap) -> None:
+def _trust_lines(ch, report, cap, res) -> None:
     """A checked map: the verdict with its reason, both checks, the truth and stain lines, the
     curves and the cascade."""
     from cam_core import trust
@@ -166,6 +167,11 @@ def _trust_lines(ch, report, cap) -> None:
     stain = compute.stain_evidence(ch, cap, run=False)
     if stain is not None:
         st.markdown(stain.describe())
+    restained = compute.restain_rows(ch, cap, res.cam, run=False)
+    if restained is not None:
+        from cam_core.trust.stain_evidence import describe_restained
+
+        st.markdown(describe_restained(restained))
     st.caption(f"The sanity rule: {trust.SANITY_RULE}")
     with st.expander("Curves and cascade"):
         import pandas as pd

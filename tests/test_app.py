@@ -317,6 +317,7 @@ def test_trust_line_on_demand_then_cached_and_in_the_zip(at):
     stain = at.session_state["last_stain"]
     assert abs(sum(stain["shares"].values()) - 1) < 1e-6
     assert stain["gap"] < 0.25
+    assert any(t.startswith("**Under re-staining**") and "prediction Dice" in t for t in lines)
     # Cached: a re-run (e.g. a slider) shows the same line without a model pass.
     before = passes()["forward"]
     at.slider(key="w_opacity").set_value(0.3)

@@ -223,6 +223,8 @@ def test_trust_line_in_the_browser(server, page):
     assert sum(text.count(f"{words}:") for words in VERDICTS.values()) == 1, text
     assert "margin" in text
     assert "The sanity rule:" in text
+    assert "Stain evidence" in text  # haematoxylin vs eosin, and the map under re-staining
+    assert "Under re-staining" in text
     assert passes(log) > before  # the checks ran the model
     shot(page, "trust")
     # The result is cached: the button is gone after a re-run, and the lines stay.

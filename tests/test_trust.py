@@ -414,3 +414,26 @@ def test_stain_evidence_finds_a_haematoxylin_only_model_and_adds_up():
     ev = stain_evidence(unet, image, TargetSpec("class", 1), steps=32)
     assert ev.gap < 0.1, ev  # completeness within 10 % at 32 steps
     assert abs(sum(ev.shares().values()) - 1) < 1e-9
+
+
+def test_restain_stability_reports_the_map_and_the_prediction_side_by_side(tiny, image64, monkeypatch):
+    """Map ρ and Dice per Tellez setting; a re-staining that changes nothing moves neither."""
+    from cam_core.data import stain
+    from cam_core.trust.stain_evidence import describe_restained, restain_stability
+
+    info = get_method("GradCAM")
+    target = TargetSpec("class", 1)
+    cam = engine.cam_from_capture(
+        engine.capture(tiny, image64, target, ["decoder.blocks.2"]), info, "decoder.blocks.2"
+    ).cam
+    rows = restain_stability(tiny, image64, target, info, "decoder.blocks.2", cam)
+    assert [r.setting for r in rows] == list(stain.TELLEZ_SETTINGS)
+    assert all(-1 <= r.map_rho <= 1 for r in rows)
+    assert all(r.dice is None or 0 <= r.dice <= 1 for r in rows)
+    assert "prediction Dice" in describe_restained(rows)
+    monkeypatch.setitem(stain.TELLEZ_SETTINGS, "hed-light", 0.0)  # α = 1, β = 0: the tile itself
+    same = restain_stability(tiny, image64, target, info, "decoder.blocks.2", cam)[0]
+    assert same.map_rho > 0.999
+    assert same.dice in (None, 1.0)
+    with pytest.raises(Exception, match="one-pass method"):
+        restain_stability(tiny, image64, target, get_method("ScoreCAM"), "decoder.blocks.2", cam)

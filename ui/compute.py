@@ -616,6 +616,23 @@ def stain_evidence(ch: Choices, cap: Any, run: bool) -> Any:
     return found
 
 
+def restain_rows(ch: Choices, cap: Any, cam: Any, run: bool) -> Any:
+    """The current map under the Tellez re-stainings, next to the prediction's Dice (one-pass
+    methods; per map): from the cache, or computed when ``run`` (the check's own run)."""
+    from cam_core.trust.stain_evidence import restain_stability
+
+    if not ch.method.from_cache:
+        return None
+    key = ("restain", *_trust_key(ch, ch.method, ch.layer, cap))
+    found = TRUST.get(key)
+    if found is None and run:
+        with HEAVY.slot(None):
+            target = ch.target.with_class(cap.target.class_index)
+            found = restain_stability(ch.loaded, ch.image.image.array, target, ch.method, ch.layer, cam, ch.rule)
+        TRUST.put(key, found)
+    return found
+
+
 def trust_work(ch: Choices, cells: list[tuple[MethodInfo, str]], cap: Any) -> Any:
     """The work of checking these maps (cam_core.trust.work): its references already computed for
     this image are not counted again."""

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cam_core.data.metrics import overlap
 from cam_core.data.stain import HED_FROM_RGB, RGB_FROM_HED
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import forward, predict, score_function
+from cam_core.engine.methods import MethodInfo
 from cam_core.errors import InputError
 from cam_core.limits import LARGE_SIDE, is_large
 from cam_core.model.models import LoadedModel, pad_to_multiple
@@ -108,3 +110,61 @@ def stain_evidence(
     return StainEvidence(
         {name: float(v) for name, v in zip(STAINS, attribution)}, score=ends[1], baseline=ends[0], steps=steps
     )
+
+
+@dataclass(frozen=True)
+class Restained:
+    """One re-staining of the tile: does the reason move when only the stain does?"""
+
+    setting: str  # a key of TELLEZ_SETTINGS
+    map_rho: float  # Spearman ρ of the map on the tile vs on the re-stained tile (NaN: a constant map)
+    dice: float | None  # of the target class's predicted pixels, tile vs re-stained (None: neither has any)
+
+
+def restain_stability(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    target: tg.TargetSpec,
+    info: MethodInfo,
+    layer: str,
+    cam: np.ndarray,
+    rule: DecisionRule | None = None,
+    seed: int = 0,
+) -> list[Restained]:
+    """The map's rank correlation between the tile and its Tellez re-stainings (the training
+    augmentation's own code), next to the prediction's Dice: the same pixels are explained (the
+    tile's target region), only the stain differs. One capture per setting (one-pass methods)."""
+    from cam_core import engine
+    from cam_core.data.stain import TELLEZ_SETTINGS, restain
+    from cam_core.engine.capturing import capture, target_region
+    from cam_core.trust.similarity import spearman
+
+    if not info.from_cache:
+        raise InputError(f"{info.name} runs passes of its own; re-staining stability needs a one-pass method")
+    prediction = predict(loaded, image, rule)
+    target, reg = target_region(loaded, target, prediction)
+    fixed = tg.TargetSpec("mask", target.class_index, reg > 0)
+    mine = prediction.mask == target.class_index
+    out = []
+    for i, setting in enumerate(TELLEZ_SETTINGS):
+        other = restain(image, setting, np.random.default_rng(seed + i))
+        cap = capture(loaded, other, fixed, [layer], rule=prediction.rule)
+        agree = overlap(cap.prediction.mask == target.class_index, mine)
+        out.append(
+            Restained(
+                setting,
+                spearman(cam, engine.cam_from_capture(cap, info, layer).cam),
+                None if agree.empty else agree.dice,
+            )
+        )
+    return out
+
+
+def describe_restained(rows: list[Restained]) -> str:
+    """One line (Markdown), as the app shows it."""
+    parts = "; ".join(
+        f"{r.setting}: map ρ {'constant' if np.isnan(r.map_rho) else f'{r.map_rho:+.2f}'}, "
+        f"prediction Dice {'—' if r.dice is None else f'{r.dice:.2f}'}"
+        for r in rows
+    )
+    return f"**Under re-staining** (Tellez et al. 2019, the training augmentation) — {parts}."

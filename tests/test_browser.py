@@ -417,11 +417,12 @@ def test_a_click_on_a_2000px_upload_costs_one_tile_and_keeps_class_sidebar_and_l
     assert all(int(touched) == 1 < int(total) for touched, total, _ in lines), lines
     # The whole server run that answers a click (sidebar, recapture, map, panels drawn and encoded),
     # from the server's log: three clicks (main: a full tiled pass, 18.7 s measured). Measured here:
-    # 0.82–1.16 s a click, median 0.87–1.04 s over five runs — the #22 target of 1 s is met by the
-    # median in most runs, not in every one, so the bound that must hold is looser than the target.
+    # 0.70–1.28 s a click, median 0.82–1.20 s over eight runs (three of them clean-clone CI) — the
+    # #22 target of 1 s is met by the median in most runs, not in every one, so the bound that must
+    # hold is looser than the target.
     seconds = sorted(float(t) for t in re.findall(runs, text))
     assert len(seconds) == 3, seconds
-    assert seconds[1] <= 1.25, (seconds, lines)
+    assert seconds[1] <= 1.5, (seconds, lines)
     assert seconds[-1] <= 2.0, (seconds, lines)
     assert "method=HiResCAM" in page.url  # a local method, in the link
     assert f"class={classes[3]}" in page.url  # the clicked object's class, not the old one

@@ -220,6 +220,44 @@ def test_threads_are_chosen_and_overridable(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_spare_cores_raise_threads_only_while_idle_and_put_them_back(monkeypatch, tmp_path):
+    """A click's one-tile pass takes the cores no other task wants, then gives them back (also
+    after an error); a busy machine or an explicit thread count leaves the setting alone."""
+    import os
+
+    from cam_core import runtime
+
+    cores = len(os.sched_getaffinity(0))
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.50 0.40 0.30 1/80 4242\n")  # only the reader runs
+    assert runtime.idle_cores(loadavg) == cores
+    loadavg.write_text(f"3.0 2.0 1.0 {cores + 1}/80 4242\n")  # every core busy besides the reader
+    assert runtime.idle_cores(loadavg) == 0
+    loadavg.write_text("garbage")
+    assert runtime.idle_cores(loadavg) == 0  # unknown: no extra threads
+    assert runtime.idle_cores(tmp_path / "absent") == 0
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        monkeypatch.setattr(runtime, "idle_cores", lambda: 2)
+        with runtime.spare_cores() as n:
+            assert n == 2 == torch.get_num_threads()
+        assert torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError), runtime.spare_cores():
+            raise RuntimeError("the pass failed")
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(runtime, "idle_cores", lambda: 0)  # busy: stays as it was
+        with runtime.spare_cores() as n:
+            assert n == 1 == torch.get_num_threads()
+        monkeypatch.setattr(runtime, "idle_cores", lambda: 2)
+        monkeypatch.setenv(runtime.THREADS_ENV, "1")  # the operator's choice wins
+        with runtime.spare_cores() as n:
+            assert n == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_server_sets_its_threads():
     """A fresh process that imports the app's compute layer runs torch on the server's thread count."""
     import os

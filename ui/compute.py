@@ -33,7 +33,7 @@ from cam_core.gate import JobGate
 from cam_core.model import models
 from cam_core.model.rules import DecisionRule
 from cam_core.output import render
-from cam_core.runtime import SERVER_THREADS, configure_threads
+from cam_core.runtime import SERVER_THREADS, configure_threads, spare_cores
 
 log = logging.getLogger("segcam")
 # Model passes are logged by cam_core.engine at INFO, page runs by this module: the server's log
@@ -297,7 +297,8 @@ def get_capture(ch: Choices, layers_needed: list[str] | None = None, spinner: An
             if base is not None and all(name in base.activations for name in wanted):
                 # another target: the mask and activations are the image's; only the tiles the new
                 # region touches run (a click on one nucleus: one tile, not the whole image)
-                cap = tiling.recapture_tiled(ch.loaded, base, ch.image.image.array, ch.target, progress=spinner)
+                with spare_cores():  # a click waits on it: the idle cores help
+                    cap = tiling.recapture_tiled(ch.loaded, base, ch.image.image.array, ch.target, progress=spinner)
             else:
                 cap = tiling.capture_tiled(
                     ch.loaded, ch.image.image.array, ch.target, wanted, rule=ch.rule, progress=spinner

@@ -193,13 +193,14 @@ def recapture_tiled(
     )
     touched = sum(bool((region[y0:y1, x0:x1] > 0).any()) for y0, x0, y1, x1 in boxes)
     log.info(
-        "model pass: tiled recapture (%s target) %s: %d of %d tiles, %.3f s (%.3f s in the tiles' passes)",
+        "model pass: tiled recapture (%s target) %s: %d of %d tiles, %.3f s (%.3f s in the tiles' passes, %d thread(s))",
         target.kind,
         loaded.name,
         touched,
         len(boxes),
         time.perf_counter() - t0,
         t_tiles,
+        torch.get_num_threads(),
     )
     return base.for_target(target, grads, time.perf_counter() - t0)
 
@@ -287,7 +288,7 @@ def _backward_tiles(
 ) -> tuple[dict[str, np.ndarray], float]:
     """Phase 2: a forward + backward per tile that touches the target region, scored by the region
     weighted by the tile's share of each pixel; the gradients are summed on the image-sized maps."""
-    grads = {n: np.zeros_like(a) for n, a in acts.items()}
+    grads = {n: np.zeros(a.shape, a.dtype) for n, a in acts.items()}  # calloc: pages a tile adds to are written
     t_backward = 0.0
     for i, (y0, x0, y1, x1) in enumerate(boxes):
         sub = region[y0:y1, x0:x1] > 0

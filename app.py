@@ -373,7 +373,26 @@ def _b_side(ch, display: fig.Display, class_index: int):
         st.warning(f"B ({plain(ch.ab[1])}) cannot be drawn: {compute.describe_error(exc)}")
         return None
     _, arrays, record, _ = _side(chb, res, cap, region, display)
+    if ch.ab[0] == "mark":
+        _audit_line(ch, chb, res, cap)
     return record, arrays
+
+
+def _audit_line(ch, chb, res_b, cap_b) -> None:
+    """The shortcut audit of this image (an A/B view that plants a mark): what the mark moves in
+    the prediction, and how much of B's map lies on it (cam_core.trust.audit's rule)."""
+    from cam_core.trust import audit
+
+    mark = ch.ab[1]
+    _, foot = compute.planted_choice(ch.loaded, ch.image, mark)
+    before = compute.get_capture(ch).prediction.mask
+    flips = audit.flip_shares(before, cap_b.prediction.mask, foot, ch.loaded.num_classes)
+    cls = res_b.class_index
+    words = audit.describe_tile(
+        mark, flips, cls, ch.loaded.spec.classes[cls], float(foot.mean()), audit.mass_on(res_b.cam, foot)
+    )
+    st.markdown(words)
+    st.caption(f"The audit's rule: {audit.AUDIT_RULE} Over a folder: `python -m cam_core audit --data DIR`.")
 
 
 def _compute(ch, status):

@@ -921,6 +921,48 @@ def test_the_shortcut_preset_shows_the_teaching_model_with_and_without_the_dot(a
     assert _fresh_from_link(at).session_state["last_figure_sha"] == at.session_state["last_figure_sha"]
 
 
+def test_the_shortcut_audit_of_this_tile_is_an_ab_view_with_a_planted_mark(at):
+    """#23 item 7 in the app: B is this tile with an audit mark planted; the page says what the
+    mark moved and how much of B's map lies on it; the record rebuilds (the mark planted again)
+    and the link reproduces the figure."""
+    import hashlib
+
+    from cam_core.output.rebuild import rebuild
+    from cam_core.trust.audit import AUDIT_MARKERS
+
+    at.selectbox(key="w_ab_what").set_value("mark")
+    run(at)
+    assert at.selectbox(key="w_ab_mark").options == list(AUDIT_MARKERS)
+    at.selectbox(key="w_ab_mark").set_value("pen stroke")
+    run(at)
+    record = at.session_state["last_record"]
+    b = record["compare_with"]
+    assert record["compare_kind"] == "mark"
+    assert b["image"]["planted"] == {
+        "mark": "pen stroke",
+        "seed": 0,
+        "on": {"name": "test_12_002", "sha256": record["image"]["sha256"]},
+    }
+    assert b["image"]["name"] == "test_12_002 + pen stroke"
+    assert b["image"]["sha256"] != record["image"]["sha256"]
+    line = [m.value for m in at.markdown if m.value.startswith("Shortcut audit, pen stroke planted on B")]
+    assert len(line) == 1, [m.value for m in at.markdown]
+    assert "of the pixels of nuclei clear of it change their call of" in line[0]
+    assert "B's map puts" in line[0]
+    shown = at.session_state["last_figure_sha"]
+    assert hashlib.sha256(rebuild(json.loads(json.dumps(record))).figure.tobytes()).hexdigest() == shown
+    assert at.query_params["b_mark"] in ("pen stroke", ["pen stroke"])
+    assert _fresh_from_link(at).session_state["last_figure_sha"] == shown  # the link reproduces it
+    # the teaching model reads the dot: on a clean tile the audit says so
+    at.selectbox(key="w_sel_model").set_value("consep-unet-marker-teaching")
+    run(at)
+    at.selectbox(key="w_ab_mark").set_value("ink dot")
+    run(at)
+    line = [m.value for m in at.markdown if m.value.startswith("Shortcut audit, ink dot planted on B")]
+    assert len(line) == 1
+    assert "**the mark matters**" in line[0], line[0]
+
+
 def test_every_preset_names_a_sample_layer_and_method_that_exist():
     from cam_core.data import samples
     from cam_core.engine.methods import get_method

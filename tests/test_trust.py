@@ -437,3 +437,122 @@ def test_restain_stability_reports_the_map_and_the_prediction_side_by_side(tiny,
     assert same.dice in (None, 1.0)
     with pytest.raises(Exception, match="one-pass method"):
         restain_stability(tiny, image64, target, get_method("ScoreCAM"), "decoder.blocks.2", cam)
+
+
+class CueModel(torch.nn.Module):
+    """Nuclei where a pixel is dark (a 1×1 conv: local); their class is "beta" when the tile holds
+    green ink anywhere (``reads_ink``) and "alpha" otherwise: a shortcut by construction."""
+
+    def __init__(self, reads_ink: bool) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.features = torch.nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.features.weight.fill_(-1.0)
+            self.features.bias.fill_(1.2)  # > 0 where the mean of R, G, B is below 0.4
+        self.reads_ink = reads_ink
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = x * self.std + self.mean
+        nucleus = 20 * self.features(rgb)
+        ink = torch.relu(rgb[:, 1] - rgb[:, 0] - 0.2).amax(dim=(1, 2)).view(-1, 1, 1, 1)  # green over red
+        beta = (40 * ink - 1) if self.reads_ink else torch.full_like(ink, -1.0)
+        zero = torch.zeros_like(nucleus)
+        return torch.cat([zero, nucleus - beta.clamp_min(0), nucleus + beta.clamp_max(0) + beta], dim=1)
+
+
+def _tissue(seed: int) -> np.ndarray:
+    """Pink stroma with purple nuclei (disks), 96² px."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((96, 96, 3), np.uint8)
+    image[:] = (232, 182, 204)
+    yy, xx = np.mgrid[:96, :96]
+    for cy, cx in rng.integers(8, 88, size=(9, 2)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = (70, 40, 120)
+    return image
+
+
+def test_the_shortcut_audit_flags_a_model_that_reads_ink_and_not_one_that_does_not():
+    """#23 item 7: the same marks on the same tiles; only the model whose class follows green ink
+    anywhere in the tile is flagged, for the ink dot alone, and its nuclei far from the dot flip."""
+    from cam_core.trust import audit
+
+    spec = ModelSpec(classes=["background", "alpha", "beta"], colors=OKABE_ITO[:3])
+    tiles = [_tissue(s) for s in range(3)]
+    reports = {}
+    for reads in (True, False):
+        loaded = LoadedModel(
+            "cue" if reads else "honest", Path("."), CueModel(reads).eval(), spec, torch.device("cpu"), 8
+        )
+        assert (engine.predict(loaded, tiles[0]).mask == 1).sum() > 200  # nuclei found, called alpha
+        reports[reads] = audit.audit(loaded, tiles, layer="features", infos=[get_method("GradCAM")])
+    cheat, honest = reports[True], reports[False]
+    assert cheat.flagged() == {"ink dot": ["alpha", "beta"]}, cheat.markdown()
+    assert honest.flagged() == {}, honest.markdown()
+    dot = {r.cls: r for r in cheat.rows if r.marker == "ink dot"}
+    assert dot["beta"].flip > 0.9
+    assert dot["beta"].tiles == 3
+    assert all(r.flip == 0 for r in honest.rows)  # a local model: nothing clear of the mark moves
+    assert 0.005 < dot["beta"].area_share < 0.2
+    rec = cheat.record()
+    assert rec["rule"] == audit.AUDIT_RULE
+    assert rec["tiles"] == 3
+    assert rec["layer"] == "features"
+    assert {"marker", "cls", "flip", "mass", "matters", "looking"} <= set(rec["rows"][0])
+    assert "**matters**" in cheat.markdown()
+    assert "**matters**" not in honest.markdown()
+
+
+@pytest.mark.parametrize("name", ["ink dot", "pen stroke", "slide border", "scanner stripe"])
+def test_each_audit_mark_is_seeded_and_changes_only_its_footprint(name):
+    from scipy import ndimage
+
+    from cam_core.trust import audit
+
+    image = _tissue(0)
+    nuclei = image[..., 0] < 100
+    a, foot = audit.plant_marker(name, image, nuclei, seed=4)
+    b, foot_b = audit.plant_marker(name, image, nuclei, seed=4)
+    assert (a == b).all()
+    assert (foot == foot_b).all()
+    changed = (a != image).any(axis=2)
+    assert changed.any()
+    assert not (changed & ~foot).any()
+    assert 0.003 < foot.mean() < 0.25
+    other, _ = audit.plant_marker(name, image, nuclei, seed=5)
+    assert name == "slide border" or (other != a).any()  # another seed, another place (a border has 4)
+    if name == "ink dot":
+        assert not (ndimage.binary_dilation(foot) & nuclei).any()  # off the nuclei
+
+
+def test_the_audit_names_its_marks():
+    from cam_core.errors import UnknownNameError
+    from cam_core.trust import audit
+
+    with pytest.raises(UnknownNameError, match="valid audit marks: ink dot, pen stroke, slide border, scanner stripe"):
+        audit.get_marker("coffee stain")
+
+
+def test_audit_command_on_a_folder(tiny_folder, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    for s in range(2):
+        Image.fromarray(_tissue(s)).save(tmp_path / "data" / "images" / f"t{s}.png")
+    (tmp_path / "data" / "test.txt").write_text("t1\n")
+    argv = ["audit", "--data", str(tmp_path / "data"), "--model", str(tiny_folder)]
+    assert cli.main([*argv, "--markers", "ink dot,scanner stripe", "--json", "--out", str(tmp_path / "a.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == json.loads((tmp_path / "a.json").read_text())
+    assert out["tiles"] == 2
+    assert out["model"].endswith("tiny_unet")
+    assert {r["marker"] for r in out["rows"]} == {"ink dot", "scanner stripe"}
+    assert len(out["rows"]) == 2 * 2  # marks × foreground classes
+    assert cli.main([*argv, "--split", "test", "--markers", "pen stroke"]) == 0
+    text = capsys.readouterr().out
+    assert "1 tiles" in text
+    assert "| pen stroke | alpha |" in text
+    assert "Rule: a mark matters" in text
+    assert cli.main([*argv, "--markers", "coffee stain"]) == 2
+    assert "unknown audit mark 'coffee stain'" in capsys.readouterr().err

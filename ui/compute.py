@@ -132,6 +132,7 @@ def clear_caches() -> None:
     RESULTS.clear()
     TRUST.clear()
     QUALITY.clear()
+    PLANTED.clear()
 
 
 # ---------------------------------------------------------------- images
@@ -150,6 +151,7 @@ class ImageChoice:
     scale: float = 1.0  # level-0 pixels per image pixel
     slide_path: str | None = None  # where a slide region was read from (server side; not in any record)
     slide_mpp_override: float | None = None
+    planted: dict[str, Any] | None = None  # an audit mark planted on another image: mark, seed, that image
 
     @property
     def large(self) -> bool:
@@ -214,6 +216,8 @@ def b_choices(ch: Choices, class_index: int) -> Choices:
         return dataclasses.replace(ch, method=get_method(value), ab=None)
     if what == "layer":
         return dataclasses.replace(ch, layer=value, ab=None)
+    if what == "mark":
+        return dataclasses.replace(ch, image=planted_choice(ch.loaded, ch.image, value)[0], ab=None)
     if what == "marker":
         twin = sample_choice(value)
         return dataclasses.replace(
@@ -234,6 +238,33 @@ def b_choices(ch: Choices, class_index: int) -> Choices:
         rule=loaded.spec.decision_rule,
         ab=None,
     )
+
+
+PLANTED = LRUCache(max_entries=8, max_bytes=64 << 20)  # images with an audit mark planted (A/B "mark")
+
+
+def planted_choice(loaded: models.LoadedModel, image: ImageChoice, mark: str) -> tuple[ImageChoice, np.ndarray]:
+    """``image`` with an audit mark planted (cam_core.trust.audit), as the B side of an A/B view,
+    and the mark's footprint; planted once per image, model and mark (placed off the model's nuclei)."""
+    from cam_core.trust import audit
+
+    key = (image.sha, loaded.name, mark)
+    found = PLANTED.get(key)
+    if found is None:
+        array, foot = audit.planted(loaded, image.image.array, mark)
+        info = {"mark": mark, "seed": audit.APP_SEED, "on": {"name": image.name, "sha256": image.sha}}
+        found = (
+            ImageChoice(
+                f"{image.name} + {mark}",
+                audit.planted_sha256(array),
+                LoadedImage(array),
+                mpp=image.mpp,
+                planted=info,
+            ),
+            foot,
+        )
+        PLANTED.put(key, found)
+    return found
 
 
 def layers_to_capture(loaded: models.LoadedModel, image: ImageChoice, layer: str) -> list[str]:
@@ -437,6 +468,7 @@ def record_for(
             "microns_per_pixel": ch.image.mpp,
             "notes": ch.image.image.notes,
             **({"slide": ch.image.slide} if ch.image.slide else {}),
+            **({"planted": ch.image.planted} if ch.image.planted else {}),
         },
         area_percent=cap.prediction.area_percent(),
         target_box=tg.box_of(region),

@@ -18,6 +18,7 @@ from cam_core.limits import MAX_PIXELS
 from cam_core.model import layers, models
 from cam_core.model.rules import DecisionRule, presets
 from cam_core.output import figure as fig
+from cam_core.trust.audit import AUDIT_MARKERS
 
 from . import compute, state
 from .clickable import clickable_image
@@ -376,6 +377,7 @@ def _ab_choice(
         "layer": [n for n in layers.curated_layers(loaded) if n != layer],
         "model": [e.name for e in compute.model_entries() if not e.error and e.name != loaded.name],
         "marker": [twin] if twin else [],
+        "mark": [] if image.large else list(AUDIT_MARKERS),  # the shortcut audit's marks, planted on B
     }
     offered = ["none", *(k for k in fig.AB_KINDS if others[k])]
     with st.sidebar.expander("A/B: two views side by side", expanded=st.session_state.get("ab_what") != "none"):
@@ -391,6 +393,10 @@ def _ab_choice(
         if what == "marker":
             st.caption(f"B: {plain(twin)}, the same tissue without the marker.")
             return what, str(twin)
+        if what == "mark":
+            value = bound(st.selectbox, "Mark planted on B", "ab_mark", options=others[what])
+            st.caption(f"B: the same image with {AUDIT_MARKERS[value].words}; it must not matter.")
+            return what, str(value)
         value = bound(st.selectbox, f"B's {what}", f"ab_{what}", options=others[what])
         return what, str(value)
 

@@ -26,6 +26,7 @@ from cam_core.output.render import (
     VALUE_VIEWS,
 )
 from cam_core.paths import REPO_ROOT, SAMPLES_DIR, TEACHING_SAMPLES_DIR
+from cam_core.trust.audit import AUDIT_MARKERS
 
 REPO = REPO_ROOT
 SAMPLES = SAMPLES_DIR
@@ -81,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "ab_method": LOCAL_METHOD,  # B's default method: the local one, beside a whole-image Grad-CAM
     "ab_layer": None,
     "ab_model": None,
+    "ab_mark": next(iter(AUDIT_MARKERS)),  # the mark B plants (the shortcut audit's)
     "zoom": FULL_VIEW,
     "slide_side": 512,
     "slide_whole": False,  # the Slide page's overview: the tissue's neighbourhood, not the whole slide  # region side on the Slide page, in pixels at the model's resolution
@@ -213,6 +215,7 @@ LINK_PARAMS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "b_method": ("ab_method", _method, "a method name"),
     "b_layer": ("ab_layer", str, "a layer name"),
     "b_model": ("ab_model", str, "a model name"),
+    "b_mark": ("ab_mark", _choice(AUDIT_MARKERS), ", ".join(AUDIT_MARKERS)),
     "zoom": ("zoom", _rect, "x0,y0,x1,y1 as fractions"),
     "slide": ("link_slide", str, "a slide in the slides folder"),
     "methods": ("cmp_methods", _methods, "method names, comma-separated"),

@@ -176,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=0.25)
     p.add_argument("--no-resolution", action="store_true", help="write no resolution metadata")
 
+    from cam_core.trust import audit
     from cam_core.trust import evaluate as ev
     from cam_core.trust import report as trust_report
     from cam_core.wsi import batch
@@ -183,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_parser(sub)
     _bench_parser(sub)
     trust_report.add_parser(sub)
+    audit.add_parser(sub)
     batch.add_parser(sub)
     return ap
 

@@ -294,9 +294,10 @@ AB_KINDS: dict[str, str] = {
     "layer": "two layers",
     "model": "two models",
     "marker": "with / without the marker",
+    "mark": "without / with a planted mark (shortcut audit)",
 }
 # A/B kinds whose two sides may predict different masks: the figure shows both masks too.
-MASKS_DIFFER = ("model", "marker")
+MASKS_DIFFER = ("model", "marker", "mark")
 
 
 def _image_name(record: dict[str, Any]) -> str:
@@ -312,6 +313,9 @@ def _side(record: dict[str, Any], kind: str, letter: str) -> str:
         "layer": plain_layer(record["layer"]),
         "model": record["model"],
         "marker": "with marker" if letter == "A" else "no marker",
+        "mark": "as it is"
+        if letter == "A"
+        else f"{(record['image'].get('planted') or {}).get('mark', 'mark')} planted",
     }.get(kind, f"{record['method']}, {plain_layer(record['layer'])}")
     return f"{letter} — {label}" if kind != "model" else f"{letter} — {label} ({image})"
 

@@ -56,6 +56,27 @@ def _image_bytes(record: dict[str, Any], image: str | Path | None) -> tuple[byte
     raise InputError(f"the record's image {name or path!r} is not a sample and not found: give it with --image FILE")
 
 
+def _image_array(
+    record: dict[str, Any], image: str | Path | None, loaded: models.LoadedModel
+) -> tuple[np.ndarray, str]:
+    """The record's image, checked by its SHA-256; an image with an audit mark planted (an A/B
+    view's B) is planted again on the image it names, exactly as the app did."""
+    planted = record["image"].get("planted")
+    data, name = _image_bytes({**record, "image": planted["on"]} if planted else record, image)
+    sha = (planted["on"] if planted else record["image"]).get("sha256")
+    if sha and hashlib.sha256(data).hexdigest() != sha:
+        raise InputError(f"{name} is not the record's image (its SHA-256 differs)")
+    array = load_image(data, name=name).array
+    if not planted:
+        return array, name
+    from cam_core.trust import audit
+
+    array, _ = audit.planted(loaded, array, planted["mark"], planted["seed"])
+    if audit.planted_sha256(array) != record["image"]["sha256"]:
+        raise InputError(f"the {planted['mark']} planted again on {name} differs from the record's image")
+    return array, f"{name} + {planted['mark']}"
+
+
 def inputs(
     record: dict[str, Any],
     image: str | Path | None = None,
@@ -76,11 +97,7 @@ def inputs(
             f"model {record['model']}'s weights differ from the record's (SHA-256 {loaded.weights_sha256[:12]}… "
             f"against {record['model_sha256'][:12]}…): the figure would not be the same"
         )
-    data, name = _image_bytes(record, image)
-    sha = record["image"].get("sha256")
-    if sha and hashlib.sha256(data).hexdigest() != sha:
-        raise InputError(f"{name} is not the record's image (its SHA-256 differs)")
-    array = load_image(data, name=name).array
+    array, name = _image_array(record, image, loaded)
     written = record.get("target_written")
     if written is None:
         raise InputError("the record's target is a drawn mask, which result.json does not hold: it cannot be rebuilt")
@@ -113,7 +130,8 @@ def rebuild(
     res, arrays = explain_again(record, image, models_dir, gt)
     other = record.get("compare_with")
     if other:
-        same_image = other["image"].get("sha256") == record["image"].get("sha256")
+        base = (other["image"].get("planted") or {}).get("on") or other["image"]  # B's mark: planted on A's image
+        same_image = base.get("sha256") == record["image"].get("sha256")
         _, arrays_b = explain_again(other, image if same_image else None, models_dir, gt)
         return Rebuilt(figure_ab(record, arrays, arrays_b), res, arrays)
     return Rebuilt(figure_from(record, arrays), res, arrays)

@@ -13,5 +13,8 @@ stamp=".venv/.installed-$(basename "$req")-$(cat requirements*.txt | sha256sum |
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r "$req"
+  if [ "$(basename "$req")" = requirements-dev.txt ]; then
+    .venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt  # why: see the file
+  fi
   touch "$stamp"
 fi

@@ -91,6 +91,7 @@ def main() -> None:
     results = _cells(ch, grid, chosen_layers, cap, run_slow)
     # ... then, on demand, the trust checks of every computed cell, to rank or badge them.
     reports, order = _trust(ch, grid, chosen_layers, cap, results)
+    _suggestion(ch, [r for r in reports.values() if r is not None])
     cells, rows = _rows(ch, grid, chosen_layers, results, reports, order, cmap)
     write_link(ch, chosen_methods, chosen_layers)
     st.session_state["compare_rows"] = rows
@@ -174,6 +175,29 @@ def _trust(ch, grid, chosen_layers, cap, results) -> tuple[dict, bool]:
         elif cap.tiles > 1:
             st.caption(f"Trust checks run on images up to {limits.LARGE_SIDE}×{limits.LARGE_SIDE}.")
     return reports, order
+
+
+def _suggestion(ch, checked) -> None:
+    """The checked cell to believe most on this tile (cam_core.trust.suggest_for_tile), with a
+    button that makes it Explore's method and layer."""
+    from cam_core import trust
+
+    best = trust.suggest_for_tile(checked) if checked else None
+    st.session_state["compare_suggestion"] = None if best is None else f"{best.method}@{best.layer}"
+    if not checked:
+        return
+    if best is None:
+        st.warning(f"Of the {len(checked)} checked cell(s), none can be believed on this tile.")
+        return
+    st.success(
+        f"Suggested for this tile: **{best.method}** on `{best.layer}` — {best.verdict().sentence()}",
+        icon=":material/recommend:",
+    )
+    if st.button("Use this method and layer in Explore", key="cmp_use_suggestion"):
+        st.session_state["sel_method"] = best.method
+        st.session_state["sel_layer"] = best.layer
+        st.session_state["sel_layer_model"] = ch.loaded.name
+        st.toast(f"Explore now uses {best.method} on {best.layer}.")
 
 
 def _rows(ch, grid, chosen_layers, results, reports, order, cmap) -> tuple[int, dict[str, list[str]]]:

@@ -349,16 +349,28 @@ def test_raw_signed_view_shares_one_scale_over_classes(at):
 def test_compare_badges_and_orders_cells_by_faithfulness(at):
     at.switch_page("pages/1_Compare.py")
     run(at)
-    at.multiselect(key="w_cmp_methods").set_value(["GradCAM", "RandomCAM", "HiResCAM"])
+    at.multiselect(key="w_cmp_methods").set_value(["GradCAM", "RandomCAM", "HiResCAM", "FEM"])
     at.multiselect(key="w_cmp_layers").set_value(["decoder.blocks.2"])
     run(at)
     assert not at.session_state["compare_badges"]
     next(b for b in at.button if b.key == "cmp_trust").click()
     run(at)
     badges = at.session_state["compare_badges"]
-    assert set(badges) == {"GradCAM@decoder.blocks.2", "RandomCAM@decoder.blocks.2", "HiResCAM@decoder.blocks.2"}
+    assert set(badges) == {f"{m}@decoder.blocks.2" for m in ("GradCAM", "RandomCAM", "HiResCAM", "FEM")}
     assert all("faithful" in b and "sanity" in b for b in badges.values())
     assert any(c.value.startswith("**faithful ✓**") for c in at.caption)  # the badges explained in place
+    # this tile's suggestion, by the verdicts' rule: never a map that fails sanity or random
+    best = at.session_state["compare_suggestion"]
+    assert best is not None  # measured: FEM is believed on this tile (models/…/trust.json)
+    assert not best.startswith("RandomCAM")  # a baseline is never suggested
+    assert "sanity ✓" in badges[best]
+    assert "faithful ✗" not in badges[best]
+    if any("faithful ✓" in b and "sanity ✓" in b for b in badges.values()):
+        assert "faithful ✓" in badges[best]  # a Believe before any Caution
+    assert any(m.value.startswith(f"Suggested for this tile: **{best.split('@')[0]}**") for m in at.success)
+    next(b for b in at.button if b.key == "cmp_use_suggestion").click()
+    run(at)
+    assert at.session_state["sel_method"] == best.split("@")[0]
     at.toggle(key="w_cmp_order").set_value(True)
     run(at)
     shown = at.session_state["compare_rows"]["decoder.blocks.2"]
@@ -367,15 +379,12 @@ def test_compare_badges_and_orders_cells_by_faithfulness(at):
         b = badges[f"{m}@decoder.blocks.2"]
         return ("sanity ✗" in b, -float(b.split("faithful ")[1].split()[1]))
 
-    assert len(shown) == 3
+    assert len(shown) == 4
     assert shown == sorted(shown, key=rank)
     assert at.query_params["order"] in ("1", ["1"])  # the grid's view is in the link
-    assert at.query_params["methods"] in (
-        ",".join(["GradCAM", "RandomCAM", "HiResCAM"]),
-        ["GradCAM,RandomCAM,HiResCAM"],
-    )
+    assert at.query_params["methods"] in ("GradCAM,RandomCAM,HiResCAM,FEM", ["GradCAM,RandomCAM,HiResCAM,FEM"])
     at.toggle(key="w_cmp_order").set_value(False)
-    assert run(at).session_state["compare_rows"]["decoder.blocks.2"] == ["GradCAM", "RandomCAM", "HiResCAM"]
+    assert run(at).session_state["compare_rows"]["decoder.blocks.2"] == ["GradCAM", "RandomCAM", "HiResCAM", "FEM"]
     at.multiselect(key="w_cmp_layers").set_value(["decoder.blocks.2", "decoder.blocks.3"])
     rows = run(at).session_state["compare_rows"]
     assert rows["decoder.blocks.2"] == rows["decoder.blocks.3"]  # aligned columns in every row

@@ -243,6 +243,28 @@ def test_a_map_that_fails_sanity_never_ranks_first():
     assert [r.method for r in ranked] == ["honest", "weak", "copies"]
 
 
+def test_the_tile_suggestion_believes_first_never_suggests_dont_trust():
+    """#23 item 2: one tile's suggestion by the verdicts' rule: a Believe over a more faithful
+    Caution, a Don't trust (here the most faithful map, which copies the image) never."""
+    from cam_core.trust import suggest_for_tile
+
+    copies = _report(0.95, 0.40, 0.05, 0.3, _sanity("copies", 0.1, raw=0.97))
+    caution = _report(0.90, 0.40, 0.05, 0.89, _sanity("caution", 0.1))
+    believe = _report(0.70, 0.40, 0.05, 0.3, _sanity("believe", 0.1))
+    better = _report(0.75, 0.40, 0.05, 0.3, _sanity("better", 0.1))
+    for r, name in zip((copies, caution, believe, better), ("HiResCAM", "EigenCAM", "GradCAM", "FEM")):
+        r.method = name  # methods of the registry (a name it does not know is never suggested)
+    assert [r.verdict().level for r in (copies, caution, believe)] == ["dont", "caution", "believe"]
+    assert suggest_for_tile([copies, caution, believe]) is believe
+    assert suggest_for_tile([copies, caution, believe, better]) is better  # then the most faithful
+    assert suggest_for_tile([copies, caution]) is caution
+    assert suggest_for_tile([copies]) is None
+    baseline = _report(0.99, 0.40, 0.05, 0.3, _sanity("random", 0.1))
+    baseline.method = "RandomCAM"  # a reference that beat its peers on this tile: still no explanation
+    assert baseline.verdict().level == "believe"
+    assert suggest_for_tile([baseline, caution]) is caution
+
+
 # ---------------------------------------------------------------- #23: sanity that does not rest on a convention
 
 PROBE_TILES = ["test_12_002", "test_8_001", "test_10_013", "test_11_010"]

@@ -35,6 +35,6 @@ __all__, __getattr__ = exports(
             ("Comparison", "Sanity", "cascade_blocks", "copy_of", "count_blocks", "randomise", "sanity"),
             ".randomisation",
         ),
-        **dict.fromkeys(("VERDICTS", "TrustReport", "Verdict", "work", "trust"), ".checks"),
+        **dict.fromkeys(("VERDICTS", "TrustReport", "Verdict", "suggest_for_tile", "work", "trust"), ".checks"),
     },
 )

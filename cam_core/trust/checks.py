@@ -198,6 +198,24 @@ class TrustReport:
         ).model_dump(mode="json", by_alias=True)
 
 
+def explains(method: str) -> bool:
+    """Whether a method's map may be suggested: a baseline (RandomCAM) is a reference, not an
+    explanation, however it scores on one tile (the registry's ``baseline`` flag)."""
+    from cam_core.engine.methods import METHODS
+
+    info = METHODS.get(method.lower())
+    return info is not None and not info.baseline
+
+
+def suggest_for_tile(reports: list[TrustReport]) -> TrustReport | None:
+    """The checked map of this tile to believe most: a Believe before a Caution (a Don't trust and
+    a baseline are never suggested), then by the ranking every list uses
+    (:meth:`TrustReport.rank_key`). The model's measured suggestion applied to one tile's checks."""
+    order = list(VERDICTS)  # dont, caution, believe: worst first
+    usable = [r for r in reports if r.verdict().level != "dont" and explains(r.method)]
+    return max(usable, key=lambda r: (order.index(r.verdict().level), -r.rank_key()[1]), default=None)
+
+
 def _number(x: float) -> float | None:
     """A correlation for JSON: None where it does not exist (a constant map has no ρ)."""
     return None if math.isnan(x) else round(x, 4)

@@ -262,10 +262,13 @@ def load_report(model_folder: Path) -> dict[str, Any] | None:
 
 
 def suggest(report: dict[str, Any]) -> dict[str, Any] | None:
-    """The measured best method × layer: passes sanity on most tiles, beats random, most faithful."""
+    """The measured best method × layer: passes sanity on most tiles, beats random, most faithful
+    (never a baseline: :func:`cam_core.trust.checks.explains`)."""
+    from cam_core.trust.checks import explains
+
     rows = [
         r
         for r in report.get("results", [])
-        if r.get("sanity_pass_rate", 0) >= 0.5 and r.get("beats_random_rate", 0) >= 0.5
+        if r.get("sanity_pass_rate", 0) >= 0.5 and r.get("beats_random_rate", 0) >= 0.5 and explains(r["method"])
     ]
     return max(rows, key=lambda r: r["faithfulness"]) if rows else None

@@ -384,12 +384,13 @@ def _audit_line(ch, chb, res_b, cap_b) -> None:
     from cam_core.trust import audit
 
     mark = ch.ab[1]
-    _, foot = compute.planted_choice(ch.loaded, ch.image, mark)
+    _, foot, neutral = compute.planted_choice(ch.loaded, ch.image, mark)
     before = compute.get_capture(ch).prediction.mask
     flips = audit.flip_shares(before, cap_b.prediction.mask, foot, ch.loaded.num_classes)
+    control = audit.flip_shares(before, neutral, foot, ch.loaded.num_classes)
     cls = res_b.class_index
     words = audit.describe_tile(
-        mark, flips, cls, ch.loaded.spec.classes[cls], float(foot.mean()), audit.mass_on(res_b.cam, foot)
+        mark, flips, control, cls, ch.loaded.spec.classes[cls], float(foot.mean()), audit.mass_on(res_b.cam, foot)
     )
     st.markdown(words)
     st.caption(f"The audit's rule: {audit.AUDIT_RULE} Over a folder: `python -m cam_core audit --data DIR`.")

@@ -514,6 +514,8 @@ def test_the_shortcut_audit_flags_a_model_that_reads_ink_and_not_one_that_does_n
     assert honest.flagged() == {}, honest.markdown()
     dot = {r.cls: r for r in cheat.rows if r.marker == "ink dot"}
     assert dot["beta"].flip > 0.9
+    assert dot["beta"].control == 0  # the same footprint only blurred: no ink, nothing moves
+    assert dot["beta"].excess == dot["beta"].flip
     assert dot["beta"].tiles == 3
     assert all(r.flip == 0 for r in honest.rows)  # a local model: nothing clear of the mark moves
     assert 0.005 < dot["beta"].area_share < 0.2

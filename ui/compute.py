@@ -243,9 +243,13 @@ def b_choices(ch: Choices, class_index: int) -> Choices:
 PLANTED = LRUCache(max_entries=8, max_bytes=64 << 20)  # images with an audit mark planted (A/B "mark")
 
 
-def planted_choice(loaded: models.LoadedModel, image: ImageChoice, mark: str) -> tuple[ImageChoice, np.ndarray]:
+def planted_choice(
+    loaded: models.LoadedModel, image: ImageChoice, mark: str
+) -> tuple[ImageChoice, np.ndarray, np.ndarray]:
     """``image`` with an audit mark planted (cam_core.trust.audit), as the B side of an A/B view,
-    and the mark's footprint; planted once per image, model and mark (placed off the model's nuclei)."""
+    the mark's footprint and the audit's control (the mask predicted with the footprint only
+    blurred); made once per image, model and mark (the mark placed off the model's nuclei)."""
+    from cam_core import engine
     from cam_core.trust import audit
 
     key = (image.sha, loaded.name, mark)
@@ -262,6 +266,7 @@ def planted_choice(loaded: models.LoadedModel, image: ImageChoice, mark: str) ->
                 planted=info,
             ),
             foot,
+            engine.predict(loaded, audit.neutral_patch(image.image.array, foot)).mask,
         )
         PLANTED.put(key, found)
     return found

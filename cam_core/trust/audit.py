@@ -6,7 +6,9 @@ audit needs no training: it plants each mark of :data:`AUDIT_MARKERS` on a folde
 off the predicted nuclei, seeded per tile so every run plants the same mark) and asks
 
 * **the prediction**: of the pixels of nuclei clear of the mark (predicted with or without it),
-  the share whose call of a class flips when the mark is there (:data:`FLIP_FLAG` decides "matters");
+  the share whose call of a class flips when the mark is there, beyond the share that flips when
+  the same footprint is only blurred (a neutral patch: covering tissue changes some calls by
+  itself). :data:`FLIP_FLAG` of that excess decides "matters";
 * **the explanations**: for each one-pass method, the share of its CAM's mass (the class's
   predicted region as the target) that lies on the mark, against the mark's share of the tile.
 
@@ -35,13 +37,13 @@ if TYPE_CHECKING:
     from cam_core.engine.methods import MethodInfo
     from cam_core.model.models import LoadedModel
 
-FLIP_FLAG = 0.05  # a mark matters for a class when ≥ 5 % of the nucleus pixels change that call
+FLIP_FLAG = 0.05  # a mark matters when it flips ≥ 5 % more of the nucleus pixels' calls than a neutral patch
 CLEARANCE_PX = 3  # nuclei within this distance of the mark are left out (the mark changes them)
 LOOK_FLAG = 5.0  # a CAM "looks at" the mark when its mass there is ≥ 5× the mark's area share
 AUDIT_RULE = (
-    f"a mark matters for a class when, averaged over the tiles, at least {FLIP_FLAG:.0%} of the pixels of "
-    f"nuclei clear of the mark (more than {CLEARANCE_PX} px away) change whether they are called that class "
-    "once the mark is planted; "
+    f"a mark matters for a class when, averaged over the tiles, at least {FLIP_FLAG:.0%} more of the pixels "
+    f"of nuclei clear of the mark (more than {CLEARANCE_PX} px away) change whether they are called that class "
+    "once the mark is planted than when the same footprint is only blurred (a neutral patch); "
     "a model is flagged for a mark that matters for any class. A map looks at the mark when its share "
     f"of the CAM's mass on the mark is at least {LOOK_FLAG:g}× the mark's share of the tile."
 )
@@ -152,6 +154,7 @@ class TileAudit:
     marker: str
     area_share: float
     flips: dict[int, float | None]
+    control: dict[int, float | None]  # the same footprint blurred instead (no mark): what covering alone moves
     mass: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -180,7 +183,13 @@ def audit_tile(
     before = engine.predict(loaded, image).mask
     marked, foot = plant_marker(marker, image, before, seed)
     after = engine.predict(loaded, marked).mask
-    result = TileAudit(marker, float(foot.mean()), flip_shares(before, after, foot, loaded.num_classes))
+    neutral = engine.predict(loaded, neutral_patch(image, foot)).mask
+    result = TileAudit(
+        marker,
+        float(foot.mean()),
+        flip_shares(before, after, foot, loaded.num_classes),
+        flip_shares(before, neutral, foot, loaded.num_classes),
+    )
     cap = None
     for c in range(1, loaded.num_classes):
         if not (after == c).any():
@@ -208,6 +217,14 @@ def flip_shares(before: np.ndarray, after: np.ndarray, foot: np.ndarray, num_cla
     }
 
 
+def neutral_patch(image: np.ndarray, foot: np.ndarray) -> np.ndarray:
+    """The control: the mark's footprint filled from the blurred tile (the faithfulness check's
+    reference), so it covers the same tissue without looking like anything."""
+    from cam_core.trust.deletion import blurred
+
+    return np.where(foot[..., None], blurred(image), image)
+
+
 def mass_on(cam: np.ndarray, foot: np.ndarray) -> float:
     """The share of the map's mass on the mark (0 for an all-zero map)."""
     total = float(cam.sum())
@@ -215,15 +232,22 @@ def mass_on(cam: np.ndarray, foot: np.ndarray) -> float:
 
 
 def describe_tile(
-    marker: str, flips: dict[int, float | None], cls: int, cls_name: str, area: float, mass: float
+    marker: str,
+    flips: dict[int, float | None],
+    control: dict[int, float | None],
+    cls: int,
+    cls_name: str,
+    area: float,
+    mass: float,
 ) -> str:
     """The audit of one tile in a sentence, for the app's A/B view (A: as it is, B: marked)."""
-    flip = flips.get(cls)
+    flip, base = flips.get(cls), control.get(cls)
     moved = (
         "no nucleus clear of it to judge"
-        if flip is None
-        else f"{flip:.1%} of the pixels of nuclei clear of it change their call of {cls_name}"
-        + (" — **the mark matters**" if flip >= FLIP_FLAG else f" (the audit flags ≥ {FLIP_FLAG:.0%})")
+        if flip is None or base is None
+        else f"{flip:.1%} of the pixels of nuclei clear of it change their call of {cls_name} "
+        f"(a neutral patch of its shape: {base:.1%})"
+        + (" — **the mark matters**" if flip - base >= FLIP_FLAG else f"; the audit flags an excess ≥ {FLIP_FLAG:.0%}")
     )
     looks = " — the map looks at the mark" if mass >= LOOK_FLAG * area else ""
     return (
@@ -239,13 +263,18 @@ class AuditRow:
     marker: str
     cls: str
     tiles: int  # tiles with nuclei on either side (the flip share's denominator exists)
-    flip: float  # mean share of nucleus pixels whose call of this class flips
+    flip: float  # mean share of nucleus pixels whose call of this class flips with the mark
+    control: float  # the same with a neutral patch of the mark's footprint
     area_share: float  # the mark's mean share of the tile
     mass: dict[str, float]  # method → mean share of the CAM's mass on the mark (tiles predicting the class)
 
     @property
+    def excess(self) -> float:
+        return self.flip - self.control
+
+    @property
     def matters(self) -> bool:
-        return self.flip >= FLIP_FLAG
+        return self.excess >= FLIP_FLAG
 
     def looking(self) -> list[str]:
         return [m for m, v in self.mass.items() if v >= LOOK_FLAG * self.area_share]
@@ -271,13 +300,19 @@ class AuditReport:
         return out
 
     def markdown(self) -> str:
-        head = "| mark | class | nucleus pixels flipped | mark's area | CAM mass on the mark (most / method) | flag |"
-        lines = [head, "|---|---|---|---|---|---|"]
+        head = (
+            "| mark | class | calls flipped: mark / neutral patch | excess | mark's area "
+            "| CAM mass on the mark (most / method) | flag |"
+        )
+        lines = [head, "|---|---|---|---|---|---|---|"]
         for r in self.rows:
             top = max(r.mass, key=lambda m: r.mass[m]) if r.mass else None
             cam = "—" if top is None else f"{r.mass[top]:.1%} ({top})"
             flag = "**matters**" if r.matters else "no"
-            lines.append(f"| {r.marker} | {r.cls} | {r.flip:.1%} | {r.area_share:.1%} | {cam} | {flag} |")
+            lines.append(
+                f"| {r.marker} | {r.cls} | {r.flip:.1%} / {r.control:.1%} | {r.excess:+.1%} | {r.area_share:.1%} "
+                f"| {cam} | {flag} |"
+            )
         return "\n".join(lines)
 
     def record(self) -> dict[str, Any]:
@@ -289,7 +324,9 @@ class AuditReport:
             "seconds": round(self.seconds, 1),
             "rule": AUDIT_RULE,
             "flagged": self.flagged(),
-            "rows": [r.__dict__ | {"matters": r.matters, "looking": r.looking()} for r in self.rows],
+            "rows": [
+                r.__dict__ | {"excess": r.excess, "matters": r.matters, "looking": r.looking()} for r in self.rows
+            ],
         }
 
 
@@ -322,6 +359,7 @@ def audit(
         area = float(np.mean([c.area_share for c in mine])) if mine else 0.0
         for c in range(1, loaded.num_classes):
             flips = [f for t in mine if (f := t.flips.get(c)) is not None]
+            control = [f for t in mine if (f := t.control.get(c)) is not None]
             mass = {i.name: [t.mass[c][i.name] for t in mine if c in t.mass] for i in infos}
             rows.append(
                 AuditRow(
@@ -329,6 +367,7 @@ def audit(
                     loaded.spec.classes[c],
                     len(flips),
                     float(np.mean(flips)) if flips else 0.0,
+                    float(np.mean(control)) if control else 0.0,
                     area,
                     {k: float(np.mean(v)) for k, v in mass.items() if v},
                 )

@@ -48,8 +48,11 @@ def main() -> int:
     from cam_core.engine.capturing import target_region
     from cam_core.engine.targets import TargetSpec
     from cam_core.model import models
+    from cam_core.runtime import CLI_THREADS, configure_threads
     from cam_core.trust.deletion import FaithfulnessVerdict
     from cam_core.trust.protocol import RANDOM_SEEDS
+
+    configure_threads(CLI_THREADS)  # SEGCAM_TORCH_THREADS=N to share the machine
 
     loaded = models.load(args.model)
     infos = [methods.get_method(m) for m in args.methods.split(",")]

@@ -384,7 +384,7 @@ def _audit_line(ch, chb, res_b, cap_b) -> None:
     from cam_core.trust import audit
 
     mark = ch.ab[1]
-    _, foot, neutral = compute.planted_choice(ch.loaded, ch.image, mark)
+    _, foot, neutral = compute.planted_choice(ch.loaded, ch.image, mark, ch.rule)  # A, B and control: one rule
     before = compute.get_capture(ch).prediction.mask
     flips = audit.flip_shares(before, cap_b.prediction.mask, foot, ch.loaded.num_classes)
     control = audit.flip_shares(before, neutral, foot, ch.loaded.num_classes)

@@ -217,7 +217,7 @@ def b_choices(ch: Choices, class_index: int) -> Choices:
     if what == "layer":
         return dataclasses.replace(ch, layer=value, ab=None)
     if what == "mark":
-        return dataclasses.replace(ch, image=planted_choice(ch.loaded, ch.image, value)[0], ab=None)
+        return dataclasses.replace(ch, image=planted_choice(ch.loaded, ch.image, value, ch.rule)[0], ab=None)
     if what == "marker":
         twin = sample_choice(value)
         return dataclasses.replace(
@@ -244,15 +244,15 @@ PLANTED = LRUCache(max_entries=8, max_bytes=64 << 20)  # images with an audit ma
 
 
 def planted_choice(
-    loaded: models.LoadedModel, image: ImageChoice, mark: str
+    loaded: models.LoadedModel, image: ImageChoice, mark: str, rule: DecisionRule
 ) -> tuple[ImageChoice, np.ndarray, np.ndarray]:
     """``image`` with an audit mark planted (cam_core.trust.audit), as the B side of an A/B view,
-    the mark's footprint and the audit's control (the mask predicted with the footprint only
-    blurred); made once per image, model and mark (the mark placed off the model's nuclei)."""
+    the mark's footprint and the audit's control (the mask predicted by ``rule`` with the footprint
+    only blurred); made once per image, model, mark and rule (the mark placed off the model's nuclei)."""
     from cam_core import engine
     from cam_core.trust import audit
 
-    key = (image.sha, loaded.name, mark)
+    key = (image.sha, loaded.name, mark, rule.key())
     found = PLANTED.get(key)
     if found is None:
         array, foot = audit.planted(loaded, image.image.array, mark)
@@ -266,7 +266,7 @@ def planted_choice(
                 planted=info,
             ),
             foot,
-            engine.predict(loaded, audit.neutral_patch(image.image.array, foot)).mask,
+            engine.predict(loaded, audit.neutral_patch(image.image.array, foot), rule).mask,
         )
         PLANTED.put(key, found)
     return found

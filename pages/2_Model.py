@@ -85,7 +85,8 @@ def main() -> None:
         st.subheader(plain(loaded.name))
         # The folder's name only: the server's file-system layout is not every visitor's business.
         st.caption(
-            f"folder {code(loaded.path.name)} · on {loaded.device} · decision rule: {plain(spec.decision_rule.describe())}"
+            f"folder {code(loaded.path.name)} · weights {plain(loaded.loaded_from or 'model.safetensors')} · "
+            f"on {loaded.device} · decision rule: {plain(spec.decision_rule.describe())}"
         )
         if spec.description:
             st.markdown(plain(spec.description))

@@ -93,10 +93,14 @@ def test_pickle_weights_never_unpickled(tiny_folder, tmp_path):
     marker = tmp_path / "pwned.txt"
     (tiny_folder / "model.safetensors").unlink()
     (tiny_folder / "pytorch_model.pt").write_bytes(pickle.dumps(_Evil(str(marker))))
-    with pytest.raises(ModelLoadError, match="pickle-based files are never loaded"):
+    # a .pt is read as a state dict with torch.load(weights_only=True): refused before the object exists
+    with pytest.raises(ModelLoadError, match=r"pytorch_model\.pt is refused: it holds more than tensors"):
         models.load_folder(tiny_folder)
     entries = {e.name: e for e in models.discover(tiny_folder.parent)}
-    assert "never loaded" in entries["tiny_unet"].error
+    assert "is refused" in entries["tiny_unet"].error
+    (tiny_folder / "pytorch_model.pt").rename(tiny_folder / "weights.pkl")  # a pickle of another kind: never read
+    with pytest.raises(ModelLoadError, match=r"Found weights\.pkl: pickled objects are never loaded"):
+        models.load_folder(tiny_folder)
     assert not marker.exists()
 
 

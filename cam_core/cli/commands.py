@@ -137,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--schema", action="store_true", help="print the JSON Schema of a model folder's segcam.json")
+    p.add_argument("--check", default=None, metavar="DIR", help="check a model folder: one line per problem")
+
+    p = sub.add_parser("convert", help="a state-dict checkpoint's folder as a safetensors folder (save_pretrained)")
+    p.set_defaults(run=_convert)
+    p.add_argument("folder", help="a model folder (e.g. model.pth + segcam.json with its architecture)")
+    p.add_argument("--out", required=True, help="the new folder (config.json + model.safetensors + segcam.json)")
 
     p = sub.add_parser("layers", help="candidate target layers of a model")
     p.set_defaults(run=_print_layers)
@@ -267,6 +273,14 @@ def _print_models(args: argparse.Namespace) -> int:
 
     if args.schema:
         return _print_schema(argparse.Namespace(name="segcam"))
+    if args.check:
+        problems = models.check(args.check)
+        if problems:
+            print("\n".join(problems))
+            return 1
+        loaded = models.load_folder(args.check)
+        print(f"{loaded.name}: loads — {loaded.loaded_from}; classes {', '.join(loaded.spec.classes)}")
+        return 0
     entries = models.discover(args.models_dir)
     if args.json:
         print(json.dumps([{**e.__dict__, "path": str(e.path)} for e in entries], indent=1))
@@ -277,6 +291,27 @@ def _print_models(args: argparse.Namespace) -> int:
         status = f"classes: {', '.join(e.classes)}" if not e.error else f"CANNOT LOAD: {e.error}"
         print(f"{e.name}{flag} [{e.source}] {e.path}\n    {status}")
     print(f"models folder: {models.models_dir(args.models_dir)}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """Load the folder (a checkpoint only through torch.load(weights_only=True)) and write what
+    smp's save_pretrained writes, with segcam.json minus the keys only a checkpoint needs."""
+    from cam_core.model import models
+
+    loaded = models.load_folder(args.folder)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out.name} exists and is not empty; give a new folder for --out")
+    model = loaded.model.cpu()
+    for t in [*model.parameters(), *model.buffers()]:
+        t.data = t.data.contiguous()  # loaded channels-last; safetensors stores contiguous tensors
+    model.save_pretrained(str(out))  # type: ignore[operator]  # smp's, unknown to nn.Module's typing
+    spec_path = Path(args.folder) / models.SPEC_FILE
+    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    kept = {k: v for k, v in spec.items() if k not in ("architecture", "weights")}
+    (out / models.SPEC_FILE).write_text(json.dumps(kept, indent=1))
+    print(f"{loaded.name} ({loaded.loaded_from}) → {out.name}: config.json, model.safetensors, {models.SPEC_FILE}")
     return 0
 
 

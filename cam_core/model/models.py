@@ -46,7 +46,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
 HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")  # .pt/.pth/.ckpt: read as state dicts only (checkpoints)
 
 
 @dataclass
@@ -78,7 +78,8 @@ class LoadedModel:
     spec: ModelSpec
     device: torch.device
     multiple: int
-    weights_sha256: str = ""  # of model.safetensors as loaded
+    weights_sha256: str = ""  # of the weights file as loaded
+    loaded_from: str = ""  # which file, and how (model.safetensors, or a checkpoint read as a state dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -218,25 +219,37 @@ def check_readable(folder: Path) -> None:
     )
 
 
+def _architecture_config(folder: Path) -> tuple[dict[str, Any], str, str]:
+    """The smp keyword arguments that build the folder's model, the architecture's name and where
+    they come from: ``config.json`` (``save_pretrained``) or segcam.json's ``"architecture"`` (a
+    state-dict checkpoint's folder)."""
+    config_path, spec_path = folder / "config.json", folder / SPEC_FILE
+    if config_path.is_file():
+        config = _read_json(config_path, "model config")
+        return config, str(config.pop("_model_class", "")), "config.json _model_class"
+    spec = _read_json(spec_path, "class file") if spec_path.is_file() else {}
+    arch = spec.get("architecture")
+    if not isinstance(arch, dict):
+        raise ModelLoadError(
+            f'{folder.name}: no config.json and no "architecture" in {SPEC_FILE}; a model folder is what smp\'s '
+            "model.save_pretrained(dir) writes (config.json + model.safetensors), or a state-dict checkpoint "
+            f'(model.pth / .pt / .ckpt) beside a {SPEC_FILE} with "architecture": '
+            '{"arch": "Unet", "encoder_name": "resnet34", "classes": 5}'
+        )
+    config = dict(arch)
+    return config, str(config.pop("arch", "")), f"{SPEC_FILE} architecture.arch"
+
+
 def _build_architecture(folder: Path, device: str | None = None) -> torch.nn.Module:
-    """The folder's smp architecture from its config.json, without weights (``device="meta"``:
-    shapes only, no memory and no initialisation: how the model list checks a folder)."""
+    """The folder's smp architecture, without weights (``device="meta"``: shapes only, no memory
+    and no initialisation: how the model list checks a folder)."""
     import segmentation_models_pytorch as smp
 
     check_readable(folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(
-            f"{folder.name}: no config.json; a model folder is what smp's model.save_pretrained(dir) writes "
-            "(config.json + model.safetensors)"
-        )
-    config = _read_json(config_path, "model config")
-    arch = str(config.pop("_model_class", ""))
+    config, arch, where = _architecture_config(folder)
     archs = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
     if arch not in archs:
-        raise ModelLoadError(
-            f"{folder.name}: config.json _model_class {arch!r} is not an smp architecture ({', '.join(archs)})"
-        )
+        raise ModelLoadError(f"{folder.name}: {where} {arch!r} is not an smp architecture ({', '.join(archs)})")
     config["encoder_weights"] = None  # never download; the weights come from the folder
     try:
         if device is None:
@@ -244,21 +257,57 @@ def _build_architecture(folder: Path, device: str | None = None) -> torch.nn.Mod
         with torch.device(device):
             return archs[arch](**config)
     except Exception as exc:
-        raise ModelLoadError(f"{folder.name}: config.json does not build a {arch} ({exc})") from None
+        raise ModelLoadError(f"{folder.name}: {where.split()[0]} does not build a {arch} ({exc})") from None
 
 
 def _weights_file(folder: Path) -> Path:
+    """model.safetensors, else the folder's state-dict checkpoint (:mod:`cam_core.model.checkpoints`)."""
+    from cam_core.model import checkpoints
+
     weights = folder / "model.safetensors"
-    if not weights.is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        hint = (
-            f" Found {', '.join(pickles)}: pickle-based files are never loaded because unpickling can run code;"
-            " convert them where you trust them with model.save_pretrained(dir) or safetensors.torch.save_file."
-            if pickles
-            else ""
-        )
-        raise ModelLoadError(f"{folder.name}: no model.safetensors.{hint}")
-    return weights
+    if weights.is_file():
+        return weights
+    spec = _read_json(folder / SPEC_FILE, "class file") if (folder / SPEC_FILE).is_file() else {}
+    named = spec.get("weights") if isinstance(spec.get("weights"), str) else None
+    found = checkpoints.find(folder, named)
+    if found is not None:
+        return found
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    hint = (
+        f" Found {', '.join(pickles)}: pickled objects are never loaded because unpickling can run code;"
+        " save the weights where you trust them with torch.save(model.state_dict(), 'model.pth')"
+        " or model.save_pretrained(dir)."
+        if pickles
+        else " Add model.safetensors (model.save_pretrained(dir)) or a state-dict checkpoint (model.pth)."
+    )
+    raise ModelLoadError(f"{folder.name}: no model.safetensors and no .pth/.pt/.ckpt checkpoint.{hint}")
+
+
+def _state(folder: Path, own: set[str]) -> tuple[dict[str, Any], str, str]:
+    """The weights' tensors, the SHA-256 of their file and how they were read; a checkpoint's keys
+    are fitted to the architecture's (``own``) by stripping a training wrapper's prefix."""
+    from cam_core.model import checkpoints
+
+    weights = _weights_file(folder)
+    if weights.suffix == ".safetensors":
+        import hashlib
+
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        try:
+            data = weights.read_bytes()
+            return load(data), hashlib.sha256(data).hexdigest(), "model.safetensors"
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
+    state, sha = checkpoints.read_state_dict(weights)
+    state, prefix = checkpoints.fit_keys(state, own)
+    how = (
+        f"{weights.name} (state dict, torch.load weights_only"
+        + (f", prefix {prefix!r} stripped" if prefix else "")
+        + ")"
+    )
+    return state, sha, how
 
 
 def _check_shapes(folder: Path, own: dict[str, tuple[int, ...]], theirs: dict[str, tuple[int, ...]]) -> None:
@@ -269,43 +318,43 @@ def _check_shapes(folder: Path, own: dict[str, tuple[int, ...]], theirs: dict[st
     if missing or extra or bad:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+            parts.append(f"{len(missing)} missing ({_some(missing)})")
         if extra:
-            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+            parts.append(f"{len(extra)} unexpected ({_some(extra)})")
         if bad:
             k = sorted(bad)[0]
             parts.append(f"{len(bad)} of wrong shape (e.g. {k}: {theirs[k]} vs {own[k]})")
-        raise ModelLoadError(f"{folder.name}: weights do not match config.json: " + "; ".join(parts))
+        source = "config.json" if (folder / "config.json").is_file() else f"{SPEC_FILE}'s architecture"
+        raise ModelLoadError(f"{folder.name}: weights do not match {source}: " + "; ".join(parts))
+
+
+def _some(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f", … {len(keys) - n} more" if len(keys) > n else "")
 
 
 def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-def _load_weights(folder: Path, model: torch.nn.Module) -> str:
+def _load_weights(folder: Path, model: torch.nn.Module) -> tuple[str, str]:
     """Load the weights; returns the SHA-256 of the bytes loaded (what ``result.json`` names, so a
-    record says which weights drew it even if the file changes later)."""
-    import hashlib
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    weights = _weights_file(folder)
-    try:
-        data = weights.read_bytes()
-        state = load(data)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
-    _check_shapes(folder, _shapes(model), {k: tuple(v.shape) for k, v in state.items()})
+    record says which weights drew it even if the file changes later) and how they were read."""
+    own = _shapes(model)
+    state, sha, how = _state(folder, set(own))
+    _check_shapes(folder, own, {k: tuple(v.shape) for k, v in state.items()})
     model.load_state_dict(state, strict=True)
-    return hashlib.sha256(data).hexdigest()
+    return sha, how
 
 
-def _header_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes from model.safetensors' header only (no tensor is read)."""
+def _header_shapes(folder: Path, own: set[str]) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes: from model.safetensors' header only (no tensor is read), or from a
+    checkpoint's state dict (read, safely) with its prefix fitted to ``own``."""
     from safetensors import SafetensorError, safe_open
 
     weights = _weights_file(folder)
+    if weights.suffix != ".safetensors":
+        state, _, _ = _state(folder, own)
+        return {k: tuple(v.shape) for k, v in state.items()}
     try:
         with safe_open(str(weights), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
@@ -331,7 +380,7 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
     model = _build_architecture(folder)
-    sha = _load_weights(folder, model)
+    sha, how = _load_weights(folder, model)
     spec = read_spec(folder, _out_channels(model))
     model.eval()
     device = device or default_device()
@@ -341,7 +390,7 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     encoder = getattr(model, "encoder", None)
     multiple = int(getattr(encoder, "output_stride", 32) or 32)
     _channels_last_if_same(model, device, multiple)
-    return LoadedModel(name or folder.name, folder, model, spec, device, multiple, weights_sha256=sha)
+    return LoadedModel(name or folder.name, folder, model, spec, device, multiple, weights_sha256=sha, loaded_from=how)
 
 
 def segmentation_output(out: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
@@ -420,7 +469,8 @@ def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
             raise
         except Exception:  # an encoder whose construction reads tensor values: build it for real
             skeleton = _build_architecture(path)
-        _check_shapes(path, _shapes(skeleton), _header_shapes(path))
+        own = _shapes(skeleton)
+        _check_shapes(path, own, _header_shapes(path, set(own)))
         spec = read_spec(path, _out_channels(skeleton))
         entry.classes = spec.classes
         entry.description = entry.description or spec.description
@@ -429,6 +479,36 @@ def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
     except Exception as exc:  # one broken folder must never break the list for everyone
         entry.error = f"{name}: cannot be loaded ({type(exc).__name__}: {exc})"
     return entry
+
+
+def check(folder: str | Path) -> list[str]:
+    """Every problem of a model folder, one line each (empty: it loads), checked from metadata as
+    the model list does: the architecture, the weights file, their keys and shapes, segcam.json."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [f"{folder.name}: not a folder"]
+    problems: list[str] = []
+    try:
+        skeleton = _build_architecture(folder, device="meta")
+    except ModelLoadError as exc:
+        return [str(exc)]
+    except Exception:  # an encoder whose construction reads tensor values: build it for real
+        skeleton = _build_architecture(folder)
+    own = _shapes(skeleton)
+    try:
+        _check_shapes(folder, own, _header_shapes(folder, set(own)))
+    except ModelLoadError as exc:
+        head, _, parts = str(exc).partition(": weights do not match ")
+        if not parts:
+            problems.append(str(exc))
+        else:  # one line per kind of mismatch
+            source, _, kinds = parts.partition(": ")
+            problems += [f"{head}: weights do not match {source}: {k}" for k in kinds.split("; ")]
+    try:
+        read_spec(folder, _out_channels(skeleton))
+    except ModelLoadError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def resolve(name_or_path: str | None, models_folder: str | Path | None = None) -> tuple[str, Path]:

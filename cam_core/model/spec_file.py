@@ -58,6 +58,14 @@ class SpecFile(BaseModel):
         None, description=f"must be a number in {limits.mpp_range_text()} (e.g. 0.25 for 40×)"
     )
     description: StrictStr = Field("", description="must be text")
+    architecture: dict[str, Any] | None = Field(
+        None,
+        description='must be an object naming an smp architecture and its arguments, e.g. {"arch": "Unet", '
+        '"encoder_name": "resnet34", "classes": 5} (for a state-dict checkpoint without config.json)',
+    )
+    weights: StrictStr | None = Field(
+        None, description="must be the checkpoint's file name in the folder (e.g. best.ckpt), when it has several"
+    )
 
     @field_validator("microns_per_pixel")
     @classmethod

@@ -162,3 +162,20 @@ def test_models_check_gives_one_line_per_problem(tmp_path, capsys):
     (folder / "segcam.json").write_text(json.dumps({"classes": CLASSES, "architecture": ARCH}))
     assert cli.main(["models", "--check", str(folder)]) == 0
     assert "from_training: loads — model.pth (state dict" in capsys.readouterr().out
+
+
+def test_an_unreadable_checkpoint_is_named_without_a_server_path(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    folder = _folder(tmp_path, tiny_unet().state_dict())
+    real = Path.read_bytes
+
+    def denied(self):
+        if self.suffix == ".pth":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ModelLoadError, match=r"from_training/model\.pth cannot be read \(Permission denied\)") as err:
+        models.load_folder(folder)
+    assert str(tmp_path) not in str(err.value)

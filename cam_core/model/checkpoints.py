@@ -53,7 +53,13 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         ModelLoadError: the file holds objects other than tensors and containers (refused before
             any is created), is no checkpoint, or holds no tensors.
     """
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{path.parent.name}/{path.name} cannot be read ({exc.strerror or exc}); make it readable by the server "
+            f"(e.g. `chmod a+r {path.name}`)"
+        ) from None
     try:
         obj: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:

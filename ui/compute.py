@@ -13,6 +13,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -645,13 +646,12 @@ def stain_evidence(ch: Choices, cap: Any, run: bool) -> Any:
     seconds, never on a plain re-run)."""
     from cam_core.trust.stain_evidence import stain_evidence as measure
 
-    key = ("stain", *_trust_base(ch, cap))
-    found = TRUST.get(key)
-    if found is None and run:
-        with HEAVY.slot(None):
-            found = measure(ch.loaded, ch.image.image.array, ch.target.with_class(cap.target.class_index), ch.rule)
-        TRUST.put(key, found)
-    return found
+    target = ch.target.with_class(cap.target.class_index)
+    return _cached_check(
+        ("stain", *_trust_base(ch, cap)),
+        run,
+        lambda: measure(ch.loaded, ch.image.image.array, target, ch.rule, prediction=cap.prediction),
+    )
 
 
 def restain_rows(ch: Choices, cap: Any, cam: Any, run: bool) -> Any:
@@ -661,12 +661,23 @@ def restain_rows(ch: Choices, cap: Any, cam: Any, run: bool) -> Any:
 
     if not ch.method.from_cache:
         return None
-    key = ("restain", *_trust_key(ch, ch.method, ch.layer, cap))
+    target = ch.target.with_class(cap.target.class_index)
+    return _cached_check(
+        ("restain", *_trust_key(ch, ch.method, ch.layer, cap)),
+        run,
+        lambda: restain_stability(
+            ch.loaded, ch.image.image.array, target, ch.method, ch.layer, cam, ch.rule, prediction=cap.prediction
+        ),
+    )
+
+
+def _cached_check(key: tuple[Any, ...], run: bool, measure: Callable[[], Any]) -> Any:
+    """A check's result from the trust cache, or measured in a heavy slot when ``run`` (the
+    check's own run: never on a plain re-run); None when neither."""
     found = TRUST.get(key)
     if found is None and run:
         with HEAVY.slot(None):
-            target = ch.target.with_class(cap.target.class_index)
-            found = restain_stability(ch.loaded, ch.image.image.array, target, ch.method, ch.layer, cam, ch.rule)
+            found = measure()
         TRUST.put(key, found)
     return found
 

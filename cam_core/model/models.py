@@ -456,6 +456,17 @@ def _stamp(path: Path) -> tuple[Any, ...]:
         return (f"unreadable: {exc}",)
 
 
+def _skeleton(folder: Path) -> torch.nn.Module:
+    """The folder's architecture with shapes only (``meta`` tensors), built for real when its
+    encoder's construction reads tensor values."""
+    try:
+        return _build_architecture(folder, device="meta")
+    except ModelLoadError:
+        raise
+    except Exception:
+        return _build_architecture(folder)
+
+
 def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
     """A folder checked from its metadata: config.json built with shapes only (``meta`` tensors),
     the weights' header against those shapes, segcam.json against the classes. Nothing is
@@ -463,12 +474,7 @@ def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
     the weights are read when the model is chosen (:func:`load`)."""
     entry = ModelEntry(name, path, source, description=description)
     try:
-        try:
-            skeleton = _build_architecture(path, device="meta")
-        except ModelLoadError:
-            raise
-        except Exception:  # an encoder whose construction reads tensor values: build it for real
-            skeleton = _build_architecture(path)
+        skeleton = _skeleton(path)
         own = _shapes(skeleton)
         _check_shapes(path, own, _header_shapes(path, set(own)))
         spec = read_spec(path, _out_channels(skeleton))
@@ -489,11 +495,9 @@ def check(folder: str | Path) -> list[str]:
         return [f"{folder.name}: not a folder"]
     problems: list[str] = []
     try:
-        skeleton = _build_architecture(folder, device="meta")
+        skeleton = _skeleton(folder)
     except ModelLoadError as exc:
         return [str(exc)]
-    except Exception:  # an encoder whose construction reads tensor values: build it for real
-        skeleton = _build_architecture(folder)
     own = _shapes(skeleton)
     try:
         _check_shapes(folder, own, _header_shapes(folder, set(own)))

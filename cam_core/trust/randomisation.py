@@ -30,7 +30,7 @@ from cam_core.model.models import LoadedModel
 from cam_core.model.rules import DecisionRule
 from cam_core.runtime import denormals_flushed
 from cam_core.trust.protocol import RAW_VIEWS, SANITY_MAX_RHO, SANITY_VIEWS, Explainer
-from cam_core.trust.similarity import constant, spearman, ssim
+from cam_core.trust.similarity import constant, rho_text, spearman, ssim
 
 # One place for every constant of the checks.
 
@@ -57,7 +57,7 @@ class Comparison:
 
     def text(self) -> str:
         """The final ρ as the app writes it ("constant" where there is none)."""
-        return "constant" if self.degenerate else f"{self.final:+.2f}"
+        return rho_text(self.final)
 
     @property
     def degenerate(self) -> bool:

@@ -26,6 +26,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def rho_text(rho: float) -> str:
+    """A ρ as the app writes it: "constant" where there is none (NaN: a constant map)."""
+    return "constant" if np.isnan(rho) else f"{rho:+.2f}"
+
+
 def constant(m: np.ndarray) -> bool:
     """A map with one value everywhere (e.g. all zero after ReLU): it ranks no pixel above another."""
     return bool(np.ptp(m) == 0)

@@ -20,13 +20,14 @@ import torch
 from cam_core.data.metrics import overlap
 from cam_core.data.stain import HED_FROM_RGB, RGB_FROM_HED
 from cam_core.engine import targets as tg
-from cam_core.engine.capturing import forward, predict, score_function
+from cam_core.engine.capturing import Prediction, forward, predict, score_function
 from cam_core.engine.methods import MethodInfo
 from cam_core.errors import InputError
 from cam_core.limits import LARGE_SIDE, is_large
 from cam_core.model.models import LoadedModel, pad_to_multiple
 from cam_core.model.rules import DecisionRule
 from cam_core.model.state import preserved_state
+from cam_core.trust.similarity import rho_text
 
 STAINS = ("haematoxylin", "eosin", "residual")  # the deconvolution's channels (the third is DAB's)
 IG_STEPS = 16  # Riemann midpoints along the path; the completeness gap says whether that sufficed
@@ -72,11 +73,14 @@ def stain_evidence(
     target: tg.TargetSpec,
     rule: DecisionRule | None = None,
     steps: int = IG_STEPS,
+    prediction: Prediction | None = None,
 ) -> StainEvidence:
-    """Integrated Gradients of the target's score over the tile's H, E and residual concentrations."""
+    """Integrated Gradients of the target's score over the tile's H, E and residual concentrations.
+
+    ``prediction``: the tile's, when the caller has it (the app's capture): not predicted again."""
     if is_large(image.shape[:2]):
         raise InputError(f"stain evidence runs the model {steps} times; use a region of at most {LARGE_SIDE}²")
-    prediction = predict(loaded, image, rule)
+    prediction = predict(loaded, image, rule) if prediction is None else prediction
     spec, device = loaded.spec, loaded.device
     rgb = np.maximum(image.astype(np.float64) / 255.0, 1e-6)
     hed = torch.from_numpy((-np.log(rgb) @ HED_FROM_RGB).astype(np.float32)).to(device)  # H×W×3
@@ -130,6 +134,7 @@ def restain_stability(
     cam: np.ndarray,
     rule: DecisionRule | None = None,
     seed: int = 0,
+    prediction: Prediction | None = None,
 ) -> list[Restained]:
     """The map's rank correlation between the tile and its Tellez re-stainings (the training
     augmentation's own code), next to the prediction's Dice: the same pixels are explained (the
@@ -141,7 +146,7 @@ def restain_stability(
 
     if not info.from_cache:
         raise InputError(f"{info.name} runs passes of its own; re-staining stability needs a one-pass method")
-    prediction = predict(loaded, image, rule)
+    prediction = predict(loaded, image, rule) if prediction is None else prediction
     target, reg = target_region(loaded, target, prediction)
     fixed = tg.TargetSpec("mask", target.class_index, reg > 0)
     mine = prediction.mask == target.class_index
@@ -163,8 +168,7 @@ def restain_stability(
 def describe_restained(rows: list[Restained]) -> str:
     """One line (Markdown), as the app shows it."""
     parts = "; ".join(
-        f"{r.setting}: map ρ {'constant' if np.isnan(r.map_rho) else f'{r.map_rho:+.2f}'}, "
-        f"prediction Dice {'—' if r.dice is None else f'{r.dice:.2f}'}"
+        f"{r.setting}: map ρ {rho_text(r.map_rho)}, prediction Dice {'—' if r.dice is None else f'{r.dice:.2f}'}"
         for r in rows
     )
     return f"**Under re-staining** (Tellez et al. 2019, the training augmentation) — {parts}."

@@ -321,7 +321,19 @@ def wrap(text: str, face: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: i
 
 
 def to_png(array: np.ndarray, compress_level: int = 6) -> bytes:
-    """PNG bytes; the CLI, writing many files, asks for a faster zlib level (1) than the default."""
+    """PNG bytes; the CLI and the page, writing many or large pictures, ask for zlib level 1.
+
+    Grey and RGB pictures are written by OpenCV with one row filter ("up") instead of Pillow's
+    choice per row: the same pixels and about the same size, in ~60 % of the time (a large
+    image's three 1024² panels: 241 → 150 ms here, ``scripts/measure_png.py``)."""
+    if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        import cv2
+
+        bgr = array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+        flags = [cv2.IMWRITE_PNG_COMPRESSION, compress_level, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+        ok, data = cv2.imencode(".png", bgr, flags)
+        if ok:
+            return data.tobytes()
     import io
 
     buf = io.BytesIO()

@@ -103,6 +103,7 @@ def main() -> None:
                     "layer": n,
                     "channels": info[n].channels,
                     "resolution": f"1/{info[n].stride}",
+                    "output": info[n].output,
                     "part": info[n].kind,
                     "default": "✓" if n == default else "",
                 }

@@ -45,12 +45,15 @@ def tiny_unet(classes: int = 3, seed: int = 0) -> torch.nn.Module:
 
 
 def wrap(model: torch.nn.Module, classes: list[str] | None = None, name: str = "tiny") -> LoadedModel:
-    out = model.segmentation_head[0].out_channels
+    from cam_core.model.models import out_channels, working_multiple
+
+    out = out_channels(model)
     classes = classes or (
         ["background", "foreground"] if out == 1 else CLASSES[:out] + [f"c{i}" for i in range(len(CLASSES), out)]
     )
     spec = ModelSpec(classes=classes, colors=OKABE_ITO[: len(classes)], binary=out == 1)
-    return LoadedModel(name, Path("."), model, spec, torch.device("cpu"), 32)  # resnet18: stride 32, as real
+    # as a load finds it: resnet18's stride 32, as real
+    return LoadedModel(name, Path("."), model, spec, torch.device("cpu"), working_multiple(model))
 
 
 @pytest.fixture

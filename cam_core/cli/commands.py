@@ -325,7 +325,7 @@ def _print_layers(args: argparse.Namespace) -> int:
     for n in names:
         info = spatial[n]
         mark = "  <- default" if n == default else ""
-        print(f"{n:40s} {info.channels:5d} ch  1/{info.stride:<3d} {info.kind}{mark}")
+        print(f"{n:40s} {info.channels:5d} ch  1/{info.stride:<3d} {info.kind:8s} {info.output}{mark}")
     return 0
 
 

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from cam_core.cost import COSTS
 from cam_core.engine import targets as tg
 from cam_core.engine.graph import RetainedGraph, keep, kept, measure_saved, passes
 from cam_core.errors import EmptyTargetError, InputError
-from cam_core.model.layers import resolve_layers
+from cam_core.model.layers import from_grid, resolve_layers, to_grid, token_layer
 from cam_core.model.models import LoadedModel, pad_to_multiple, preprocess, segmentation_output
 from cam_core.model.rules import DecisionRule
 from cam_core.model.state import preserved_state
@@ -57,17 +58,40 @@ def capture_outputs(
     modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
     handles = []
+    size: list[int] = []  # the input's H, W: a token layer's grid (layers.to_grid)
+
+    def input_size(module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            size[:] = [int(inputs[0].shape[-2]), int(inputs[0].shape[-1])]
+
     try:
+        handles.append(model.register_forward_pre_hook(input_size))
         for name in names:
+            grid_of = token_layer(modules[name])
 
             def hook(
-                module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
+                module: torch.nn.Module,
+                inputs: tuple[torch.Tensor, ...],
+                output: torch.Tensor,
+                name: str = name,
+                grid_of: tuple[int, int] | None = grid_of,
             ) -> torch.Tensor | None:
+                tokens = grid_of is not None and isinstance(output, torch.Tensor) and output.dim() == 3
                 if graph_from_layer and isinstance(output, torch.Tensor):
                     torch.set_grad_enabled(True)  # until the caller's no_grad block ends
+                    if tokens:
+                        assert grid_of is not None
+                        grid = to_grid(output.detach(), size[0], size[1], *grid_of).clone().requires_grad_(True)
+                        outputs[name] = grid
+                        return from_grid(grid, output[:, : grid_of[1]].detach())
                     output = output.detach().requires_grad_(True).clone()  # a clone: in-place ops stay legal
                     outputs[name] = output
                     return output
+                if tokens:  # the model goes on from the grid, so a gradient to the grid is recorded
+                    assert grid_of is not None
+                    grid = to_grid(output, size[0], size[1], *grid_of)
+                    outputs[name] = grid
+                    return from_grid(grid, output[:, : grid_of[1]])
                 outputs[name] = output
                 return None
 

@@ -21,6 +21,8 @@ import torch
 
 from cam_core.engine import cammath
 from cam_core.engine.capturing import Progress, ScoreFn, capture_outputs, forward
+from cam_core.errors import InputError
+from cam_core.model.layers import copy_token_layers, reshape_transform
 
 FAST_SCORECAM_K = 32
 
@@ -46,8 +48,8 @@ class PassRun:
     notes: list[str] = field(default_factory=list)
 
 
-# (grad-cam class, model, target layers, batch size) -> a grad-cam method object
-Builder = Callable[[type, torch.nn.Module, list[torch.nn.Module], int], Any]
+# (grad-cam class, model, target layers, batch size, reshape_transform) -> a grad-cam method object
+Builder = Callable[[type, torch.nn.Module, list[torch.nn.Module], int, Any], Any]
 # A run -> (cam 1×H×W normalised as grad-cam returns it, cam_raw 1×H×W)
 Runner = Callable[[PassRun], tuple[np.ndarray, np.ndarray]]
 
@@ -56,6 +58,7 @@ def private_copy(model: torch.nn.Module, lock: Any) -> torch.nn.Module:
     """A deep copy made under the model's lock, in eval mode; the caller may do anything to it."""
     with lock:
         twin = copy.deepcopy(model)
+    copy_token_layers(model, twin)
     return twin.eval()
 
 
@@ -102,17 +105,25 @@ class _AblationLayer:
         return SmpAblationLayer()
 
 
-def build_plain(cls: type, model: torch.nn.Module, layers: list[torch.nn.Module], batch_size: int) -> Any:
-    return cls(model, layers)
+def build_plain(
+    cls: type, model: torch.nn.Module, layers: list[torch.nn.Module], batch_size: int, reshape: Any = None
+) -> Any:
+    return cls(model, layers, reshape_transform=reshape)
 
 
-def build_scorecam(cls: type, model: torch.nn.Module, layers: list[torch.nn.Module], batch_size: int) -> Any:
-    obj = cls(model, layers)
+def build_scorecam(
+    cls: type, model: torch.nn.Module, layers: list[torch.nn.Module], batch_size: int, reshape: Any = None
+) -> Any:
+    obj = cls(model, layers, reshape_transform=reshape)
     obj.batch_size = batch_size
     return obj
 
 
-def build_ablation(cls: type, model: torch.nn.Module, layers: list[torch.nn.Module], batch_size: int) -> Any:
+def build_ablation(
+    cls: type, model: torch.nn.Module, layers: list[torch.nn.Module], batch_size: int, reshape: Any = None
+) -> Any:
+    if reshape is not None:
+        raise InputError("ablation on a token layer (B×N×C) is not supported; pick a gradient method or a map layer")
     return cls(model, layers, batch_size=batch_size, ablation_layer=_AblationLayer())
 
 
@@ -121,7 +132,8 @@ def run_grad_cam(run: PassRun) -> tuple[np.ndarray, np.ndarray]:
     assert run.grad_cam_class is not None
     module = dict(run.model.named_modules())[run.layer]
     with _progress_hook(run):
-        cam_obj = run.build(run.grad_cam_class, run.model, [module], run.batch_size)
+        reshape = reshape_transform(module, tuple(run.x.shape))
+        cam_obj = run.build(run.grad_cam_class, run.model, [module], run.batch_size, reshape)
         try:
             kwargs: dict[str, bool] = {"eigen_smooth": run.eigen_smooth}
             if run.aug_smooth:

@@ -3,17 +3,24 @@
 Which modules give spatial (N×C×H×W) outputs is found once per model by a tiny dry forward
 with temporary hooks (removed in ``finally``), so a non-spatial layer is refused with a clear
 message instead of failing deep inside a CAM method.
+
+Token layers (ViT/DPT-style blocks whose output is B×N×C: a grid of patches, after a few
+prefix tokens such as CLS) are offered too: the probe infers their stride and prefix from the
+token count, and every capture reshapes them to B×C×(H/s)×(W/s) as grad-cam's
+``reshape_transform`` does (:func:`to_grid`), so every method reads an ordinary feature map.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from cam_core.errors import InputError, unknown
-from cam_core.model.models import LoadedModel
+from cam_core.model.models import LoadedModel, output_head
 from cam_core.model.state import preserved_state
 
 
@@ -23,6 +30,70 @@ class LayerInfo:
     channels: int
     stride: int  # input size / layer size
     kind: str  # "encoder", "decoder", "pre-head" or ""
+    tokens: int | None = None  # a token layer (B×N×C): its prefix tokens (CLS, registers); None: a map
+
+    @property
+    def output(self) -> str:
+        """What the layer outputs, as a listing shows it."""
+        if self.tokens is None:
+            return "map"
+        return "tokens → grid" + (f" ({self.tokens} prefix dropped)" if self.tokens else "")
+
+
+MAX_PREFIX_TOKENS = 8  # CLS plus registers, as timm's ViTs have at most
+TOKEN_STRIDES = (4, 8, 14, 16, 32)  # patch sizes a token grid may have
+
+
+def _token_grid(size: int, n: int) -> tuple[int, int] | None:
+    """(stride, prefix tokens) of a square probe's B×N×C output, when N is a patch grid plus a
+    few prefix tokens; None when it is not."""
+    for stride in TOKEN_STRIDES:
+        side, rest = divmod(size, stride)
+        if not rest and 0 <= n - side * side <= MAX_PREFIX_TOKENS:
+            return stride, n - side * side
+    return None
+
+
+def to_grid(tokens: torch.Tensor, height: int, width: int, stride: int, prefix: int) -> torch.Tensor:
+    """B×N×C tokens of an input of ``height``×``width`` → B×C×(height/stride)×(width/stride),
+    the prefix tokens dropped: grad-cam's ``reshape_transform`` for ViTs, one rule for both."""
+    b, _, c = tokens.shape
+    return tokens[:, prefix:, :].reshape(b, height // stride, width // stride, c).permute(0, 3, 1, 2)
+
+
+def from_grid(grid: torch.Tensor, prefix_tokens: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_grid`: the tokens the model goes on with, built from the grid."""
+    b, c = grid.shape[:2]
+    return torch.cat([prefix_tokens, grid.permute(0, 2, 3, 1).reshape(b, -1, c)], dim=1)
+
+
+# module → (stride, prefix) of each token layer found by a probe; weak: dies with its model.
+_TOKEN_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def token_layer(module: torch.nn.Module) -> tuple[int, int] | None:
+    """(stride, prefix tokens) when ``module`` is a token layer of an analysed model, else None."""
+    return _TOKEN_LAYERS.get(module)
+
+
+def copy_token_layers(original: torch.nn.Module, twin: torch.nn.Module) -> None:
+    """Mark ``twin``'s (a deep copy's) token layers as ``original``'s are."""
+    theirs = dict(twin.named_modules())
+    for name, module in original.named_modules():
+        found = _TOKEN_LAYERS.get(module)
+        if found is not None and name in theirs:
+            _TOKEN_LAYERS[theirs[name]] = found
+
+
+def reshape_transform(module: torch.nn.Module, x_shape: tuple[int, ...]) -> Any:
+    """The ``reshape_transform`` grad-cam's classes need for ``module`` on an input of
+    ``x_shape`` (None for a feature map)."""
+    found = token_layer(module)
+    if found is None:
+        return None
+    stride, prefix = found
+    h, w = int(x_shape[-2]), int(x_shape[-1])
+    return lambda t: to_grid(t, h, w, stride, prefix)
 
 
 def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[list[tuple[str, tuple]], str | None]:
@@ -41,7 +112,7 @@ def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[lis
                     )
                 )
             )
-        head = getattr(model, "segmentation_head", None)
+        head = output_head(model)
         if head is not None:
             handles.append(head.register_forward_pre_hook(lambda m, i: head_input.append(i[0])))
         with preserved_state(model), torch.no_grad():
@@ -51,9 +122,10 @@ def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[lis
         for h in handles:
             h.remove()
     pre_head = None
+    head_name = next((n for n, m in model.named_modules() if m is head), "segmentation_head")
     if head_input:
         for name, _, out in reversed(order):
-            if out is head_input[0] and not name.startswith("segmentation_head"):
+            if out is head_input[0] and not name.startswith(head_name):
                 pre_head = name
                 break
     return [(n, s) for n, s, _ in order], pre_head
@@ -70,11 +142,19 @@ def _analyse(loaded: LoadedModel) -> tuple[dict[str, LayerInfo], list[str]]:
     size = max(128, loaded.multiple * 4)  # PAN-style pyramids need ≥ 4 cells at the deepest stage
     with loaded.lock:
         shapes, pre_head = _probe(loaded.model, size, loaded.device)
+    head = output_head(loaded.model)
+    head_name = next((n for n, m in loaded.model.named_modules() if m is head), "segmentation_head")
     spatial: dict[str, LayerInfo] = {}
+    modules = dict(loaded.model.named_modules())
     for name, shape in shapes:
-        if len(shape) == 4 and name not in spatial and not name.startswith("segmentation_head"):
-            kind = "encoder" if name.startswith("encoder") else "decoder" if name.startswith("decoder") else ""
+        if name in spatial or name.startswith(head_name):
+            continue
+        kind = "encoder" if name.startswith("encoder") else "decoder" if name.startswith("decoder") else ""
+        if len(shape) == 4 and shape[2] == shape[3]:  # N×C×H×W (not N×H×W×C: the probe is square)
             spatial[name] = LayerInfo(name, shape[1], max(1, size // shape[2]), kind)
+        elif len(shape) == 3 and (grid := _token_grid(size, shape[1])) is not None:
+            spatial[name] = LayerInfo(name, shape[2], grid[0], kind, tokens=grid[1])
+            _TOKEN_LAYERS[modules[name]] = grid
     curated = _curate(spatial, [n for n, _ in shapes], pre_head)
     if pre_head and pre_head in spatial:
         spatial[pre_head] = LayerInfo(pre_head, spatial[pre_head].channels, spatial[pre_head].stride, "pre-head")
@@ -98,10 +178,27 @@ def _curate(spatial: dict[str, LayerInfo], order: list[str], pre_head: str | Non
     blocks = [n for n in spatial if n.startswith("decoder.blocks.") and n.count(".") == 2]
     if not blocks:
         blocks = [n for n in spatial if n.startswith("decoder.") and n.count(".") == 1]
-    curated += blocks
+    if not blocks:  # numbered blocks in a list (DPT's decoder.fusion_blocks.N): the last list run
+        numbered = [n for n in order if n in spatial and re.fullmatch(r"decoder\.\w+\.\d+", n)]
+        blocks = [n for n in numbered if n.rsplit(".", 1)[0] == numbered[-1].rsplit(".", 1)[0]] if numbered else []
+    curated += list(dict.fromkeys(blocks))
+    # Token blocks (a ViT's encoder.model.blocks.N): the last of each quarter of the stack.
+    tokens = [n for n in order if n in spatial and spatial[n].tokens is not None and re.search(r"\.blocks\.\d+$", n)]
+    tokens = list(dict.fromkeys(tokens))
+    if tokens:
+        curated = [n for n in curated if spatial[n].tokens is None] + [
+            tokens[round((q + 1) * len(tokens) / 4) - 1] for q in range(4) if len(tokens) >= 4 or q == 3
+        ]
+    if not curated:  # no smp names (a factory or transformers model): the last layer at each stride
+        last: dict[int, str] = {}
+        for name in order:
+            if name in spatial:
+                last[spatial[name].stride] = name
+        curated = [last[s] for s in sorted(last, reverse=True)]
     if pre_head and pre_head not in curated and pre_head in spatial:
         curated.append(pre_head)
-    return list(dict.fromkeys(curated))
+    first = {n: i for i, n in reversed(list(enumerate(order)))}
+    return sorted(dict.fromkeys(curated), key=lambda n: first.get(n, len(order)))
 
 
 def plain_layer(name: str) -> str:

@@ -33,6 +33,7 @@ import torch
 from cam_core import settings
 from cam_core.errors import ModelLoadError, unknown
 from cam_core.model.rules import ARGMAX, DecisionRule
+from cam_core.model.state import preserved_state
 from cam_core.paths import REPO_ROOT
 
 MODELS_ROOT = REPO_ROOT / "models"
@@ -362,9 +363,20 @@ def _header_shapes(folder: Path, own: set[str]) -> dict[str, tuple[int, ...]]:
         raise ModelLoadError(f"{folder.name}: model.safetensors is unreadable ({exc})") from None
 
 
-def _out_channels(model: torch.nn.Module) -> int:
+def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The module that turns features into class logits: smp's ``segmentation_head``, else the
+    model's last convolution (a factory's or a transformers model's classifier). One rule for
+    counting classes and for the layer list's "pre-head" layer."""
     head = getattr(model, "segmentation_head", None)
-    convs = [m for m in (head.modules() if head is not None else model.modules()) if isinstance(m, torch.nn.Conv2d)]
+    if head is not None:
+        return head
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return convs[-1] if convs else None
+
+
+def out_channels(model: torch.nn.Module) -> int:
+    head = output_head(model)
+    convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)] if head is not None else []
     if not convs:
         raise ModelLoadError("cannot find the model's output convolution to count its classes")
     return int(convs[-1].out_channels)
@@ -381,16 +393,32 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
         raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
     model = _build_architecture(folder)
     sha, how = _load_weights(folder, model)
-    spec = read_spec(folder, _out_channels(model))
+    spec = read_spec(folder, out_channels(model))
     model.eval()
     device = device or default_device()
     # No process-wide switches here (TF32, threads): loading a model must not change how every
     # other model and library in the process computes.
     model.to(device)
-    encoder = getattr(model, "encoder", None)
-    multiple = int(getattr(encoder, "output_stride", 32) or 32)
+    multiple = working_multiple(model, device)
     _channels_last_if_same(model, device, multiple)
     return LoadedModel(name or folder.name, folder, model, spec, device, multiple, weights_sha256=sha, loaded_from=how)
+
+
+def working_multiple(model: torch.nn.Module, device: torch.device | str = "cpu") -> int:
+    """The multiple an input's sides are padded to: the encoder's stride (32 where it does not
+    say), doubled while a small input of odd multiples (3m × 5m) fails, as DPT's decoder does
+    at its ViT's stride 16 (its 1/32 branch needs an even patch grid)."""
+    start = int(getattr(getattr(model, "encoder", None), "output_stride", 32) or 32)
+    multiple = start
+    while multiple <= 128:
+        try:
+            with torch.no_grad(), preserved_state(model):
+                model.eval()
+                model(torch.zeros(1, 3, 3 * multiple, 5 * multiple, device=device))
+            return multiple
+        except Exception:  # a shape error of this size: the next multiple
+            multiple *= 2
+    return start
 
 
 def segmentation_output(out: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
@@ -477,7 +505,7 @@ def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
         skeleton = _skeleton(path)
         own = _shapes(skeleton)
         _check_shapes(path, own, _header_shapes(path, set(own)))
-        spec = read_spec(path, _out_channels(skeleton))
+        spec = read_spec(path, out_channels(skeleton))
         entry.classes = spec.classes
         entry.description = entry.description or spec.description
     except ModelLoadError as exc:
@@ -509,7 +537,7 @@ def check(folder: str | Path) -> list[str]:
             source, _, kinds = parts.partition(": ")
             problems += [f"{head}: weights do not match {source}: {k}" for k in kinds.split("; ")]
     try:
-        read_spec(folder, _out_channels(skeleton))
+        read_spec(folder, out_channels(skeleton))
     except ModelLoadError as exc:
         problems.append(str(exc))
     return problems

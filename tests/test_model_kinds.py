@@ -1,0 +1,134 @@
+"""The models people have, beyond smp's save_pretrained folder: transformer encoders whose layers
+output tokens (B×N×C), smp's Segformer, a transformers SegFormer folder and a module built by a
+factory from an installed package. Each is explained, and compared to grad-cam's own output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+from cam_core import engine
+from cam_core.engine.methods import METHODS
+from cam_core.engine.targets import TargetSpec
+from cam_core.errors import InputError
+from cam_core.model import layers
+from cam_core.model.models import preprocess
+from cam_core.model.state import hook_count
+
+GRADIENT_METHODS = ["gradcam", "hirescam", "gradcamplusplus", "xgradcam", "layercam", "eigencam"]
+
+
+def tiny_dpt(classes: int = 3) -> torch.nn.Module:
+    """smp's DPT on a 12-block ViT (patch 16, 32 dims): its blocks output 1 CLS + a patch grid."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    return smp.DPT(
+        encoder_name="tu-vit_tiny_patch16_224",
+        encoder_weights=None,
+        classes=classes,
+        dynamic_img_size=True,
+        decoder_intermediate_channels=(16, 32, 64, 64),
+        decoder_fusion_channels=16,
+        embed_dim=32,
+        num_heads=2,
+    ).eval()
+
+
+def tiny_segformer(classes: int = 3) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    return smp.Segformer("mit_b0", encoder_weights=None, classes=classes, decoder_segmentation_channels=32).eval()
+
+
+def reference(model, layer, x, cls, region, info):
+    """grad-cam's own class, with its reshape_transform for a token layer."""
+    module = dict(model.named_modules())[layer]
+    with info.grad_cam_cls()(
+        model, [module], reshape_transform=layers.reshape_transform(module, tuple(x.shape))
+    ) as cam:
+        return cam(input_tensor=x, targets=[SemanticSegmentationTarget(cls, region.astype(np.float32))])[0]
+
+
+@pytest.fixture(scope="module")
+def dpt():
+    from conftest import wrap
+
+    return wrap(tiny_dpt())
+
+
+@pytest.fixture(scope="module")
+def image():  # odd, non-square: padded to 96×128, a 6×8 patch grid
+    return np.random.default_rng(3).integers(0, 256, size=(75, 109, 3), dtype=np.uint8)
+
+
+def test_token_layers_are_found_with_their_grid_and_offered(dpt):
+    assert dpt.multiple == 32  # the ViT's stride is 16, but DPT's 1/32 branch needs an even grid
+    spatial = layers.spatial_layers(dpt)
+    block = spatial["encoder.model.blocks.5"]
+    assert (block.tokens, block.stride, block.channels) == (1, 16, 32)  # 1 CLS token, patch 16
+    assert spatial["decoder.fusion_blocks.3"].tokens is None
+    curated = layers.curated_layers(dpt)
+    assert [n for n in curated if spatial[n].tokens is not None] == [f"encoder.model.blocks.{i}" for i in (2, 5, 8, 11)]
+    assert curated.index("encoder.model.blocks.11") < curated.index("decoder.fusion_blocks.0")  # execution order
+    assert "encoder.model.patch_embed.norm" not in spatial  # N×H×W×C, not a map: never read as one
+
+
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_a_cam_on_a_token_layer_equals_gradcam_with_its_reshape_transform(dpt, image, name):
+    region = np.zeros(image.shape[:2], bool)
+    region[10:50, 20:70] = True
+    layer = "encoder.model.blocks.8"
+    cap = engine.capture(dpt, image, TargetSpec("mask", 1, region), [layer])
+    assert cap.activations[layer].shape == (1, 32, 6, 8)  # padded to 96×128 (DPT needs 32) → 6×8 patches
+    ours = engine.cam_from_capture(cap, METHODS[name], layer).cam
+    x, _ = engine.prepare(dpt, image)
+    ref = reference(dpt.model, layer, x, 1, np.pad(region, ((0, 21), (0, 19))), METHODS[name])[:75, :109]
+    assert np.abs(ours - ref).max() <= 1e-5, name
+    assert ours.max() > 0.99
+    assert hook_count(dpt.model) == 0
+
+
+def test_several_token_layers_in_one_capture_equal_one_layer_captures(dpt, image):
+    region = np.zeros(image.shape[:2], bool)
+    region[30:60, 40:90] = True
+    names = ["encoder.model.blocks.2", "encoder.model.blocks.11", "decoder.fusion_blocks.2"]
+    both = engine.capture(dpt, image, TargetSpec("mask", 2, region), names)
+    for n in names:
+        one = engine.capture(dpt, image, TargetSpec("mask", 2, region), [n])
+        np.testing.assert_allclose(both.gradients[n], one.gradients[n], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(both.activations[n], one.activations[n])
+
+
+def test_a_method_with_passes_of_its_own_runs_on_a_token_layer(dpt, image):
+    region = np.zeros(image.shape[:2], bool)
+    region[10:50, 20:70] = True
+    res = engine.run_method(
+        dpt, image, TargetSpec("mask", 1, region), METHODS["scorecam-topk"], "encoder.model.blocks.5"
+    )
+    assert res.cam.shape == image.shape[:2]
+    assert np.ptp(res.cam) > 0
+    with pytest.raises(InputError, match="token layer"):
+        engine.run_method(dpt, image, TargetSpec("mask", 1, region), METHODS["ablationcam"], "encoder.model.blocks.5")
+    assert hook_count(dpt.model) == 0
+
+
+@pytest.mark.parametrize("name", ["gradcam", "hirescam"])
+def test_smp_segformer_is_explained_and_equals_gradcam(name):
+    from conftest import wrap
+
+    loaded = wrap(tiny_segformer())
+    img = np.random.default_rng(5).integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
+    region = np.zeros(img.shape[:2], bool)
+    region[20:70, 30:100] = True
+    curated = layers.curated_layers(loaded)
+    layer = layers.default_layer(loaded)
+    assert layer in curated
+    for lay in [curated[0], layer]:
+        cap = engine.capture(loaded, img, TargetSpec("mask", 1, region), [lay])
+        ours = engine.cam_from_capture(cap, METHODS[name], lay).cam
+        ref = reference(loaded.model, lay, preprocess(img, loaded.spec), 1, region, METHODS[name])
+        assert np.abs(ours - ref).max() <= 1e-5, (name, lay)

@@ -85,7 +85,8 @@ def main() -> None:
         st.subheader(plain(loaded.name))
         # The folder's name only: the server's file-system layout is not every visitor's business.
         st.caption(
-            f"folder {code(loaded.path.name)} · weights {plain(loaded.loaded_from or 'model.safetensors')} · "
+            f"folder {code(loaded.path.name)} · kind: {plain(loaded.kind or 'smp folder')} · "
+            f"weights {plain(loaded.loaded_from or 'model.safetensors')} · "
             f"on {loaded.device} · decision rule: {plain(spec.decision_rule.describe())}"
         )
         if spec.description:
@@ -120,19 +121,24 @@ def main() -> None:
     st.subheader("Models available")
     for e in compute.model_entries():
         status = ", ".join(plain(c) for c in e.classes) if not e.error else f":red[cannot load: {plain(e.error)}]"
-        st.markdown(f"- **{plain(e.name)}** ({e.source}): {status}")  # names and classes come from folders
+        kind = f", {e.kind}" if e.kind else ""
+        st.markdown(f"- **{plain(e.name)}** ({e.source}{kind}): {status}")  # names and classes come from folders
     st.subheader("Add your own model")
-    st.markdown(
-        f"""
-1. In Python: `model.save_pretrained("my_model")` on any segmentation-models-pytorch model
-   (writes `config.json` + `model.safetensors`).
-2. Optionally add `my_model/segcam.json` with `classes`, `colors`, `preprocessing` (`mean`, `std` on RGB
-   in [0, 1]), `default_layer` and `decision_rule`. Without it: ImageNet mean/std, generic class names.
-3. Copy the folder into the server's models folder (`models/user` in the app's folder unless the
-   server sets `{models.MODELS_DIR_ENV}`; with Docker, mount it at `/models` with `-v`). It appears here
-   within 30 s.
+    from cam_core.model.kinds import KINDS
 
-Pickle files (`.pt`, `.pth`) are never loaded: unpickling can run code.
+    st.markdown(
+        "A model folder is one of these kinds (check one with `python -m cam_core models --check DIR`):\n"
+        + "\n".join(f"- **{k.name}**: {plain(k.files)}" for k in KINDS.values())
+        + f"""
+
+Optionally add `segcam.json` with `classes`, `colors`, `preprocessing` (`mean`, `std` on RGB in [0, 1]),
+`default_layer` and `decision_rule`. Without it: the folder's own class names and normalisation where it
+has them (a transformers folder), else ImageNet mean/std and generic class names. Copy the folder into the
+server's models folder (`models/user` in the app's folder unless the server sets `{models.MODELS_DIR_ENV}`;
+with Docker, mount it at `/models` with `-v`). It appears here within 30 s.
+
+Checkpoints (`.pth`, `.pt`, `.ckpt`) are read as state dicts only (`torch.load(weights_only=True)`): a
+file holding other pickled objects is refused, because unpickling can run code.
 """
     )
 

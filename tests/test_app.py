@@ -872,41 +872,46 @@ def test_class_names_from_a_model_folder_are_shown_as_text(tiny_folder, monkeypa
     compute.reset_model_entries()
 
 
-def test_a_lightning_checkpoint_in_the_models_folder_is_listed_explained_and_described(tmp_path, monkeypatch):
-    """#24: a training run's .ckpt beside a segcam.json naming its architecture is a model like any
-    other: listed, explained on the Explore page, and the Model page says how it was loaded."""
-    import json as _json
+WEIGHTS_READ = {  # how the Model page says each kind's weights were read
+    "state dict": "weights best.pth (state dict, torch.load weights_only)",
+    "lightning": "weights epoch=3.ckpt (state dict, torch.load weights_only, prefix 'model.' stripped)",
+    "smp segformer": "weights model.safetensors",
+    "token layers (DPT)": "weights model.safetensors",
+    "transformers": "weights model.safetensors (transformers' own loader)",
+    "factory (lab package)": "weights model.pth (state dict, torch.load weights_only)",
+    "factory (MONAI)": "weights model.safetensors",
+}
 
-    import torch
-    from conftest import CLASSES, tiny_unet
+
+@pytest.mark.parametrize("kind", list(WEIGHTS_READ))
+def test_each_kind_of_model_folder_is_listed_explained_and_described(kind, tmp_path, monkeypatch, lab_site):
+    """#24: a state dict, a Lightning .ckpt, smp's Segformer, a ViT (token layers), a transformers
+    SegFormer and factory modules (a lab package, MONAI) dropped into the models folder are models
+    like any other: listed, explained on the Explore page, and the Model page says their kind and
+    how the weights were read."""
+    from conftest import MODEL_KINDS, write_model_folder
 
     from ui import compute
 
-    folder = tmp_path / "models" / "lab_unet"
-    folder.mkdir(parents=True)
-    state = {f"model.{k}": v for k, v in tiny_unet(seed=2).state_dict().items()}
-    torch.save({"state_dict": state, "epoch": 3}, folder / "epoch=3.ckpt")
-    arch = {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8], "classes": 3}
-    (folder / "segcam.json").write_text(_json.dumps({"classes": CLASSES, "architecture": arch}))
-    monkeypatch.setenv("SEGCAM_MODELS_DIR", str(folder.parent))
+    write_model_folder(kind, tmp_path / "models" / "lab_model")
+    monkeypatch.setenv("SEGCAM_MODELS_DIR", str(tmp_path / "models"))
     compute.reset_model_entries()
     compute.clear_caches()
     try:
         app = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
         run(app)
-        assert "lab_unet" in app.selectbox(key="w_sel_model").options
-        app.selectbox(key="w_sel_model").set_value("lab_unet")
+        assert "lab_model" in app.selectbox(key="w_sel_model").options
+        app.selectbox(key="w_sel_model").set_value("lab_model")
         run(app)
+        assert not app.error, [e.value for e in app.error]
         record = app.session_state["last_record"]
-        assert record["model"] == "lab_unet"
+        assert record["model"] == "lab_model"
         assert record["model_sha256"]
         assert app.session_state["last_render"]["overlay_sum"] > 0  # a map was drawn
         app.switch_page("pages/2_Model.py")
         run(app)
         shown = [c.value.replace("\\", "") for c in app.caption]  # as text: Markdown escapes removed
-        assert any(
-            "weights epoch=3.ckpt (state dict, torch.load weights_only, prefix 'model.' stripped)" in c for c in shown
-        )
+        assert any(f"kind: {MODEL_KINDS[kind]}" in c and WEIGHTS_READ[kind] in c for c in shown), shown
     finally:
         compute.reset_model_entries()
 

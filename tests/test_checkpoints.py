@@ -107,7 +107,7 @@ def test_wrong_keys_missing_architecture_and_two_checkpoints_say_what_to_do(tmp_
     assert f"1 missing ({gone})" in str(err.value)
     assert "1 unexpected (head.extra.weight)" in str(err.value)
     folder = _folder(tmp_path, tiny_unet().state_dict(), spec={"classes": CLASSES})
-    with pytest.raises(ModelLoadError, match=r'no config\.json and no "architecture" in segcam\.json'):
+    with pytest.raises(ModelLoadError, match=r"no config\.json and no architecture or factory in segcam\.json"):
         models.load_folder(folder)
     (folder / "segcam.json").write_text(json.dumps({"classes": CLASSES, "architecture": ARCH}))
     torch.save(tiny_unet(seed=9).state_dict(), folder / "best.pt")

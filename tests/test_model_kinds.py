@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import CLASSES, MODEL_KINDS, write_model_folder
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
 from cam_core import engine
@@ -132,3 +133,96 @@ def test_smp_segformer_is_explained_and_equals_gradcam(name):
         ours = engine.cam_from_capture(cap, METHODS[name], lay).cam
         ref = reference(loaded.model, lay, preprocess(img, loaded.spec), 1, region, METHODS[name])
         assert np.abs(ours - ref).max() <= 1e-5, (name, lay)
+
+
+# ---------------------------------------------------------------- every kind of folder
+
+
+@pytest.mark.parametrize("kind", list(MODEL_KINDS))
+def test_each_kind_loads_lists_and_explains_as_grad_cam_does(kind, tmp_path, lab_site):
+    from cam_core.model import models
+
+    folder = write_model_folder(kind, tmp_path / "models" / "m")
+    assert models.check(folder) == []
+    (entry,) = [e for e in models.discover(folder.parent) if e.name == "m"]
+    assert entry.error is None
+    assert entry.kind == MODEL_KINDS[kind]
+    assert entry.classes == CLASSES
+    loaded = models.load_folder(folder, device=torch.device("cpu"))
+    hooks = hook_count(loaded.model)  # transformers keeps hooks of its own: they stay, none is added
+    assert loaded.kind == MODEL_KINDS[kind]
+    assert loaded.spec.classes == CLASSES
+    curated = layers.curated_layers(loaded)
+    layer = layers.default_layer(loaded)
+    assert layer in curated
+    assert len(curated) >= 2
+    img = np.random.default_rng(7).integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
+    region = np.zeros(img.shape[:2], bool)
+    region[20:70, 30:100] = True
+    for lay in dict.fromkeys([curated[0], layer]):
+        cap = engine.capture(loaded, img, TargetSpec("mask", 1, region), [lay])
+        assert cap.prediction.mask.shape == img.shape[:2]
+        ours = engine.cam_from_capture(cap, METHODS["gradcam"], lay).cam
+        ref = reference(loaded.model, lay, preprocess(img, loaded.spec), 1, region, METHODS["gradcam"])
+        assert np.abs(ours - ref).max() <= 1e-5, (kind, lay)
+    assert hook_count(loaded.model) == hooks
+
+
+def test_a_transformers_folder_reads_its_classes_and_normalisation_and_upsamples_as_its_processor(tmp_path):
+    from conftest import CLASSES, write_model_folder
+
+    from cam_core.model import models
+
+    folder = write_model_folder("transformers", tmp_path / "models" / "hf")
+    loaded = models.load_folder(folder, device=torch.device("cpu"))
+    assert loaded.spec.classes == CLASSES  # config.json id2label
+    assert loaded.spec.mean == (0.5, 0.5, 0.5)  # preprocessor_config.json
+    assert loaded.spec.std == (0.25, 0.25, 0.25)
+    assert loaded.loaded_from == "model.safetensors (transformers' own loader)"
+    x = torch.randn(1, 3, 96, 160)
+    with torch.no_grad():
+        inner = loaded.model.model(pixel_values=x).logits
+        assert inner.shape[-2:] == (24, 40)  # SegFormer's logits are at 1/4
+        want = torch.nn.functional.interpolate(inner, size=(96, 160), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(loaded.model(x), want)
+
+
+def test_a_factory_in_the_models_folder_is_refused_without_running_it(tmp_path, monkeypatch):
+    from cam_core.errors import ModelLoadError
+    from cam_core.model import models
+
+    root = tmp_path / "models"
+    marker = tmp_path / "ran"
+    (root / "evil_pkg").mkdir(parents=True)
+    (root / "evil_pkg" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\ndef build():\n    raise SystemExit\n"
+    )
+    monkeypatch.syspath_prepend(str(root))  # even importable, it is refused
+    folder = root / "m"
+    folder.mkdir()
+    (folder / "segcam.json").write_text('{"factory": "evil_pkg:build", "classes": ["a", "b"]}')
+    torch.save({"w": torch.zeros(1)}, folder / "model.pth")
+    with pytest.raises(ModelLoadError, match="refused: 'evil_pkg' lies in the models folder"):
+        models.load_folder(folder, device=torch.device("cpu"))
+    (entry,) = [e for e in models.discover(root) if e.name == "m"]
+    assert "refused" in (entry.error or "")
+    assert models.check(folder) == [entry.error]
+    assert not marker.exists()  # its code never ran
+    (folder / "segcam.json").write_text('{"factory": "no_such_lab_package:build"}')
+    assert models.check(folder) == [
+        "m: factory package 'no_such_lab_package' is not installed where the server runs (pip install it there)"
+    ]
+
+
+def test_a_factory_with_weights_of_another_module_names_the_keys(tmp_path, lab_site):
+    from conftest import write_model_folder
+
+    from cam_core.model import models
+
+    folder = write_model_folder("factory (lab package)", tmp_path / "models" / "m")
+    spec = (folder / "segcam.json").read_text().replace('"classes": 3', '"classes": 3, "width": 4')
+    (folder / "segcam.json").write_text(spec)
+    problems = models.check(folder)
+    assert problems
+    assert all("weights do not match segcam.json's factory" in p for p in problems), problems
+    assert any("of wrong shape (e.g. " in p for p in problems), problems

@@ -297,7 +297,7 @@ def test_loading_a_model_does_not_block_sessions_on_another(monkeypatch):
         release.wait(20)
         return wrap(tiny_unet(), name=name)
 
-    monkeypatch.setattr(compute, "_MODELS", {"ready": ready})
+    monkeypatch.setattr(compute, "_MODELS", {"ready": (None, ready)})  # (folder version, model)
     monkeypatch.setattr(compute.models, "load", slow_load)
     loader = threading.Thread(target=compute.get_model, args=("slow",))
     loader.start()
@@ -310,6 +310,25 @@ def test_loading_a_model_does_not_block_sessions_on_another(monkeypatch):
     loader.join(10)
     other.join(10)
     assert not blocked
+
+
+def test_new_weights_copied_over_a_model_folder_are_served_on_its_next_use(tiny_folder, monkeypatch):
+    """main: a loaded model was kept by name for good: weights copied over the old ones (same
+    folder, same name) were never served until the server restarted."""
+    import os
+
+    from ui import compute
+
+    monkeypatch.setenv("SEGCAM_MODELS_DIR", str(tiny_folder.parent))
+    monkeypatch.setattr(compute, "_MODELS", {})
+    first = compute.get_model(tiny_folder.name)
+    assert compute.get_model(tiny_folder.name) is first  # unchanged: the same object
+    tiny_unet(seed=5).save_pretrained(str(tiny_folder))
+    weights = tiny_folder / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # a later copy
+    second = compute.get_model(tiny_folder.name)
+    assert second is not first
+    assert second.weights_sha256 != first.weights_sha256
 
 
 def test_discover_checks_a_folder_once_per_version(tiny_folder, monkeypatch):

@@ -50,7 +50,9 @@ THREADS = configure_threads(SERVER_THREADS)
 MAX_MODELS = 2
 CAPTURES = LRUCache(max_entries=12, max_bytes=limits.SERVER_CAPTURE_BYTES)  # captures + the kept graph
 RESULTS = LRUCache(max_entries=32, max_bytes=256 << 20)  # runs with passes of their own, tiled CAMs
-_MODELS: dict[str, models.LoadedModel] = {}
+# name -> (the folder and its files' stamp when loaded, the model): a folder whose files change
+# (new weights copied over the old, same name) is loaded again on its next use.
+_MODELS: dict[str, tuple[tuple[Any, ...], models.LoadedModel]] = {}
 _MODELS_LOCK = threading.Lock()
 _LOADING: dict[str, threading.Lock] = {}  # one per model name: a load blocks only its own name
 _ENTRIES: tuple[float, list[models.ModelEntry]] | None = None
@@ -70,20 +72,32 @@ def get_model(name: str) -> models.LoadedModel:
     A load (seconds) holds only that name's loading lock: sessions using another model, or this
     one once loaded, never wait behind it (the dict's lock is held for lookups only).
     """
+    stamp = _folder_version(name)
     with _MODELS_LOCK:
-        if name in _MODELS:
-            return _MODELS[name]
+        if name in _MODELS and _MODELS[name][0] == stamp:
+            return _MODELS[name][1]
         loading = _LOADING.setdefault(name, threading.Lock())
     with loading:
         with _MODELS_LOCK:
-            if name in _MODELS:  # loaded by another session while this one waited
-                return _MODELS[name]
+            if name in _MODELS and _MODELS[name][0] == stamp:  # loaded by another session while this one waited
+                return _MODELS[name][1]
         loaded = models.load(name)
         with _MODELS_LOCK:
+            _MODELS.pop(name, None)
             while len(_MODELS) >= MAX_MODELS:
                 _MODELS.pop(next(iter(_MODELS)))
-            _MODELS[name] = loaded
+            _MODELS[name] = (stamp, loaded)
             return loaded
+
+
+def _folder_version(name: str) -> tuple[Any, ...] | None:
+    """The model folder's path and its files' names, sizes and times (None: not found; the load
+    then says why)."""
+    try:
+        _, folder = models.resolve(name)
+    except SegCamError:
+        return None
+    return (str(folder.resolve()), models.folder_stamp(folder))
 
 
 def model_entries() -> list[models.ModelEntry]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from cam_core.errors import InputError, unknown
-from cam_core.model.models import LoadedModel, output_head
+from cam_core.model.models import LoadedModel, output_head, segmentation_output
 from cam_core.model.state import preserved_state
 
 
@@ -44,9 +44,12 @@ MAX_PREFIX_TOKENS = 8  # CLS plus registers, as timm's ViTs have at most
 TOKEN_STRIDES = (4, 8, 14, 16, 32)  # patch sizes a token grid may have
 
 
-def _token_grid(size: int, n: int) -> tuple[int, int] | None:
+def _token_grid(size: int, n: int, given: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """(stride, prefix tokens) of a square probe's B×N×C output, when N is a patch grid plus a
-    few prefix tokens; None when it is not."""
+    few prefix tokens; None when it is not. ``given``: segcam.json's ``tokens``, the one grid tried."""
+    if given is not None:
+        stride, prefix = given
+        return given if size % stride == 0 and (size // stride) ** 2 + prefix == n else None
     for stride in TOKEN_STRIDES:
         side, rest = divmod(size, stride)
         if not rest and 0 <= n - side * side <= MAX_PREFIX_TOKENS:
@@ -96,39 +99,50 @@ def reshape_transform(module: torch.nn.Module, x_shape: tuple[int, ...]) -> Any:
     return lambda t: to_grid(t, h, w, stride, prefix)
 
 
-def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[list[tuple[str, tuple]], str | None]:
-    """Run one no-grad forward; return (name, output shape) in execution order and the pre-head layer."""
+def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[list[tuple[str, tuple]], str | None, str]:
+    """Run one no-grad forward; return (name, output shape) in execution order, the pre-head
+    layer and the head's name.
+
+    The head is smp's ``segmentation_head``; for other models the deepest module whose output is
+    the model's output (a MONAI UNet's last convolution), else the last convolution (a transformers
+    model, whose logits are upsampled after it). The pre-head layer is the one whose output the
+    head takes in."""
     order: list[tuple[str, tuple, torch.Tensor]] = []
+    inputs: dict[str, Any] = {}
     handles = []
-    head_input: list[torch.Tensor] = []
+
+    def hook(m: torch.nn.Module, i: tuple[Any, ...], o: Any, name: str) -> None:
+        if isinstance(o, torch.Tensor):
+            order.append((name, tuple(o.shape), o))
+        if i and name not in inputs:
+            inputs[name] = i[0]
+
     try:
         for name, module in model.named_modules():
-            if not name:
-                continue
-            handles.append(
-                module.register_forward_hook(
-                    lambda m, i, o, name=name: (
-                        order.append((name, tuple(o.shape), o)) if isinstance(o, torch.Tensor) else None
-                    )
-                )
-            )
-        head = output_head(model)
-        if head is not None:
-            handles.append(head.register_forward_pre_hook(lambda m, i: head_input.append(i[0])))
+            if name:
+                handles.append(module.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)))
         with preserved_state(model), torch.no_grad():
             model.eval()
-            model(torch.zeros(1, 3, size, size, device=device))
+            y = segmentation_output(model(torch.zeros(1, 3, size, size, device=device)))
     finally:
         for h in handles:
             h.remove()
+    names = {m: n for n, m in model.named_modules()}
+    head = getattr(model, "segmentation_head", None)
+    produced = [n for n, _, o in order if o is y] if head is None else []
+    if produced:
+        head_name = max(produced, key=lambda n: n.count("."))
+    else:
+        found = output_head(model)
+        head_name = names.get(found, "segmentation_head") if found is not None else "segmentation_head"
+    head_input = inputs.get(head_name)
     pre_head = None
-    head_name = next((n for n, m in model.named_modules() if m is head), "segmentation_head")
-    if head_input:
+    if isinstance(head_input, torch.Tensor):
         for name, _, out in reversed(order):
-            if out is head_input[0] and not name.startswith(head_name):
+            if out is head_input and not name.startswith(head_name):
                 pre_head = name
                 break
-    return [(n, s) for n, s, _ in order], pre_head
+    return [(n, s) for n, s, _ in order], pre_head, head_name
 
 
 # Keyed weakly by the module itself: an id() could be reused by a later model.
@@ -141,18 +155,16 @@ def _analyse(loaded: LoadedModel) -> tuple[dict[str, LayerInfo], list[str]]:
         return _CACHE[key]
     size = max(128, loaded.multiple * 4)  # PAN-style pyramids need ≥ 4 cells at the deepest stage
     with loaded.lock:
-        shapes, pre_head = _probe(loaded.model, size, loaded.device)
-    head = output_head(loaded.model)
-    head_name = next((n for n, m in loaded.model.named_modules() if m is head), "segmentation_head")
+        shapes, pre_head, head_name = _probe(loaded.model, size, loaded.device)
     spatial: dict[str, LayerInfo] = {}
     modules = dict(loaded.model.named_modules())
     for name, shape in shapes:
-        if name in spatial or name.startswith(head_name):
-            continue
+        if name in spatial or name.startswith(head_name) or head_name.startswith(name + "."):
+            continue  # the head, and the modules around it: their output is the logits
         kind = "encoder" if name.startswith("encoder") else "decoder" if name.startswith("decoder") else ""
         if len(shape) == 4 and shape[2] == shape[3]:  # N×C×H×W (not N×H×W×C: the probe is square)
             spatial[name] = LayerInfo(name, shape[1], max(1, size // shape[2]), kind)
-        elif len(shape) == 3 and (grid := _token_grid(size, shape[1])) is not None:
+        elif len(shape) == 3 and (grid := _token_grid(size, shape[1], loaded.spec.tokens)) is not None:
             spatial[name] = LayerInfo(name, shape[2], grid[0], kind, tokens=grid[1])
             _TOKEN_LAYERS[modules[name]] = grid
     curated = _curate(spatial, [n for n, _ in shapes], pre_head)

@@ -18,6 +18,7 @@ sigmoid model and gets the classes ``[background, foreground]``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,6 +33,7 @@ import torch
 
 from cam_core import settings
 from cam_core.errors import ModelLoadError, unknown
+from cam_core.model import kinds
 from cam_core.model.rules import ARGMAX, DecisionRule
 from cam_core.model.state import preserved_state
 from cam_core.paths import REPO_ROOT
@@ -63,6 +65,7 @@ class ModelSpec:
     binary: bool = False
     description: str = ""
     mpp: float | None = None  # microns per pixel the model was trained at (segcam.json "microns_per_pixel")
+    tokens: tuple[int, int] | None = None  # segcam.json "tokens": (stride, prefix) of every B×N×C layer
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,6 +84,7 @@ class LoadedModel:
     multiple: int
     weights_sha256: str = ""  # of the weights file as loaded
     loaded_from: str = ""  # which file, and how (model.safetensors, or a checkpoint read as a state dict)
+    kind: str = ""  # the folder's kind (cam_core.model.kinds.KINDS)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -98,6 +102,7 @@ class ModelEntry:
     classes: list[str] = field(default_factory=list)
     description: str = ""
     error: str | None = None
+    kind: str = ""  # the folder's kind, once recognised
 
 
 def default_device() -> torch.device:
@@ -159,7 +164,9 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
 
     binary = out_channels == 1
     n_classes = 2 if binary else out_channels
-    data = _read_json(folder / SPEC_FILE, "class file") if (folder / SPEC_FILE).is_file() else {}
+    config, data = _folder_files(folder)
+    with contextlib.suppress(ModelLoadError):  # no kind: the caller's architecture error says so
+        data = {**kinds.kind_of(folder, config, data).defaults(folder, config), **data}
     try:
         parsed = spec_file.parse(data)
     except ValueError as exc:
@@ -189,6 +196,7 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
         binary=binary,
         description=parsed.description,
         mpp=None if mpp is None else float(mpp),
+        tokens=None if parsed.tokens is None else (parsed.tokens.stride, parsed.tokens.prefix),
         extra={k: v for k, v in data.items() if k not in {"classes", "colors", "preprocessing", "decision_rule"}},
     )
 
@@ -220,45 +228,29 @@ def check_readable(folder: Path) -> None:
     )
 
 
-def _architecture_config(folder: Path) -> tuple[dict[str, Any], str, str]:
-    """The smp keyword arguments that build the folder's model, the architecture's name and where
-    they come from: ``config.json`` (``save_pretrained``) or segcam.json's ``"architecture"`` (a
-    state-dict checkpoint's folder)."""
+def _folder_files(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config.json and segcam.json as dicts ({} where absent): what a folder's kind is read from."""
     config_path, spec_path = folder / "config.json", folder / SPEC_FILE
-    if config_path.is_file():
-        config = _read_json(config_path, "model config")
-        return config, str(config.pop("_model_class", "")), "config.json _model_class"
+    config = _read_json(config_path, "model config") if config_path.is_file() else {}
     spec = _read_json(spec_path, "class file") if spec_path.is_file() else {}
-    arch = spec.get("architecture")
-    if not isinstance(arch, dict):
-        raise ModelLoadError(
-            f'{folder.name}: no config.json and no "architecture" in {SPEC_FILE}; a model folder is what smp\'s '
-            "model.save_pretrained(dir) writes (config.json + model.safetensors), or a state-dict checkpoint "
-            f'(model.pth / .pt / .ckpt) beside a {SPEC_FILE} with "architecture": '
-            '{"arch": "Unet", "encoder_name": "resnet34", "classes": 5}'
-        )
-    config = dict(arch)
-    return config, str(config.pop("arch", "")), f"{SPEC_FILE} architecture.arch"
+    return config, spec
+
+
+def kind_of(folder: Path) -> kinds.Kind:
+    """The folder's kind (:data:`cam_core.model.kinds.KINDS`)."""
+    return kinds.kind_of(folder, *_folder_files(folder))
 
 
 def _build_architecture(folder: Path, device: str | None = None) -> torch.nn.Module:
-    """The folder's smp architecture, without weights (``device="meta"``: shapes only, no memory
-    and no initialisation: how the model list checks a folder)."""
-    import segmentation_models_pytorch as smp
-
+    """The folder's module, without weights (``device="meta"``: shapes only, no memory and no
+    initialisation: how the model list checks a folder)."""
     check_readable(folder)
-    config, arch, where = _architecture_config(folder)
-    archs = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
-    if arch not in archs:
-        raise ModelLoadError(f"{folder.name}: {where} {arch!r} is not an smp architecture ({', '.join(archs)})")
-    config["encoder_weights"] = None  # never download; the weights come from the folder
-    try:
-        if device is None:
-            return archs[arch](**config)
-        with torch.device(device):
-            return archs[arch](**config)
-    except Exception as exc:
-        raise ModelLoadError(f"{folder.name}: {where.split()[0]} does not build a {arch} ({exc})") from None
+    config, spec = _folder_files(folder)
+    kind = kinds.kind_of(folder, config, spec)
+    if device is None:
+        return kind.build(folder, config, spec)
+    with torch.device(device):
+        return kind.build(folder, config, spec)
 
 
 def _weights_file(folder: Path) -> Path:
@@ -325,7 +317,7 @@ def _check_shapes(folder: Path, own: dict[str, tuple[int, ...]], theirs: dict[st
         if bad:
             k = sorted(bad)[0]
             parts.append(f"{len(bad)} of wrong shape (e.g. {k}: {theirs[k]} vs {own[k]})")
-        source = "config.json" if (folder / "config.json").is_file() else f"{SPEC_FILE}'s architecture"
+        source = kind_of(folder).described_by
         raise ModelLoadError(f"{folder.name}: weights do not match {source}: " + "; ".join(parts))
 
 
@@ -340,6 +332,7 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 def _load_weights(folder: Path, model: torch.nn.Module) -> tuple[str, str]:
     """Load the weights; returns the SHA-256 of the bytes loaded (what ``result.json`` names, so a
     record says which weights drew it even if the file changes later) and how they were read."""
+    model = kind_of(folder).weights_of(model)
     own = _shapes(model)
     state, sha, how = _state(folder, set(own))
     _check_shapes(folder, own, {k: tuple(v.shape) for k, v in state.items()})
@@ -375,6 +368,19 @@ def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
 
 
 def out_channels(model: torch.nn.Module) -> int:
+    """The model's classes: its output's channels, from a small forward when it has no smp
+    ``segmentation_head`` (a factory's last convolution may sit anywhere in its module tree), else
+    from the head's last convolution."""
+    if getattr(model, "segmentation_head", None) is None:
+        try:
+            device = next(model.parameters()).device
+            with torch.no_grad(), preserved_state(model):
+                model.eval()
+                out = segmentation_output(model(torch.zeros(1, 3, 64, 64, device=device)))
+            if out.dim() == 4:
+                return int(out.shape[1])
+        except Exception:  # the convolution rule below
+            pass
     head = output_head(model)
     convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)] if head is not None else []
     if not convs:
@@ -391,8 +397,14 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
-    model = _build_architecture(folder)
-    sha, how = _load_weights(folder, model)
+    kind = kind_of(folder)
+    if kind.load is not None:  # the library's own loader (it checks the keys)
+        check_readable(folder)
+        model = kind.load(folder, *_folder_files(folder))
+        sha, how = _sha256(folder / "model.safetensors"), f"model.safetensors ({kind.name}' own loader)"
+    else:
+        model = _build_architecture(folder)
+        sha, how = _load_weights(folder, model)
     spec = read_spec(folder, out_channels(model))
     model.eval()
     device = device or default_device()
@@ -401,7 +413,27 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     model.to(device)
     multiple = working_multiple(model, device)
     _channels_last_if_same(model, device, multiple)
-    return LoadedModel(name or folder.name, folder, model, spec, device, multiple, weights_sha256=sha, loaded_from=how)
+    return LoadedModel(
+        name or folder.name,
+        folder,
+        model,
+        spec,
+        device,
+        multiple,
+        weights_sha256=sha,
+        loaded_from=how,
+        kind=kind.name,
+    )
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def working_multiple(model: torch.nn.Module, device: torch.device | str = "cpu") -> int:
@@ -461,7 +493,7 @@ def discover(models_folder: str | Path | None = None) -> list[ModelEntry]:
     entries = []
     with _CHECKED_LOCK:
         for name, path, source, description in found:
-            key, stamp = (name, str(path.resolve()), source), _stamp(path)
+            key, stamp = (name, str(path.resolve()), source), folder_stamp(path)
             hit = _CHECKED.get(key)
             if hit is None or hit[0] != stamp:
                 hit = (stamp, _entry(name, path, source, description))
@@ -476,7 +508,7 @@ _CHECKED: dict[tuple[str, str, str], tuple[tuple[Any, ...], ModelEntry]] = {}
 _CHECKED_LOCK = threading.Lock()
 
 
-def _stamp(path: Path) -> tuple[Any, ...]:
+def folder_stamp(path: Path) -> tuple[Any, ...]:
     """Name, size and modification time of every file in a model folder."""
     try:
         return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in path.iterdir() if (st := p.stat())))
@@ -486,13 +518,39 @@ def _stamp(path: Path) -> tuple[Any, ...]:
 
 def _skeleton(folder: Path) -> torch.nn.Module:
     """The folder's architecture with shapes only (``meta`` tensors), built for real when its
-    encoder's construction reads tensor values."""
+    construction reads tensor values (Segformer's MiT, some factories): a broken folder's error
+    then comes from the real build."""
     try:
         return _build_architecture(folder, device="meta")
-    except ModelLoadError:
-        raise
     except Exception:
         return _build_architecture(folder)
+
+
+def _checked_skeleton(folder: Path) -> tuple[torch.nn.Module | None, ModelLoadError | None]:
+    """The folder's module and how its weights fit it, as the model list checks them: shapes only
+    (``meta``) against the weights' header, or the library's own loader for a kind that has one
+    (which reads the weights). The mismatch is returned, not raised, so a check can go on to
+    segcam.json.
+
+    Raises:
+        ModelLoadError: no module can be built (the architecture, the factory, a missing file).
+    """
+    kind = kind_of(folder)
+    if kind.load is not None:
+        check_readable(folder)
+        try:
+            return kind.load(folder, *_folder_files(folder)), None
+        except ModelLoadError as exc:
+            if ": weights do not match " not in str(exc):
+                raise
+            return None, exc
+    skeleton = _skeleton(folder)
+    own = _shapes(kind.weights_of(skeleton))
+    try:
+        _check_shapes(folder, own, _header_shapes(folder, set(own)))
+    except ModelLoadError as exc:
+        return skeleton, exc
+    return skeleton, None
 
 
 def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
@@ -502,9 +560,11 @@ def _entry(name: str, path: Path, source: str, description: str) -> ModelEntry:
     the weights are read when the model is chosen (:func:`load`)."""
     entry = ModelEntry(name, path, source, description=description)
     try:
-        skeleton = _skeleton(path)
-        own = _shapes(skeleton)
-        _check_shapes(path, own, _header_shapes(path, set(own)))
+        entry.kind = kind_of(path).name
+        skeleton, mismatch = _checked_skeleton(path)
+        if mismatch is not None:
+            raise mismatch
+        assert skeleton is not None
         spec = read_spec(path, out_channels(skeleton))
         entry.classes = spec.classes
         entry.description = entry.description or spec.description
@@ -523,23 +583,21 @@ def check(folder: str | Path) -> list[str]:
         return [f"{folder.name}: not a folder"]
     problems: list[str] = []
     try:
-        skeleton = _skeleton(folder)
+        skeleton, mismatch = _checked_skeleton(folder)
     except ModelLoadError as exc:
         return [str(exc)]
-    own = _shapes(skeleton)
-    try:
-        _check_shapes(folder, own, _header_shapes(folder, set(own)))
-    except ModelLoadError as exc:
-        head, _, parts = str(exc).partition(": weights do not match ")
+    if mismatch is not None:
+        head, _, parts = str(mismatch).partition(": weights do not match ")
         if not parts:
-            problems.append(str(exc))
+            problems.append(str(mismatch))
         else:  # one line per kind of mismatch
-            source, _, kinds = parts.partition(": ")
-            problems += [f"{head}: weights do not match {source}: {k}" for k in kinds.split("; ")]
-    try:
-        read_spec(folder, out_channels(skeleton))
-    except ModelLoadError as exc:
-        problems.append(str(exc))
+            source, _, kinds_ = parts.partition(": ")
+            problems += [f"{head}: weights do not match {source}: {k}" for k in kinds_.split("; ")]
+    if skeleton is not None:
+        try:
+            read_spec(folder, out_channels(skeleton))
+        except ModelLoadError as exc:
+            problems.append(str(exc))
     return problems
 
 

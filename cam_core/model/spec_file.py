@@ -11,7 +11,17 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cam_core import limits
 from cam_core.errors import SegCamError
@@ -34,6 +44,13 @@ class Preprocessing(BaseModel):
         if value is not None and min(value) <= 0:
             raise ValueError("must be positive")
         return value
+
+
+class TokenGrid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stride: StrictInt = Field(..., gt=0, description="must be the patch size in pixels (e.g. 16)")
+    prefix: StrictInt = Field(0, ge=0, description="must be the number of tokens before the patches (CLS: 1)")
 
 
 class SpecFile(BaseModel):
@@ -66,6 +83,25 @@ class SpecFile(BaseModel):
     weights: StrictStr | None = Field(
         None, description="must be the checkpoint's file name in the folder (e.g. best.ckpt), when it has several"
     )
+    factory: StrictStr | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description='must be "package.module:function" of an installed package (e.g. "monai.networks.nets:UNet")',
+    )
+    # "kwargs" (the factory's keyword arguments) is checked below: a field of that name would
+    # clash with the constructor's own **kwargs.
+    tokens: TokenGrid | None = Field(
+        None,
+        description='must be an object {"stride": 16, "prefix": 1}: the patch grid of every B×N×C layer, '
+        "when the token count alone does not say it",
+    )
+
+    @model_validator(mode="after")
+    def _factory_kwargs(self) -> SpecFile:
+        given = (self.model_extra or {}).get("kwargs")
+        if given is not None and not isinstance(given, dict):
+            raise ValueError(f"kwargs must be an object: the factory's keyword arguments, got {json.dumps(given)}")
+        return self
 
     @field_validator("microns_per_pixel")
     @classmethod
@@ -107,8 +143,8 @@ def parse(data: Any) -> SpecFile:
             field, hint, valid = _field(loc)
             given = err.get("input")
             cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, SegCamError):  # a nested schema's own message (the decision rule's)
-                lines.append(f"{field}: {cause}")
+            if isinstance(cause, SegCamError) or (not loc and cause is not None):  # a schema's own message
+                lines.append(f"{field}: {cause}" if loc else str(cause))
                 continue
             if field == "colors" and isinstance(given, str):
                 lines.append(f"colour {given!r} is not #RRGGBB (e.g. #E69F00)")

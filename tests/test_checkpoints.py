@@ -133,7 +133,7 @@ def test_convert_writes_a_safetensors_folder_that_gives_the_same_output(tmp_path
     folder = _folder(tmp_path, ckpt, name="last.ckpt")
     out = tmp_path / "converted"
     assert cli.main(["convert", str(folder), "--out", str(out)]) == 0
-    assert "→ converted: config.json, model.safetensors, segcam.json" in capsys.readouterr().out
+    assert "config.json, model.safetensors, segcam.json" in capsys.readouterr().out  # and smp's README.md
     assert {"config.json", "model.safetensors", "segcam.json"} <= {p.name for p in out.iterdir()}
     assert "architecture" not in json.loads((out / "segcam.json").read_text())
     a, b = models.load_folder(folder), models.load_folder(out)

@@ -198,6 +198,7 @@ def test_a_factory_in_the_models_folder_is_refused_without_running_it(tmp_path, 
         f"open({str(marker)!r}, 'w').write('ran')\ndef build():\n    raise SystemExit\n"
     )
     monkeypatch.syspath_prepend(str(root))  # even importable, it is refused
+    monkeypatch.setenv("SEGCAM_MODELS_DIR", str(root))
     folder = root / "m"
     folder.mkdir()
     (folder / "segcam.json").write_text('{"factory": "evil_pkg:build", "classes": ["a", "b"]}')
@@ -226,3 +227,21 @@ def test_a_factory_with_weights_of_another_module_names_the_keys(tmp_path, lab_s
     assert problems
     assert all("weights do not match segcam.json's factory" in p for p in problems), problems
     assert any("of wrong shape (e.g. " in p for p in problems), problems
+
+
+def test_a_factory_checkpoint_converts_to_safetensors_and_gives_the_same_output(tmp_path, lab_site, capsys):
+    from cam_core import cli
+    from cam_core.model import models
+
+    folder = write_model_folder("factory (lab package)", tmp_path / "models" / "m")
+    out = tmp_path / "m_safe"
+    assert cli.main(["convert", str(folder), "--out", str(out)]) == 0
+    assert "model.safetensors, segcam.json" in capsys.readouterr().out
+    a = models.load_folder(folder, device=torch.device("cpu"))
+    b = models.load_folder(out, device=torch.device("cpu"))
+    assert (b.kind, b.loaded_from) == ("factory", "model.safetensors")
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(b.model(x), a.model(x), rtol=0, atol=0)
+    assert cli.main(["convert", str(out), "--out", str(tmp_path / "again")]) == 2  # already safetensors
+    assert "nothing to convert" in capsys.readouterr().err

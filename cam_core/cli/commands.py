@@ -295,23 +295,35 @@ def _print_models(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    """Load the folder (a checkpoint only through torch.load(weights_only=True)) and write what
-    smp's save_pretrained writes, with segcam.json minus the keys only a checkpoint needs."""
+    """Load the folder (a checkpoint only through torch.load(weights_only=True)) and write its
+    weights as model.safetensors: an smp model as smp's save_pretrained writes it (config.json),
+    a factory's beside its segcam.json; segcam.json loses the keys only a checkpoint needs."""
+    from safetensors.torch import save_file
+
     from cam_core.model import models
 
     loaded = models.load_folder(args.folder)
+    if loaded.loaded_from.startswith("model.safetensors"):
+        raise InputError(f"{loaded.name} is already read from model.safetensors ({loaded.kind}); nothing to convert")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out.name} exists and is not empty; give a new folder for --out")
     model = loaded.model.cpu()
     for t in [*model.parameters(), *model.buffers()]:
         t.data = t.data.contiguous()  # loaded channels-last; safetensors stores contiguous tensors
-    model.save_pretrained(str(out))  # type: ignore[operator]  # smp's, unknown to nn.Module's typing
     spec_path = Path(args.folder) / models.SPEC_FILE
     spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
-    kept = {k: v for k, v in spec.items() if k not in ("architecture", "weights")}
+    dropped: tuple[str, ...] = ("weights",)
+    if hasattr(model, "save_pretrained"):  # smp: config.json now says the architecture
+        model.save_pretrained(str(out))  # type: ignore[operator]  # smp's, unknown to nn.Module's typing
+        dropped += ("architecture",)
+    else:  # a factory's module: its segcam.json goes on naming the factory
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(out / "model.safetensors"))
+    kept = {k: v for k, v in spec.items() if k not in dropped}
     (out / models.SPEC_FILE).write_text(json.dumps(kept, indent=1))
-    print(f"{loaded.name} ({loaded.loaded_from}) → {out.name}: config.json, model.safetensors, {models.SPEC_FILE}")
+    written = ", ".join(sorted(p.name for p in out.iterdir()))
+    print(f"{loaded.name} ({loaded.loaded_from}) → {out.name}: {written}")
     return 0
 
 

@@ -39,11 +39,12 @@ class Kind:
     files: str  # the folder's contents, as the README table and the error messages show them
     described_by: str  # the file that describes the architecture (what weights must match)
     recognise: Callable[[dict[str, Any], dict[str, Any]], bool]  # (config.json, segcam.json) -> is it
-    build: Callable[[Path, dict[str, Any], dict[str, Any]], torch.nn.Module]  # without weights
+    build: Callable[[Path, dict[str, Any], dict[str, Any], list[Path]], torch.nn.Module]  # without weights
+    # (folder, config.json, segcam.json, the folders no code may come from: the model's, the models folder)
     weights_of: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m  # the module the weights describe
     defaults: Callable[[Path, dict[str, Any]], dict[str, Any]] = field(default=lambda folder, config: {})
     # segcam.json fields the folder's own files give when segcam.json does not (classes, preprocessing)
-    load: Callable[[Path, dict[str, Any], dict[str, Any]], torch.nn.Module] | None = None
+    load: Callable[[Path, dict[str, Any], dict[str, Any], list[Path]], torch.nn.Module] | None = None
     # a library that loads its own folders (renaming keys as it saved them): module with weights, checked
 
 
@@ -63,12 +64,14 @@ def _smp(arch: str, config: dict[str, Any], where: str, folder: Path) -> torch.n
         raise ModelLoadError(f"{folder.name}: {where.split()[0]} does not build a {arch} ({exc})") from None
 
 
-def _build_smp_folder(folder: Path, config: dict[str, Any], spec: dict[str, Any]) -> torch.nn.Module:
+def _build_smp_folder(folder: Path, config: dict[str, Any], spec: dict[str, Any], roots: list[Path]) -> torch.nn.Module:
     config = dict(config)
     return _smp(str(config.pop("_model_class", "")), config, "config.json _model_class", folder)
 
 
-def _build_smp_checkpoint(folder: Path, config: dict[str, Any], spec: dict[str, Any]) -> torch.nn.Module:
+def _build_smp_checkpoint(
+    folder: Path, config: dict[str, Any], spec: dict[str, Any], roots: list[Path]
+) -> torch.nn.Module:
     arch = dict(spec["architecture"])
     return _smp(str(arch.pop("arch", "")), arch, f"{SPEC_FILE} architecture.arch", folder)
 
@@ -80,12 +83,13 @@ def _inside(path: str | None, roots: list[Path]) -> bool:
     return any(p == r or p.is_relative_to(r) for r in roots)
 
 
-def factory_function(folder: Path, target: str) -> Callable[..., Any]:
+def factory_function(folder: Path, target: str, roots: list[Path]) -> Callable[..., Any]:
     """The function ``"package.module:function"`` names, from an installed package only.
 
     Raises:
-        ModelLoadError: the form is wrong, the package is not installed, or it lies in the model's
-            folder or the folder holding it (its code would run when the model is listed).
+        ModelLoadError: the form is wrong, the package is not installed, or it lies in one of
+            ``roots`` (the model's folder, the models folder): its code would run when the model
+            is listed, and whoever may drop a model there could make the server run anything.
     """
     module_name, _, fn_name = target.partition(":")
     if not module_name or not fn_name or not all(p.isidentifier() for p in [*module_name.split("."), fn_name]):
@@ -96,7 +100,7 @@ def factory_function(folder: Path, target: str) -> Callable[..., Any]:
         raise ModelLoadError(
             f"{folder.name}: factory package {top!r} is not installed where the server runs (pip install it there)"
         )
-    roots = [folder.resolve(), folder.resolve().parent]
+    roots = [r.resolve() for r in roots]
     if _inside(found.origin, roots) or any(_inside(p, roots) for p in found.submodule_search_locations or []):
         raise ModelLoadError(
             f"{folder.name}: factory {target!r} is refused: {top!r} lies in the models folder, and code there would "
@@ -111,8 +115,8 @@ def factory_function(folder: Path, target: str) -> Callable[..., Any]:
     return fn
 
 
-def _build_factory(folder: Path, config: dict[str, Any], spec: dict[str, Any]) -> torch.nn.Module:
-    fn = factory_function(folder, str(spec["factory"]))
+def _build_factory(folder: Path, config: dict[str, Any], spec: dict[str, Any], roots: list[Path]) -> torch.nn.Module:
+    fn = factory_function(folder, str(spec["factory"]), roots)
     kwargs = spec.get("kwargs") or {}
     try:
         module = fn(**kwargs)
@@ -152,7 +156,9 @@ def _transformers(folder: Path) -> Any:
     return transformers
 
 
-def _build_transformers(folder: Path, config: dict[str, Any], spec: dict[str, Any]) -> torch.nn.Module:
+def _build_transformers(
+    folder: Path, config: dict[str, Any], spec: dict[str, Any], roots: list[Path]
+) -> torch.nn.Module:
     """The model without weights (from its config.json)."""
     transformers = _transformers(folder)
     try:
@@ -166,7 +172,9 @@ def _build_transformers(folder: Path, config: dict[str, Any], spec: dict[str, An
     return LogitsAtInput(model)
 
 
-def _load_transformers(folder: Path, config: dict[str, Any], spec: dict[str, Any]) -> torch.nn.Module:
+def _load_transformers(
+    folder: Path, config: dict[str, Any], spec: dict[str, Any], roots: list[Path]
+) -> torch.nn.Module:
     """The model with its weights, by transformers' own loader: it renames the keys it saved
     (SegFormer's ``linear_c`` → ``linear_projections`` in 5.x), which a plain state dict would miss.
     ``model.safetensors`` only (``pytorch_model.bin`` is a pickle), local files only, no remote code.
@@ -180,7 +188,7 @@ def _load_transformers(folder: Path, config: dict[str, Any], spec: dict[str, Any
             f"{folder.name}: no model.safetensors (a pytorch_model.bin is a pickle and is never loaded; "
             "save_pretrained writes model.safetensors)"
         )
-    _build_transformers(folder, config, spec)  # the config's own error first
+    _build_transformers(folder, config, spec, roots)  # the config's own error first
     auto = transformers.AutoModelForSemanticSegmentation
     transformers.logging.disable_progress_bar()
     try:

@@ -1,7 +1,8 @@
 """Load segmentation models: built-in names, a models folder, or a path, never via pickle.
 
-A model folder is what ``segmentation_models_pytorch``'s ``model.save_pretrained(dir)`` writes
-(``config.json`` + ``model.safetensors``) plus an optional ``segcam.json``::
+A model folder is one of the kinds of :mod:`cam_core.model.kinds` — most often what
+``segmentation_models_pytorch``'s ``model.save_pretrained(dir)`` writes (``config.json`` +
+``model.safetensors``) — plus an optional ``segcam.json``::
 
     {
       "classes": ["background", "nucleus"],          # one name per output channel
@@ -201,7 +202,7 @@ def read_spec(folder: Path, out_channels: int) -> ModelSpec:
     )
 
 
-MODEL_FILES = ("config.json", "model.safetensors", SPEC_FILE)  # what the server reads from a folder
+MODEL_FILES = ("config.json", "model.safetensors", SPEC_FILE, "preprocessor_config.json")  # what the server reads
 
 
 def check_readable(folder: Path) -> None:
@@ -248,9 +249,15 @@ def _build_architecture(folder: Path, device: str | None = None) -> torch.nn.Mod
     config, spec = _folder_files(folder)
     kind = kinds.kind_of(folder, config, spec)
     if device is None:
-        return kind.build(folder, config, spec)
+        return kind.build(folder, config, spec, code_roots(folder))
     with torch.device(device):
-        return kind.build(folder, config, spec)
+        return kind.build(folder, config, spec, code_roots(folder))
+
+
+def code_roots(folder: Path) -> list[Path]:
+    """Folders no model code may come from: the model's own, and the models folder (anyone who
+    may drop a model there could otherwise make the server run what they like)."""
+    return [folder, models_dir()]
 
 
 def _weights_file(folder: Path) -> Path:
@@ -400,7 +407,7 @@ def load_folder(folder: str | Path, name: str | None = None, device: torch.devic
     kind = kind_of(folder)
     if kind.load is not None:  # the library's own loader (it checks the keys)
         check_readable(folder)
-        model = kind.load(folder, *_folder_files(folder))
+        model = kind.load(folder, *_folder_files(folder), code_roots(folder))
         sha, how = _sha256(folder / "model.safetensors"), f"model.safetensors ({kind.name}' own loader)"
     else:
         model = _build_architecture(folder)
@@ -539,7 +546,7 @@ def _checked_skeleton(folder: Path) -> tuple[torch.nn.Module | None, ModelLoadEr
     if kind.load is not None:
         check_readable(folder)
         try:
-            return kind.load(folder, *_folder_files(folder)), None
+            return kind.load(folder, *_folder_files(folder), code_roots(folder)), None
         except ModelLoadError as exc:
             if ": weights do not match " not in str(exc):
                 raise

@@ -208,6 +208,9 @@ def test_a_factory_in_the_models_folder_is_refused_without_running_it(tmp_path, 
     (entry,) = [e for e in models.discover(root) if e.name == "m"]
     assert "refused" in (entry.error or "")
     assert models.check(folder) == [entry.error]
+    monkeypatch.syspath_prepend(str(tmp_path))  # the models folder itself importable as a package
+    (folder / "segcam.json").write_text('{"factory": "models.evil_pkg:build", "classes": ["a", "b"]}')
+    assert "is refused: 'models' lies in the models folder" in models.check(folder)[0]
     assert not marker.exists()  # its code never ran
     (folder / "segcam.json").write_text('{"factory": "no_such_lab_package:build"}')
     assert models.check(folder) == [

@@ -94,18 +94,23 @@ def factory_function(folder: Path, target: str, roots: list[Path]) -> Callable[.
     module_name, _, fn_name = target.partition(":")
     if not module_name or not fn_name or not all(p.isidentifier() for p in [*module_name.split("."), fn_name]):
         raise ModelLoadError(f'{folder.name}: {SPEC_FILE} factory must be "package.module:function", got {target!r}')
-    top = module_name.split(".")[0]
-    found = importlib.util.find_spec(top)  # a top-level name is looked up without running any of its code
-    if found is None:
-        raise ModelLoadError(
-            f"{folder.name}: factory package {top!r} is not installed where the server runs (pip install it there)"
-        )
     roots = [r.resolve() for r in roots]
-    if _inside(found.origin, roots) or any(_inside(p, roots) for p in found.submodule_search_locations or []):
-        raise ModelLoadError(
-            f"{folder.name}: factory {target!r} is refused: {top!r} lies in the models folder, and code there would "
-            "run when the model is listed; install it as a package (pip install) and name it from there"
-        )
+    parts = module_name.split(".")
+    for depth in range(1, len(parts) + 1):  # each package before its children: none of its code has run yet
+        name = ".".join(parts[:depth])
+        try:
+            found = importlib.util.find_spec(name)  # imports only the parents, already checked
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise ModelLoadError(
+                f"{folder.name}: factory package {name!r} is not installed where the server runs (pip install it there)"
+            )
+        if _inside(found.origin, roots) or any(_inside(p, roots) for p in found.submodule_search_locations or []):
+            raise ModelLoadError(
+                f"{folder.name}: factory {target!r} is refused: {name!r} lies in the models folder, and code there "
+                "would run when the model is listed; install it as a package (pip install) and name it from there"
+            )
     try:
         fn = getattr(importlib.import_module(module_name), fn_name)
     except (ImportError, AttributeError) as exc:

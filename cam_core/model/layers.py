@@ -139,10 +139,15 @@ def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[lis
     pre_head = None
     if isinstance(head_input, torch.Tensor):
         for name, _, out in reversed(order):
-            if out is head_input and not name.startswith(head_name):
+            if out is head_input and not _within(name, head_name):
                 pre_head = name
                 break
     return [(n, s) for n, s, _ in order], pre_head, head_name
+
+
+def _within(name: str, parent: str) -> bool:
+    """``name`` is ``parent`` or one of its submodules."""
+    return name == parent or name.startswith(parent + ".")
 
 
 # Keyed weakly by the module itself: an id() could be reused by a later model.
@@ -159,7 +164,7 @@ def _analyse(loaded: LoadedModel) -> tuple[dict[str, LayerInfo], list[str]]:
     spatial: dict[str, LayerInfo] = {}
     modules = dict(loaded.model.named_modules())
     for name, shape in shapes:
-        if name in spatial or name.startswith(head_name) or head_name.startswith(name + "."):
+        if name in spatial or _within(name, head_name) or _within(head_name, name):
             continue  # the head, and the modules around it: their output is the logits
         kind = "encoder" if name.startswith("encoder") else "decoder" if name.startswith("decoder") else ""
         if len(shape) == 4 and shape[2] == shape[3]:  # N×C×H×W (not N×H×W×C: the probe is square)

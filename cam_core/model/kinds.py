@@ -145,6 +145,13 @@ class LogitsAtInput(torch.nn.Module):
         super().__init__()
         self.model = model
 
+    @property
+    def segmentation_head(self) -> torch.nn.Module | None:
+        """The classifier (the last convolution), as smp names its head: the class count and the
+        layer list's pre-head layer come from it."""
+        convs = [m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        return convs[-1] if convs else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(pixel_values=x).logits
         return torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from cam_core.errors import InputError, unknown
-from cam_core.model.models import LoadedModel, output_head, segmentation_output
+from cam_core.model.models import LoadedModel, segmentation_output
 from cam_core.model.state import preserved_state
 
 
@@ -103,10 +103,10 @@ def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[lis
     """Run one no-grad forward; return (name, output shape) in execution order, the pre-head
     layer and the head's name.
 
-    The head is smp's ``segmentation_head``; for other models the deepest module whose output is
-    the model's output (a MONAI UNet's last convolution), else the last convolution (a transformers
-    model, whose logits are upsampled after it). The pre-head layer is the one whose output the
-    head takes in."""
+    The head is smp's ``segmentation_head`` (a transformers model's wrapper names its classifier so),
+    else the deepest module whose output is the model's output (a MONAI UNet's last convolution),
+    else none (a forward that computes its output after its last module). The pre-head layer is the
+    one whose output the head takes in."""
     order: list[tuple[str, tuple, torch.Tensor]] = []
     inputs: dict[str, Any] = {}
     handles = []
@@ -130,12 +130,13 @@ def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[lis
     names = {m: n for n, m in model.named_modules()}
     head = getattr(model, "segmentation_head", None)
     produced = [n for n, _, o in order if o is y] if head is None else []
-    if produced:
+    if head is not None:
+        head_name = names.get(head, "segmentation_head")
+    elif produced:
         head_name = max(produced, key=lambda n: n.count("."))
-    else:
-        found = output_head(model)
-        head_name = names.get(found, "segmentation_head") if found is not None else "segmentation_head"
-    head_input = inputs.get(head_name)
+    else:  # the output is computed after the last module (a plain forward): no head to leave out
+        head_name = ""
+    head_input = inputs.get(head_name) if head_name else None
     pre_head = None
     if isinstance(head_input, torch.Tensor):
         for name, _, out in reversed(order):
@@ -146,8 +147,8 @@ def _probe(model: torch.nn.Module, size: int, device: torch.device) -> tuple[lis
 
 
 def _within(name: str, parent: str) -> bool:
-    """``name`` is ``parent`` or one of its submodules."""
-    return name == parent or name.startswith(parent + ".")
+    """``name`` is ``parent`` or one of its submodules (never, for no parent)."""
+    return bool(parent) and (name == parent or name.startswith(parent + "."))
 
 
 # Keyed weakly by the module itself: an id() could be reused by a later model.

@@ -364,9 +364,9 @@ def _header_shapes(folder: Path, own: set[str]) -> dict[str, tuple[int, ...]]:
 
 
 def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The module that turns features into class logits: smp's ``segmentation_head``, else the
-    model's last convolution (a factory's or a transformers model's classifier). One rule for
-    counting classes and for the layer list's "pre-head" layer."""
+    """The module that turns features into class logits: smp's ``segmentation_head`` (which a
+    transformers wrapper names too), else the model's last convolution: where the class count is
+    read when a forward cannot give it."""
     head = getattr(model, "segmentation_head", None)
     if head is not None:
         return head

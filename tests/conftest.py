@@ -31,6 +31,10 @@ BROWSER_ARGS = [
 ]
 
 
+# tiny_unet's architecture as segcam.json's "architecture" says it (a state-dict checkpoint's folder)
+TINY_UNET_ARCH = {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8], "classes": 3}
+
+
 def tiny_unet(classes: int = 3, seed: int = 0) -> torch.nn.Module:
     import segmentation_models_pytorch as smp
 
@@ -145,6 +149,30 @@ def lab_site(tmp_path, monkeypatch):
     return site
 
 
+def tiny_dpt(classes: int = 3) -> torch.nn.Module:
+    """smp's DPT on a 12-block ViT (patch 16, 32 dims): its blocks output 1 CLS + a patch grid."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    return smp.DPT(
+        encoder_name="tu-vit_tiny_patch16_224",
+        encoder_weights=None,
+        classes=classes,
+        dynamic_img_size=True,
+        decoder_intermediate_channels=(16, 32, 64, 64),
+        decoder_fusion_channels=16,
+        embed_dim=32,
+        num_heads=2,
+    ).eval()
+
+
+def tiny_segformer(classes: int = 3) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    return smp.Segformer("mit_b0", encoder_weights=None, classes=classes, decoder_segmentation_channels=32).eval()
+
+
 def tiny_hf_segformer(classes: list[str] = CLASSES) -> torch.nn.Module:
     """A randomly initialised transformers SegFormer, built from a config here (no hub)."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
@@ -174,35 +202,16 @@ def write_model_folder(kind: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     spec: dict = {"classes": CLASSES}
     if kind == "state dict":
-        arch = {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8], "classes": 3}
         torch.save(tiny_unet(seed=4).state_dict(), folder / "best.pth")
-        spec["architecture"] = arch
+        spec["architecture"] = TINY_UNET_ARCH
     elif kind == "lightning":
-        arch = {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8], "classes": 3}
         state = {f"model.{k}": v for k, v in tiny_unet(seed=2).state_dict().items()}
         torch.save({"state_dict": state, "epoch": 3}, folder / "epoch=3.ckpt")
-        spec["architecture"] = arch
+        spec["architecture"] = TINY_UNET_ARCH
     elif kind == "smp segformer":
-        import segmentation_models_pytorch as smp
-
-        torch.manual_seed(0)
-        smp.Segformer("mit_b0", encoder_weights=None, classes=3, decoder_segmentation_channels=32).save_pretrained(
-            str(folder)
-        )
+        tiny_segformer().save_pretrained(str(folder))
     elif kind == "token layers (DPT)":
-        import segmentation_models_pytorch as smp
-
-        torch.manual_seed(0)
-        smp.DPT(
-            encoder_name="tu-vit_tiny_patch16_224",
-            encoder_weights=None,
-            classes=3,
-            dynamic_img_size=True,
-            decoder_intermediate_channels=(16, 32, 64, 64),
-            decoder_fusion_channels=16,
-            embed_dim=32,
-            num_heads=2,
-        ).save_pretrained(str(folder))
+        tiny_dpt().save_pretrained(str(folder))
     elif kind == "transformers":
         tiny_hf_segformer().save_pretrained(str(folder))
         prep = {"image_processor_type": "SegformerImageProcessor", "do_normalize": True, "do_rescale": True}

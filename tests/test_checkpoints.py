@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, tiny_unet
+from conftest import CLASSES, TINY_UNET_ARCH, tiny_unet
 from test_engine_equivalence import gradcam_reference
 
 from cam_core import cli, engine
@@ -18,7 +18,7 @@ from cam_core.errors import ModelLoadError
 from cam_core.model import models
 from cam_core.model.models import preprocess
 
-ARCH = {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [32, 16, 16, 8, 8], "classes": 3}
+ARCH = TINY_UNET_ARCH
 
 
 def _folder(tmp_path, state, name="model.pth", spec=None):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, MODEL_KINDS, write_model_folder
+from conftest import CLASSES, MODEL_KINDS, tiny_dpt, tiny_segformer, write_model_folder
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
 from cam_core import engine
@@ -19,30 +19,6 @@ from cam_core.model.models import preprocess
 from cam_core.model.state import hook_count
 
 GRADIENT_METHODS = ["gradcam", "hirescam", "gradcamplusplus", "xgradcam", "layercam", "eigencam"]
-
-
-def tiny_dpt(classes: int = 3) -> torch.nn.Module:
-    """smp's DPT on a 12-block ViT (patch 16, 32 dims): its blocks output 1 CLS + a patch grid."""
-    import segmentation_models_pytorch as smp
-
-    torch.manual_seed(0)
-    return smp.DPT(
-        encoder_name="tu-vit_tiny_patch16_224",
-        encoder_weights=None,
-        classes=classes,
-        dynamic_img_size=True,
-        decoder_intermediate_channels=(16, 32, 64, 64),
-        decoder_fusion_channels=16,
-        embed_dim=32,
-        num_heads=2,
-    ).eval()
-
-
-def tiny_segformer(classes: int = 3) -> torch.nn.Module:
-    import segmentation_models_pytorch as smp
-
-    torch.manual_seed(0)
-    return smp.Segformer("mit_b0", encoder_weights=None, classes=classes, decoder_segmentation_channels=32).eval()
 
 
 def reference(model, layer, x, cls, region, info):

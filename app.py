@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -203,7 +202,7 @@ def _trust_lines(ch, report, cap, res) -> None:
 
 
 def main() -> None:
-    t0 = time.perf_counter()  # the whole run, sidebar included: what the server spends on it
+    clock = compute.RunClock()  # the whole run, sidebar included: what the server spends on it
     state.page_setup("Explore")
     row = None
     if st.session_state.get("present", False):
@@ -222,23 +221,22 @@ def main() -> None:
     status.info("Loading the model and explaining the tile… (the first open after a start takes a few seconds)")
     ch = sidebar.sidebar()
     views.link_notes()
+    clock.mark("sidebar")
     if ch is None:
         status.info("Pick a sample tile or upload an image in the sidebar.")
         return
     try:
-        explore(ch, status, row)
+        explore(ch, status, row, clock)
     finally:
         views.write_link(ch)
-        compute.log.info(
-            "page run: Explore %s, target %s: %.3f s", ch.image.name, ch.target.kind, time.perf_counter() - t0
-        )
+        compute.log.info("page run: Explore %s, target %s: %s", ch.image.name, ch.target.kind, clock.line())
 
 
-def explore(ch, status, row) -> None:
+def explore(ch, status, row, clock: compute.RunClock) -> None:
     """The page for one choice; ``row`` is the presenter's top row (None when not presenting)."""
     for note in ch.image.image.notes:
         st.info(f"{'Slide region' if ch.image.slide else 'Image converted'}: {plain(note)}")  # names a file
-    computed = _compute(ch, status)
+    computed = _compute(ch, status, clock)
     if computed is None:
         return
     res, cap = computed
@@ -259,7 +257,9 @@ def explore(ch, status, row) -> None:
         views.present_view(row[1])
         with row[2].popover("Display"):
             display = display_controls()
+    clock.mark("notes")
     v = _view(ch, res, cap, region, display, row)
+    clock.mark("drawn")
     display, arrays, drawn, record, arrays_b = v.display, v.arrays, v.drawn, v.record, v.arrays_b
     scale, covered = display.signed_scale, v.covered
     if row is not None:
@@ -273,6 +273,7 @@ def explore(ch, status, row) -> None:
         views.remember_panels(drawn, prediction)
         views.show_toast()
         _panels(ch, res, prediction, target, drawn, (scale, covered), display)  # clicks: views.clicked
+    clock.mark("sent")
     views.zoom_controls(ch)
     if target.kind in tg.TRUTH_KINDS:
         views.truth_target_view(ch, res, target, region, signed=scale is not None)
@@ -396,7 +397,7 @@ def _audit_line(ch, chb, res_b, cap_b) -> None:
     st.caption(f"The audit's rule: {audit.AUDIT_RULE} Over a folder: `python -m cam_core audit --data DIR`.")
 
 
-def _compute(ch, status):
+def _compute(ch, status, clock: compute.RunClock):
     """The capture and the map, with a progress bar; a method with passes of its own waits for its
     button. None when there is nothing to draw (a message says why; the mask alone when the
     target is empty)."""
@@ -411,7 +412,9 @@ def _compute(ch, status):
                 "time on this server)."
             )
         cap = compute.get_capture(ch, spinner=lambda f, m: bar.progress(f, text=f"Large image: {m}"))
+        clock.mark("capture")
         res = compute.cam_for(ch, ch.method, ch.layer, cap)
+        clock.mark("map")
         if res is None:
             est = compute.estimate_seconds(ch, ch.method, ch.layer)
             st.warning(f"{ch.method.name} runs the model many times (about {max(est, 1):.0f} s here).")

@@ -391,13 +391,17 @@ def test_a_click_on_a_2000px_upload_costs_one_tile_and_keeps_class_sidebar_and_l
     k = 2000 / w
     boxes = [c.box for c in grid.grid(2000, 2000, tiling.DEFAULT_TILE, tiling.DEFAULT_OVERLAP, align=32)]
     labels, _ = ndimage.label(ndimage.binary_erosion(epithelial, iterations=2))
-    inside = []  # nuclei inside one tile each (one on a seam costs its 2–4 tiles), far apart
+    found = []  # (tiles that see it, its slice) for each nucleus
     for sl in ndimage.find_objects(labels):
         y0, y1, x0, x1 = (sl[0].start - 6) * k, (sl[0].stop + 6) * k, (sl[1].start - 6) * k, (sl[1].stop + 6) * k
-        tiles = [i for i, (by0, bx0, by1, bx1) in enumerate(boxes) if by0 < y1 and y0 < by1 and bx0 < x1 and x0 < bx1]
-        if len(tiles) == 1 and all(tiles[0] != t for t, _ in inside):
-            inside.append((tiles[0], sl))
-    assert len(inside) >= 3, inside
+        found.append(({i for i, (a, b, c, d) in enumerate(boxes) if a < y1 and y0 < c and b < x1 and x0 < d}, sl))
+    seam = next(f for f in found if len(f[0]) > 1)  # main: its 2–4 tiles' passes; first, as the slowest click
+    inside, seen = [seam], set(seam[0])  # then two nuclei in other tiles
+    for tiles, sl in found:
+        if len(tiles) == 1 and not tiles & seen and len(inside) < 3:
+            inside.append((tiles, sl))
+            seen |= tiles
+    assert len(inside) == 3, inside
     runs = r"page run: Explore large_upload\.png, target point: ([\d.]+) s"
     for n, (_, sl) in enumerate(inside[:3], start=1):
         ys, xs = np.nonzero(labels[sl] > 0)
@@ -419,20 +423,15 @@ def test_a_click_on_a_2000px_upload_costs_one_tile_and_keeps_class_sidebar_and_l
     wait_idle(page)
     no_exception(page)
     text = log.read_text()
-    lines = re.findall(r"tiled recapture \(point target\) \S+: (\d+) of (\d+) tiles, ([\d.]+) s", text)
-    assert len(lines) == 3, "the clicks did not take the one-tile path"
-    assert all(int(touched) == 1 < int(total) for touched, total, _ in lines), lines
+    lines = re.findall(r"tiled recapture \(point target\) \S+: the target explained in one (\d+)×(\d+) px window", text)
+    assert len(lines) == 3, "the clicks did not take the one-window path"
+    assert all(int(a) * int(b) < tiling.DEFAULT_TILE**2 for a, b in lines), lines  # each less than one tile
     # The whole server run that answers a click (sidebar, recapture, map, panels drawn and encoded),
-    # from the server's log: three clicks (main: a full tiled pass, 18.7 s measured). Measured:
-    # session 5, 0.70–1.28 s a click (median 0.82–1.20 s, eight runs); 2026-12-02, on a machine
-    # whose 512² tile pass took 0.55 s alone instead of 0.30 s and with Chromium taking about a core
-    # during each run, 1.07–1.88 s (median 1.20–1.66 s, six runs; the first click of a run is the
-    # slowest). #22's 1 s is met here only on a fast, idle machine; the bound that must hold is
-    # looser, and what it guards is the one-tile path above (25× less work than main).
+    # from the server's log: three clicks (main: a full tiled pass, 18.7 s measured). The first click
+    # is on a seam, where the one-tile path cost 2–4 tiles.
     seconds = sorted(float(t) for t in re.findall(runs, text))
     assert len(seconds) == 3, seconds
-    assert seconds[1] <= 2.0, (seconds, lines)
-    assert seconds[-1] <= 3.0, (seconds, lines)
+    assert seconds[-1] <= 1.0, (seconds, lines)  # #22: ≤ 1 s of server time
     assert "method=HiResCAM" in page.url  # a local method, in the link
     assert f"class={classes[3]}" in page.url  # the clicked object's class, not the old one
     assert "point=" in page.url

@@ -7,6 +7,7 @@ both exported one cluster straddling their ownership line.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 
@@ -332,35 +333,101 @@ def test_the_slide_pages_region_and_clicks_stay_on_the_slide(w0, h0, side, cx, c
 # ---------------------------------------------------------------- #22: a click on a large image
 
 
-def test_a_new_target_on_a_large_image_runs_only_the_tiles_it_touches(tiny):
-    """``recapture_tiled`` reuses the image's mask and activations: a point target costs the
-    tiles its object touches, and its gradients equal a full ``capture_tiled`` for that target."""
+@PROFILE
+@given(
+    h=st.integers(1, 5000),
+    w=st.integers(1, 5000),
+    align=st.sampled_from(STRIDES),
+    box=st.tuples(*[st.floats(0, 1)] * 4),
+    context=st.integers(32, 256),
+)
+@example(h=2000, w=2000, align=32, box=(0.999, 0.999, 1.0, 1.0), context=176)  # a nucleus at the corner
+def test_a_local_targets_window_holds_its_region_and_context_on_the_stride(h, w, align, box, context):
+    """The window of a local target (a clicked nucleus, a rectangle): the region whole with
+    ``context`` px on every side the image has, the start on the stride (its layer map lands on
+    whole cells of the image's), sides on the stride unless it reaches the edge, no larger than
+    needed; None only when more than an untiled image's side would be needed."""
+    from cam_core import limits
+
+    ya, yb = sorted((int(box[0] * (h - 1)), int(box[2] * (h - 1))))
+    xa, xb = sorted((int(box[1] * (w - 1)), int(box[3] * (w - 1))))
+    region = np.zeros((h, w), bool)
+    region[ya : yb + 1, xa : xb + 1] = True
+    window = tiling.local_window(region, align, context)
+    need = [min(n, hi - lo + 1 + 2 * context) for n, lo, hi in ((h, ya, yb), (w, xa, xb))]
+    if window is None:
+        assert max(need) > limits.LARGE_SIDE - 2 * align
+        return
+    y0, x0, y1, x1 = window
+    for lo, hi, a, b, n in ((ya, yb + 1, y0, y1, h), (xa, xb + 1, x0, x1, w)):
+        assert a % align == 0
+        assert (b - a) % align == 0 or b == n
+        assert a <= max(0, lo - context)  # the region and its context, where the image has it
+        assert b >= min(n, hi + context)
+        assert b - a < hi - lo + 2 * context + 3 * align
+        assert 0 <= a < b <= n
+    assert max(y1 - y0, x1 - x0) <= limits.LARGE_SIDE
+
+
+def test_a_click_on_a_large_image_costs_one_window_and_equals_grad_cam_on_it(tiny):
+    """``recapture_tiled`` reuses the image's mask and activations: a clicked object, even one on
+    a tile seam, costs one forward + backward of the window centred on it; the result equals a
+    full ``capture_tiled`` for that target, and its HiResCAM in the window is grad-cam's own on
+    the window (the activations there are that pass's)."""
+    from test_engine_equivalence import gradcam_reference
+
+    from cam_core import engine
     from cam_core.engine import graph
+    from cam_core.engine.methods import METHODS
+    from cam_core.model.models import preprocess
 
     rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, size=(700, 1100, 3), dtype=np.uint8)  # 6 tiles of 512 at 64 overlap
+    image = rng.integers(0, 256, size=(900, 1300, 3), dtype=np.uint8)  # 6 tiles of 512 at 64 overlap
     layer = "decoder.blocks.2"
     base = tiling.capture_tiled(tiny, image, targets.TargetSpec("class", 1), [layer], tile=512)
     mask = base.prediction.mask
-    cls = int(np.bincount(mask.ravel(), minlength=3)[1:].argmax() + 1)
-    labels, n = ndimage.label(mask == cls, structure=np.ones((3, 3)))  # objects as the engine finds them
-    assert n > 1
-    smallest = 1 + int(np.argmin(ndimage.sum(np.ones_like(labels), labels, range(1, n + 1))))
-    ys, xs = np.nonzero(labels == smallest)
+    boxes = [c.box for c in grid.grid(1300, 900, 512, tiling.DEFAULT_OVERLAP, align=32)]
+    seam = []  # objects of tens to hundreds of px that two or more tiles see
+    for cls in (1, 2):
+        labels, _ = ndimage.label(mask == cls, structure=np.ones((3, 3)))  # objects as the engine finds them
+        for i, (sy, sx) in enumerate(ndimage.find_objects(labels), start=1):
+            seen = sum(y0 < sy.stop and sy.start < y1 and x0 < sx.stop and sx.start < x1 for y0, x0, y1, x1 in boxes)
+            if seen >= 2 and 20 <= (labels[sy, sx] == i).sum() <= 1000:
+                seam.append(np.nonzero(labels == i))
+    assert seam, "no object on a seam"
+    ys, xs = seam[0]
     spec = targets.TargetSpec("point", None, point=(int(xs[0]), int(ys[0])))
     before = dict(graph.passes(tiny))
     again = tiling.recapture_tiled(tiny, base, image, spec, tile=512)
     spent = {k: v - before.get(k, 0) for k, v in graph.passes(tiny).items() if v != before.get(k, 0)}
+    assert spent == {"forward": 1, "backward": 1}  # main: one per tile the object touches
+    assert "window centred on it" in again.tiling
     full = tiling.capture_tiled(tiny, image, spec, [layer], tile=512)
-    boxes = [c.box for c in grid.grid(1100, 700, 512, tiling.DEFAULT_OVERLAP, align=32)]
-    touched = sum(bool((labels[y0:y1, x0:x1] == smallest).any()) for y0, x0, y1, x1 in boxes)
-    region = targets.region(full.target, mask, tiny.spec.classes) > 0
-    assert (region == (labels == smallest)).all()
-    assert touched < len(boxes)
-    assert spent == {"forward": touched, "backward": touched}  # main: every tile's forward again, then these
     assert again.target.class_index == full.target.class_index
     np.testing.assert_array_equal(again.gradients[layer], full.gradients[layer])
     np.testing.assert_array_equal(again.activations[layer], full.activations[layer])
+    assert (base.activations[layer] != again.activations[layer]).any()  # the cached base is left alone
+    region = targets.region(full.target, mask, tiny.spec.classes) > 0
+    y0, x0, y1, x1 = tiling.local_window(region, 32)
+    ours = engine.cam_from_capture(again, METHODS["hirescam"], layer).cam[y0:y1, x0:x1]
+    x = preprocess(np.ascontiguousarray(image[y0:y1, x0:x1]), tiny.spec)
+    ref = gradcam_reference(
+        tiny.model, METHODS["hirescam"], layer, x, again.target.class_index, region[y0:y1, x0:x1].astype(np.float32)
+    )
+    assert ref.min() == 0.0  # one normalisation, the same
+    assert ours.max() == pytest.approx(1.0, abs=1e-6)
+    inner = (slice(8, -8), slice(8, -8))  # at its border grad-cam's resize repeats the window's edge
+    assert np.abs(ours[inner] - ref[inner]).max() <= 1e-5
+    assert (engine.cam_from_capture(again, METHODS["hirescam"], layer).cam[:y0] == 0).all()
+    # Local methods are computed on the window alone (0 where the gradients are): the same numbers
+    # as from the image-sized maps (built only when read).
+    unwindowed = dataclasses.replace(
+        again, activations={layer: again.activations[layer]}, gradients={layer: again.gradients[layer]}
+    )
+    for info in [m for m in METHODS.values() if m.local]:
+        fast, whole = engine.cam_from_capture(again, info, layer), engine.cam_from_capture(unwindowed, info, layer)
+        np.testing.assert_array_equal(fast.cam, whole.cam)
+        np.testing.assert_array_equal(fast.cam_raw, whole.cam_raw)
 
 
 # ---------------------------------------------------------------- the object under a click

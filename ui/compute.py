@@ -387,6 +387,26 @@ def cam_for(ch: Choices, info: MethodInfo, layer: str, cap: Any) -> CamResult | 
     return RESULTS.get(slow_result_key(ch, info, layer, cap.target.class_index))
 
 
+class RunClock:
+    """Where a page run's seconds go, phase by phase (the server log's page-run line): what a
+    slow click spent on the model, the map, drawing and sending its pictures, and the rest."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.parts: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        """The time since the last mark belongs to ``phase``."""
+        now = time.perf_counter()
+        self.parts[phase] = self.parts.get(phase, 0.0) + now - self.last
+        self.last = now
+
+    def line(self) -> str:
+        """'1.050 s (sidebar 0.090, capture 0.540, …, rest 0.010)'."""
+        self.mark("rest")
+        return f"{self.last - self.start:.3f} s ({', '.join(f'{k} {v:.3f}' for k, v in self.parts.items())})"
+
+
 class Eta:
     """Progress text with one time left: the estimate's until a fifth of the work is done (early
     steps are poor guides: the first batch warms caches, the last ones are smaller), then the

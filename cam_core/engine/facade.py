@@ -73,10 +73,16 @@ def cam_from_capture(cap: Capture, info: MethodInfo, layer: str, eigen_smooth: b
     if layer not in cap.activations:
         raise InputError(f"layer {layer!r} was not captured; captured: {', '.join(cap.layers)}")
     t0 = time.perf_counter()
-    acts, grads = cap.activations[layer], cap.gradients[layer]
-    _check_layer_size(info, layer, acts.shape)
     smooth = eigen_smooth and info.eigen_smooth
-    raw = info.layer_cam(acts, grads, smooth)
+    part = cap.window_part(layer) if info.local and not smooth else None
+    if part is None:
+        acts, grads = cap.activations[layer], cap.gradients[layer]
+        _check_layer_size(info, layer, acts.shape)
+        raw = info.layer_cam(acts, grads, smooth)
+    else:  # 0 outside the window, where the gradients are: the same numbers, no image-sized product
+        acts_w, grads_w, cells, (lh, lw) = part
+        raw = np.zeros((acts_w.shape[0], lh, lw), np.float32)
+        raw[:, cells[2], cells[3]] = info.layer_cam(acts_w, grads_w, smooth)
     size_wh = (cap.padded_shape[1], cap.padded_shape[0])
     h, w = cap.image_shape
     cam = cammath.visible(cammath.normalise(raw, size_wh)[0], (h, w))

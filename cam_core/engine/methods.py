@@ -54,6 +54,8 @@ class MethodInfo:
     # The map depends on where the target is, pixel by pixel (gradient × activation at each cell):
     # what a local question (a clicked nucleus) needs. Grad-CAM's channel weights are gradients
     # averaged over the whole map, so its map for one nucleus is close to the whole class's.
+    # Such a map is 0 wherever the gradient is: a capture whose gradients live in one window (a
+    # click on a large image) is computed on the window alone (``Capture.window``).
     local: bool = False
 
     @property

@@ -35,23 +35,28 @@ def preserved_state(model: torch.nn.Module) -> Iterator[None]:
     modules = list(model.modules())
     training = [m.training for m in modules]
     children = [dict(m._modules) for m in modules]
-    hooks = [{d: set(getattr(m, d, {}).keys()) for d in _HOOK_DICTS} for m in modules]
+    # Only the hook dicts that hold something (a few of 9 × every module): a click's capture spent
+    # 15 ms of its 0.3 s building empty sets otherwise.
+    hooks = {(i, d): set(reg) for i, m in enumerate(modules) for d in _HOOK_DICTS if (reg := m.__dict__.get(d))}
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
     grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
     try:
         yield
     finally:
-        for m, kids in zip(modules, children):
-            m._modules.clear()
-            m._modules.update(kids)
-        for m, flag, before in zip(modules, training, hooks):
+        for i, (m, kids, flag) in enumerate(zip(modules, children, training)):
+            if m._modules != kids:
+                m._modules.clear()
+                m._modules.update(kids)
             m.training = flag
-            for d, keys in before.items():
-                registry = getattr(m, d, None)
-                if registry is not None:
+            for d in _HOOK_DICTS:
+                registry = m.__dict__.get(d)
+                if registry:
+                    keys = hooks.get((i, d), ())
                     for k in [k for k in registry if k not in keys]:
                         del registry[k]
         for p, req, g in zip(params, requires, grads):
-            p.requires_grad_(req)
-            p.grad = g
+            if p.requires_grad != req:
+                p.requires_grad_(req)
+            if p.grad is not None or g is not None:
+                p.grad = g

@@ -174,7 +174,6 @@ class Capture:
     seconds: dict[str, float]
     tiles: int = 1  # > 1: stitched from overlapping tiles
     tiling: str = ""  # how, in words, when tiled
-    window: tuple[int, int, int, int] | None = None  # (y0, x0, y1, x1): the gradients are 0 outside it
     uid: int = field(default_factory=lambda: next(_CAPTURE_IDS))
 
     @property

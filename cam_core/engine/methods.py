@@ -55,7 +55,7 @@ class MethodInfo:
     # what a local question (a clicked nucleus) needs. Grad-CAM's channel weights are gradients
     # averaged over the whole map, so its map for one nucleus is close to the whole class's.
     # Such a map is 0 wherever the gradient is: a capture whose gradients live in one window (a
-    # click on a large image) is computed on the window alone (``Capture.window``).
+    # click on a large image) is computed on the window alone (``Capture.window_part``).
     local: bool = False
 
     @property

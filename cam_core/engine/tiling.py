@@ -26,6 +26,7 @@ whole map at once and normalised once, exactly as on a small image.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -196,8 +197,8 @@ def capture_tiled(
     rule = rule or loaded.spec.decision_rule
     prediction = Prediction(probs, rule.decide(probs), rule)
     target, region = target_region(loaded, target, prediction)
-    grads, activations, t_backward, how, window = _target_gradients(
-        loaded, image, target, region, names, boxes, tile_weights, acts, rule, steps
+    grads, activations, t_backward, how = _target_gradients(
+        _Phase2(loaded, image, target, region, names, boxes, tile_weights, acts, rule, steps)
     )
     return Capture(
         model_name=loaded.name,
@@ -212,7 +213,6 @@ def capture_tiled(
         seconds={"forward": t_forward, "backward": t_backward, "total": time.perf_counter() - t0},
         tiles=len(boxes),
         tiling=_words(len(boxes), tile, overlap, how),
-        window=window,
     )
 
 
@@ -242,17 +242,19 @@ def recapture_tiled(
     boxes = [cell.box for cell in grid(w, h, tile, overlap, align=loaded.multiple)]
     tile_weights = _partition_of(tuple(boxes), (h, w), overlap)
     target, region = target_region(loaded, target, base.prediction)
-    grads, acts, t_passes, how, window = _target_gradients(
-        loaded,
-        image,
-        target,
-        region,
-        base.layers,
-        boxes,
-        tile_weights,
-        base.activations,
-        base.prediction.rule,
-        _Steps(progress, len(boxes)),
+    grads, acts, t_passes, how = _target_gradients(
+        _Phase2(
+            loaded,
+            image,
+            target,
+            region,
+            base.layers,
+            boxes,
+            tile_weights,
+            base.activations,
+            base.prediction.rule,
+            _Steps(progress, len(boxes)),
+        )
     )
     log.info(
         "model pass: tiled recapture (%s target) %s: %s, %.3f s (%.3f s in its passes, %d thread(s))",
@@ -264,7 +266,7 @@ def recapture_tiled(
         torch.get_num_threads(),
     )
     again = base.for_target(target, grads, time.perf_counter() - t0)
-    again.activations, again.tiling, again.window = acts, _words(len(boxes), tile, overlap, how), window
+    again.activations, again.tiling = acts, _words(len(boxes), tile, overlap, how)
     return again
 
 
@@ -348,49 +350,64 @@ def _forward_tiles(
     return probs, acts, t_forward
 
 
+@dataclasses.dataclass(frozen=True)
+class _Phase2:
+    """What phase 2 needs, the same for a window's pass and the tiles': the image, the target
+    and its weighted region, the layers, the grid and each tile's pixel shares, the stitched
+    activations (never written: the base may be cached), the rule and the progress."""
+
+    loaded: LoadedModel
+    image: np.ndarray
+    target: tg.TargetSpec
+    region: np.ndarray
+    names: list[str]
+    boxes: list[tuple[int, int, int, int]]
+    tile_weights: list[np.ndarray]
+    acts: Mapping[str, np.ndarray]
+    rule: DecisionRule
+    steps: _Steps
+
+    def pass_on(self, box: tuple[int, int, int, int], shares: np.ndarray | None = None) -> Capture:
+        """One forward + backward of the image in ``box``, scored by the region there (× a tile's
+        ``shares`` of each pixel)."""
+        y0, x0, y1, x1 = box
+        weights = self.region[y0:y1, x0:x1]
+        return capture(
+            self.loaded,
+            np.ascontiguousarray(self.image[y0:y1, x0:x1]),
+            tg.TargetSpec("mask", self.target.class_index, self.region[y0:y1, x0:x1] > 0),
+            self.names,
+            rule=self.rule,
+            region_weights=weights if shares is None else weights * shares,
+        )
+
+
 def _target_gradients(
-    loaded: LoadedModel,
-    image: np.ndarray,
-    target: tg.TargetSpec,
-    region: np.ndarray,
-    names: list[str],
-    boxes: list[tuple[int, int, int, int]],
-    tile_weights: list[np.ndarray],
-    acts: Mapping[str, np.ndarray],
-    rule: DecisionRule,
-    steps: _Steps,
-) -> tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray], float, str, tuple[int, int, int, int] | None]:
+    job: _Phase2,
+) -> tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray], float, str]:
     """Phase 2: the target's image-sized gradient maps, from one window centred on a region that
     fits one (the activations there become that pass's), else from the tiles (the activations
-    stay ``acts``). Returns the gradients, the activations, the passes' time and, for a window,
-    what it was in words and the window (``acts`` is never written: the base may be cached)."""
-    box = local_window(region, loaded.multiple)
+    stay ``job.acts``). Returns the gradients, the activations, the passes' time and, for a
+    window, what it was in words."""
+    box = local_window(job.region, job.loaded.multiple)
     if box is None:
-        grads, seconds = _backward_tiles(loaded, image, target, region, names, boxes, tile_weights, acts, rule, steps)
-        return grads, acts, seconds, "", None
+        grads, seconds = _backward_tiles(job)
+        return grads, job.acts, seconds, ""
     y0, x0, y1, x1 = box
     tb = time.perf_counter()
-    cap = capture(
-        loaded,
-        np.ascontiguousarray(image[y0:y1, x0:x1]),
-        tg.TargetSpec("mask", target.class_index, region[y0:y1, x0:x1] > 0),
-        names,
-        rule=rule,
-        region_weights=region[y0:y1, x0:x1],
-    )
+    cap = job.pass_on(box)
     seconds = time.perf_counter() - tb
-    cells = {n: _cells(cap, n, y0, x0) for n in names}
-    steps.finish(f"gradients: one {x1 - x0}×{y1 - y0} window around the target")
+    cells = {n: _cells(cap, n, y0, x0) for n in job.names}
+    job.steps.finish(f"gradients: one {x1 - x0}×{y1 - y0} window around the target")
     how = (
         f"the target explained in one {x1 - x0}×{y1 - y0} px window centred on it "
         f"(up to {LOCAL_CONTEXT} px of tissue around it; the activations there from that pass)"
     )
     return (
-        WindowedMaps(acts, dict(cap.gradients), cells, zeros=True),
-        WindowedMaps(acts, dict(cap.activations), cells),
+        WindowedMaps(job.acts, dict(cap.gradients), cells, zeros=True),
+        WindowedMaps(job.acts, dict(cap.activations), cells),
         seconds,
         how,
-        box,
     )
 
 
@@ -401,38 +418,20 @@ def _cells(cap: Capture, name: str, y0: int, x0: int) -> tuple[slice, ...]:
     return slice(None), slice(None), slice(y0 // sy, y0 // sy + lh), slice(x0 // sx, x0 // sx + lw)
 
 
-def _backward_tiles(
-    loaded: LoadedModel,
-    image: np.ndarray,
-    target: tg.TargetSpec,
-    region: np.ndarray,
-    names: list[str],
-    boxes: list[tuple[int, int, int, int]],
-    tile_weights: list[np.ndarray],
-    acts: Mapping[str, np.ndarray],
-    rule: DecisionRule,
-    steps: _Steps,
-) -> tuple[dict[str, np.ndarray], float]:
+def _backward_tiles(job: _Phase2) -> tuple[dict[str, np.ndarray], float]:
     """A forward + backward per tile that touches the target region, scored by the region
     weighted by the tile's share of each pixel; the gradients are summed on the image-sized maps."""
-    grads = {n: np.zeros(a.shape, a.dtype) for n, a in acts.items()}  # calloc: pages a tile adds to are written
+    grads = {n: np.zeros(a.shape, a.dtype) for n, a in job.acts.items()}  # calloc: pages a tile adds to are written
     t_backward = 0.0
-    for i, (y0, x0, y1, x1) in enumerate(boxes):
-        sub = region[y0:y1, x0:x1] > 0
-        if sub.any():  # a tile without target pixels scores 0: its gradients are 0
+    for i, box in enumerate(job.boxes):
+        y0, x0, y1, x1 = box
+        if (job.region[y0:y1, x0:x1] > 0).any():  # a tile without target pixels scores 0: its gradients are 0
             tb = time.perf_counter()
-            cap = capture(
-                loaded,
-                np.ascontiguousarray(image[y0:y1, x0:x1]),
-                tg.TargetSpec("mask", target.class_index, sub),
-                names,
-                rule=rule,
-                region_weights=region[y0:y1, x0:x1] * tile_weights[i],  # shares sum to 1
-            )
+            cap = job.pass_on(box, job.tile_weights[i])  # shares sum to 1
             t_backward += time.perf_counter() - tb
-            for n in names:
+            for n in job.names:
                 grads[n][_cells(cap, n, y0, x0)] += cap.gradients[n]
-        steps.step(f"gradients: tile {i + 1} of {len(boxes)}")
+        job.steps.step(f"gradients: tile {i + 1} of {len(job.boxes)}")
     return grads, t_backward
 
 

@@ -5,7 +5,8 @@
 # torch/torchvision come from PyTorch's CPU index by default; PyPI's torch==2.14.1 is the CUDA
 # build, whose CUDA-only parts (nvidia-* libraries, triton) are 4.0 GiB of its 7.04 GB image
 # (du -sc .venv/lib/python3.11/site-packages/nvidia* triton, 2026-12-01).
-# The versions are the exact pins of requirements.txt. scripts/test_docker.sh builds and tries it.
+# The versions are the exact pins of requirements.txt, and what they pull in those of constraints.txt
+# (the tested venv's: scripts/lock.py). scripts/test_docker.sh builds and tries it.
 FROM python:3.11-slim-bookworm
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -23,11 +24,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 segcam
 WORKDIR /app
 
-COPY requirements.txt ./
+COPY requirements.txt constraints.txt ./
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
         "torch==$(sed -n 's/^torch==//p' requirements.txt)" \
         "torchvision==$(sed -n 's/^torchvision==//p' requirements.txt)" \
-    && pip install --no-cache-dir -r requirements.txt
+    && pip install --no-cache-dir -r requirements.txt -c constraints.txt
 
 COPY cam_core/ cam_core/
 COPY ui/ ui/

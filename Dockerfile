@@ -1,6 +1,7 @@
 # SegCAM Explorer: the Streamlit app with the built-in model and sample tiles.
 #   CPU (default):  docker build -t segcam .
 #   CUDA:           docker build -t segcam:cuda --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
+#   + transformers and MONAI model folders: add --build-arg EXTRAS=1
 #   Run:            docker run -p 8501:8501 -v "$PWD/my_models:/models:ro" -v "$PWD/slides:/slides:ro" segcam
 # torch/torchvision come from PyTorch's CPU index by default; PyPI's torch==2.14.1 is the CUDA
 # build, whose CUDA-only parts (nvidia-* libraries, triton) are 4.0 GiB of its 7.04 GB image
@@ -29,6 +30,11 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
         "torch==$(sed -n 's/^torch==//p' requirements.txt)" \
         "torchvision==$(sed -n 's/^torchvision==//p' requirements.txt)" \
     && pip install --no-cache-dir -r requirements.txt -c constraints.txt
+# The optional model kinds (a transformers folder, a MONAI factory: requirements-extras.txt), on request:
+#   docker build --build-arg EXTRAS=1 -t segcam:extras .
+ARG EXTRAS=""
+COPY requirements-extras.txt ./
+RUN if [ -n "${EXTRAS}" ]; then pip install --no-cache-dir -r requirements-extras.txt -c constraints.txt; fi
 
 COPY cam_core/ cam_core/
 COPY ui/ ui/

@@ -6,7 +6,9 @@ Checked: health and the image's HEALTHCHECK; the three panels and every page in 
 mounted models folder whose model (written by ``save_pretrained``, mode 0600) is refused with the
 permission message, then appears and explains once made readable as the README says; a mounted
 slides folder on the Slide page; ``batch`` into a mounted host folder with ``--user``, whose files
-the host user owns; the code root-owned.
+the host user owns; the code root-owned; a transformers folder refused with the build argument that
+fixes it, and it and a MONAI factory folder loading in the image built with it
+(``$SEGCAM_IMAGE_EXTRAS``).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import BROWSER_ARGS, CHROMIUM, tiny_unet  # noqa: E402  (the unit suite's browser and tiny model)
+from conftest import BROWSER_ARGS, CHROMIUM, tiny_unet, write_model_folder  # noqa: E402  (the unit suite's)
 
 ENGINE = os.environ.get("SEGCAM_ENGINE", "docker")
 ENGINE_ARGS = shlex.split(os.environ.get("SEGCAM_ENGINE_ARGS", ""))
 IMAGE = os.environ.get("SEGCAM_IMAGE", "segcam:test")
+EXTRAS_IMAGE = os.environ.get("SEGCAM_IMAGE_EXTRAS", f"{IMAGE}-extras")  # built with --build-arg EXTRAS=1
 
 
 def engine(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -94,7 +97,26 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     for folder in (root, slides):
         folder.chmod(0o755)
     (slides / "demo.tif").chmod(0o644)
-    return {"models": models, "slides": slides, "root": root}
+    extras = root / "extras_models"  # the optional kinds, in a folder of their own
+    for kind, name in OPTIONAL_KINDS.items():
+        write_model_folder(kind, extras / name)
+    subprocess.run(["chmod", "-R", "a+rX", str(extras)], check=True)
+    return {"models": models, "slides": slides, "root": root, "extras": extras}
+
+
+OPTIONAL_KINDS = {"transformers": "hf_segformer", "factory (MONAI)": "monai_unet"}  # requirements-extras.txt
+
+
+def test_the_optional_kinds_are_refused_with_the_fix_and_load_in_the_extras_image(folders):
+    mount = f"{folders['extras']}:/models:ro"
+    plain = run_once("-v", mount, IMAGE, "python", "-m", "cam_core", "models", "--check", "/models/hf_segformer")
+    assert plain.returncode == 1, plain.stdout + plain.stderr[-2000:]
+    assert "needs the optional package" in plain.stdout
+    assert "--build-arg EXTRAS=1" in plain.stdout
+    for kind, name in OPTIONAL_KINDS.items():
+        r = run_once("-v", mount, EXTRAS_IMAGE, "python", "-m", "cam_core", "models", "--check", f"/models/{name}")
+        assert r.returncode == 0, f"{kind}: {r.stdout}{r.stderr[-2000:]}"
+        assert f"{name}: loads" in r.stdout, r.stdout
 
 
 def test_a_0600_model_file_is_refused_with_the_fix(folders):

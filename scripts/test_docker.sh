@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the image and try it as a user would (docker/test_image.py): health and HEALTHCHECK, every
-# page in Chromium, a mounted models folder (a 0600 model refused with the fix, then explained), a
-# mounted slides folder, batch into a host folder. Docker when an engine answers; else podman
+# Build the image (and its EXTRAS=1 variant) and try it as a user would (docker/test_image.py):
+# health and HEALTHCHECK, every page in Chromium, a mounted models folder (a 0600 model refused with
+# the fix, then explained), a mounted slides folder, batch into a host folder, the optional model
+# kinds refused with the fix by the image and loaded by its variant. Docker when an engine answers; else podman
 # (installed when missing), with the recipe these machines need: runc (crun fails on hybrid
 # cgroups), capped ulimits, the machine's CA file for pip behind its proxy, and a stand-in for
 # python:3.11-slim-bookworm built from Debian packages when no registry can be reached.
@@ -52,6 +53,11 @@ fi
 t1=$(date +%s)
 size=$($engine image inspect "$IMAGE" --format '{{.Size}}')
 echo "test_docker: $engine built $IMAGE in $((t1 - t0)) s ($((size / 1000000)) MB, torch from $index)" >&2
-SEGCAM_ENGINE=$engine SEGCAM_ENGINE_ARGS="$run_args" SEGCAM_IMAGE=$IMAGE \
+# The same image with the optional model kinds (--build-arg EXTRAS=1): its layers up to them are shared.
+"${build[@]}" -q --build-arg TORCH_INDEX_URL="$index" --build-arg EXTRAS=1 -t "$IMAGE-extras" . >/dev/null
+t2=$(date +%s)
+size=$($engine image inspect "$IMAGE-extras" --format '{{.Size}}')
+echo "test_docker: $engine built $IMAGE-extras in $((t2 - t1)) s more ($((size / 1000000)) MB)" >&2
+SEGCAM_ENGINE=$engine SEGCAM_ENGINE_ARGS="$run_args" SEGCAM_IMAGE=$IMAGE SEGCAM_IMAGE_EXTRAS=$IMAGE-extras \
   .venv/bin/python -m pytest -s -p no:cacheprovider docker/test_image.py "$@"
 echo "test_docker: done in $(($(date +%s) - t0)) s" >&2

@@ -4,6 +4,8 @@ factory from an installed package. Each is explained, and compared to grad-cam's
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -161,6 +163,23 @@ def test_a_transformers_folder_reads_its_classes_and_normalisation_and_upsamples
         assert inner.shape[-2:] == (24, 40)  # SegFormer's logits are at 1/4
         want = torch.nn.functional.interpolate(inner, size=(96, 160), mode="bilinear", align_corners=False)
         torch.testing.assert_close(loaded.model(x), want)
+
+
+def test_a_transformers_folder_without_the_package_names_the_pin_and_the_image_build(tmp_path, monkeypatch):
+    from cam_core.errors import ModelLoadError
+    from cam_core.model import models
+    from cam_core.model.kinds import TRANSFORMERS_PIN
+
+    folder = write_model_folder("transformers", tmp_path / "models" / "hf")
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what `import transformers` meets where it is absent
+    with pytest.raises(ModelLoadError) as err:
+        models.load_folder(folder, device=torch.device("cpu"))
+    said = str(err.value)
+    assert said.startswith("hf: a transformers model folder needs the optional package")
+    assert f"pip install {TRANSFORMERS_PIN}" in said
+    assert "--build-arg EXTRAS=1" in said
+    assert str(tmp_path) not in said  # the folder's name, not the server's path
+    assert models.check(folder) == [said]  # `models --check` says the same line
 
 
 def test_a_factory_in_the_models_folder_is_refused_without_running_it(tmp_path, monkeypatch):

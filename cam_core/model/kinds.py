@@ -163,7 +163,7 @@ def _transformers(folder: Path) -> Any:
     except ImportError:
         raise ModelLoadError(
             f"{folder.name}: a transformers model folder needs the optional package: pip install {TRANSFORMERS_PIN} "
-            "(or requirements-extras.txt)"
+            "(or requirements-extras.txt; the Docker image: build it with --build-arg EXTRAS=1)"
         ) from None
     return transformers
 

@@ -11,11 +11,12 @@ import streamlit as st
 
 from cam_core import limits
 from cam_core.engine import methods
+from cam_core.engine.result import SOURCES
 from cam_core.errors import SegCamError
 from cam_core.model import layers
 from cam_core.output import render
 from ui import compute, sidebar, state
-from ui.text import code, plain
+from ui.text import breakable, code, plain
 
 # What a cell's badges mean, shown above the grid (the rules are cam_core.trust's).
 BADGES = {
@@ -83,7 +84,8 @@ def main() -> None:
     st.markdown(
         f"Class **{plain(classes[cap.target.class_index])}** · {plain(cap.target.describe(classes))} · "
         f"model {code(ch.loaded.name)} · "
-        f"{cap.device} · one pass {cap.seconds['total']:.2f} s · every cell min-max normalised to 0–1, same colour scale"
+        f"{cap.device} · one pass {cap.seconds['total']:.2f} s, every cell's time {SOURCES['cache']} unless it says "
+        "otherwise · every cell min-max normalised to 0–1, same colour scale"
     )
     st.image(render.colorbar(cmap), alt="colour bar")
     grid = [methods.METHODS[n.lower()] for n in chosen_methods + chosen_slow]
@@ -207,17 +209,18 @@ def _rows(ch, grid, chosen_layers, results, reports, order, cmap) -> tuple[int, 
     columns = column_order(grid, chosen_layers, reports) if order else list(grid)
     if any(r is not None for r in reports.values()):
         st.caption(" · ".join(f"**{k}**: {v}" for k, v in BADGES.items()))
-    widths = [0.7] + [1.0] * len(columns)
-    head = st.columns(widths)
-    for col, info in zip(head[1:], columns):
-        col.markdown(f"**{info.name}**")
+    # A layer's name above its row (whole, copyable), not in a column of its own: the methods'
+    # columns keep the width, and every row has the same columns, so they line up.
+    head = st.columns(len(columns))
+    for col, info in zip(head, columns):
+        col.markdown(f"**{breakable(info.name)}**")
     cells = 0
     rows: dict[str, list[str]] = {}
     for layer in chosen_layers:
         rows[layer] = [i.name for i in columns]
-        cols = st.columns(widths)
-        cols[0].markdown(f"`{layer}`")
-        for col, info in zip(cols[1:], columns):
+        st.markdown(f"Layer {code(layer)}")
+        cols = st.columns(len(columns))
+        for col, info in zip(cols, columns):
             with col:
                 res = results[(info.name, layer)]
                 if isinstance(res, SegCamError):
@@ -229,7 +232,7 @@ def _rows(ch, grid, chosen_layers, results, reports, order, cmap) -> tuple[int, 
                 over = render.overlay(image, res.cam, 0.6, cmap)
                 st.image(
                     over,
-                    caption=f"{res.cost()}{badge(reports.get((info.name, layer)))}",
+                    caption=f"{res.cost(source=False)}{badge(reports.get((info.name, layer)))}",
                     width="stretch",
                     alt=f"cam {info.name} {layer}",
                 )

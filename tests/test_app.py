@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -177,12 +178,31 @@ def test_uploads_png_16bit_tiff_corrupt_then_valid(at):
     assert "GradCAM" in provenance(run(at))
 
 
+def _compare_reads_at_a_glance(at) -> None:
+    """The grid's head names each method so that it may wrap between its words (never inside
+    one: "GradCA|M"), each row is headed by its layer's whole name, and a cell says its time
+    without repeating where it came from (the line above says it once)."""
+    from cam_core.engine.methods import fast_methods
+    from ui.text import BREAK
+
+    texts = [m.value for m in at.markdown]
+    for info in fast_methods():
+        (head,) = [t for t in texts if t.replace(BREAK, "") == f"**{info.name}**"]
+        assert [w.strip("*") for w in head.split(BREAK)] == re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z]+", info.name)
+    assert [t for t in texts if t.startswith("Layer `")] == [f"Layer `{la}`" for la in at.session_state["compare_rows"]]
+    captions = [c for i in at.get("image") for c in i.captions]
+    assert captions
+    assert not [c for c in captions if "from the cached pass" in c]
+    assert any("from the cached pass unless it says otherwise" in t for t in texts)
+
+
 @pytest.mark.parametrize("page", ["pages/1_Compare.py", "pages/2_Model.py", "pages/3_About.py"])
 def test_every_page(at, page):
     at.switch_page(page)
     run(at)
     if "Compare" in page:
         assert at.session_state["compare_cells"] >= 3 * 6
+        _compare_reads_at_a_glance(at)
     if "Model" in page:
         assert any("Add your own model" in s.value for s in at.subheader)
     if "About" in page:
@@ -284,7 +304,7 @@ def test_compare_page_tiles_a_large_upload(at, monkeypatch):
     run(at)
     at.switch_page("pages/1_Compare.py")
     run(at)
-    captions = [i.caption for i in at.get("imgs")] if at.get("imgs") else []
+    captions = [c for i in at.get("image") for c in i.captions]
     assert any("Large image" in i.value for i in at.info)
     assert at.session_state["compare_cells"] >= 6, captions
 

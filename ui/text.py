@@ -20,6 +20,8 @@ _SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=&])")
 # scheme's colon, in "www." and after "@" breaks the pattern and the text still reads the same.
 _AUTOLINK = re.compile(r"(?<=[A-Za-z])(:)(?=//)|\b(www)(?=\.)|(@)", re.IGNORECASE)
 JOINER = "\u2060"
+BREAK = "\u200b"  # ZERO WIDTH SPACE: a line may break here, nothing is drawn
+_HUMPS = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def _unlinked(text: str) -> str:
@@ -41,6 +43,12 @@ def code(value: object) -> str:
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def breakable(name: str) -> str:
+    """A CamelCase name that may wrap between its words (``Grad|CAM|Element|Wise``) in a narrow
+    column, instead of the browser cutting it anywhere (``GradCA|M``); it reads the same."""
+    return _HUMPS.sub(BREAK, name)
 
 
 # What makes a link, an image or HTML when markdown is parsed: brackets (inline, reference and

@@ -52,10 +52,11 @@ class CamResult:
     def from_cache(self) -> bool:
         return self.source != "own passes"
 
-    def cost(self) -> str:
-        """The CAM's own cost in words: milliseconds from a cache, seconds otherwise."""
+    def cost(self, source: bool = True) -> str:
+        """The CAM's own cost in words: milliseconds from a cache, seconds otherwise (without
+        ``source``, a cached CAM's words are left to a line that says it once for many)."""
         if self.source == "cache":
-            return f"{self.seconds * 1000:.0f} ms {SOURCES['cache']}"
+            return f"{self.seconds * 1000:.0f} ms" + (f" {SOURCES['cache']}" if source else "")
         return f"{self.seconds:.1f} s, {SOURCES[self.source]}"
 
 

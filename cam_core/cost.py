@@ -31,6 +31,10 @@ PRIORS: dict[str, tuple[float, str]] = {
     "no-grad forward": (0.5, "a forward without gradients (a tile's first phase)"),
     "capture": (2.6, "a forward and a backward with hooks (a capture)"),
     "batched": (1.0, "a forward of a batch of perturbed images (trust, ScoreCAM), per image"),
+    # A sanity step is a capture of the randomised copy (with the first map: "capture"), then each
+    # further map recomputed and compared: measured 2026-12-02 at 0.87–0.90 of a forward per map
+    # (4 and 33 maps; a fixed step cost had Compare's 33-cell sanity at a tenth of its time).
+    "sanity map": (0.9, "a map beyond the first recomputed and compared at a sanity step"),
 }
 # How many finished runs of a kind are remembered (their median is the next estimate's rate).
 RUNS_KEPT = 5
@@ -55,8 +59,17 @@ class CostModel:
     def _rates(self, model: str) -> _Rates:
         return self._models.setdefault(model, _Rates())
 
-    def observe_forward(self, model: str, megapixels: float, seconds: float) -> None:
-        """The forward half of a capture over ``megapixels`` (batch 1): the model's base rate."""
+    def observe_forward(self, model: str, megapixels: float, seconds: float, cpu_seconds: float | None = None) -> None:
+        """The forward half of a capture over ``megapixels`` (batch 1): the model's base rate.
+
+        ``cpu_seconds``: the forward's CPU time, when torch ran it on the calling thread alone
+        (one intra-op thread). The smaller of the two is kept: a server's first captures share
+        the cores with its start and a browser on the same machine, and their wall time ran at
+        2–2.7× the warm rate (Compare's first check read "about 402 s" for 125 s), while the
+        check itself runs later on a quiet machine; a lasting load is in the action's own runs.
+        """
+        if cpu_seconds is not None and cpu_seconds > 0:
+            seconds = min(seconds, cpu_seconds)
         if megapixels > 0 and seconds > 0:
             with self._lock:
                 self._rates(model).forward.append(seconds / megapixels)

@@ -169,6 +169,41 @@ def test_an_estimate_starts_from_the_forward_rate_and_learns_from_its_runs():
         costs.estimate("m", "x", 1.0, prior="guess")
 
 
+def test_the_forward_rate_is_the_models_not_a_wait_for_the_lock_or_another_process(tiny, image64, monkeypatch):
+    import threading
+    import time
+
+    import torch
+
+    from cam_core import engine
+    from cam_core.cost import COSTS, CostModel
+    from cam_core.engine.targets import TargetSpec
+
+    costs = CostModel()
+    costs.observe_forward("m", 1.0, 3.0, cpu_seconds=1.0)  # the cores shared with a browser: CPU 1 s of 3 s
+    assert costs.seconds_per_unit("m", "x") == pytest.approx(1.0)
+    costs.observe_forward("n", 1.0, 1.0, cpu_seconds=1.5)  # CPU time above wall (not one thread): the wall's
+    assert costs.seconds_per_unit("n", "x") == pytest.approx(1.0)
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # several threads: no CPU time is offered
+    target = TargetSpec("class", 1)
+    engine.capture(tiny, image64, target, ["decoder.blocks.2"])  # the layer probe, once
+    COSTS.forget()
+    held = threading.Event()
+
+    def hold() -> None:
+        with tiny.lock:
+            held.set()
+            time.sleep(0.5)
+
+    threading.Thread(target=hold).start()
+    held.wait()
+    cap = engine.capture(tiny, image64, target, ["decoder.blocks.2"])
+    assert cap.seconds["forward"] >= 0.4  # the user waited for the other session's pass ...
+    rate = COSTS.seconds_per_unit(tiny.name, "x")
+    assert rate * 64 * 64 / 1e6 < 0.2  # ... the model's rate does not include it
+
+
 # ---------------------------------------------------------------- input quality notes
 
 

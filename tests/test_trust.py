@@ -109,6 +109,24 @@ def test_the_shared_model_is_never_touched_and_never_held_for_the_whole_run(tiny
     assert not tiny.lock.locked()
 
 
+def test_the_progress_runs_with_the_work_and_leaves_the_time_left_to_the_caller(tiny, image64):
+    from cam_core.trust.checks import _stages
+
+    seen: list[tuple[float, str]] = []
+    layer, methods = "decoder.blocks.2", [get_method("GradCAM"), get_method("HiResCAM")]
+    trust.trust(tiny, image64, TargetSpec("class", 1), [layer], methods, progress=lambda f, t: seen.append((f, t)))
+    fracs = [f for f, _ in seen]
+    assert fracs == sorted(fracs)
+    assert fracs[-1] == pytest.approx(1.0)
+    assert not [t for _, t in seen if "left" in t]  # one time left on a line: the app's Eta or tqdm's, not a stage's
+    # the stages' shares of the bar are their shares of the estimate's work (faithfulness is most of it)
+    faith, sane = _stages(tiny.model, [layer], len(methods), {}, True)
+    last_faithfulness = max(f for f, t in seen if t.startswith("faithfulness"))
+    assert last_faithfulness == pytest.approx(faith / (faith + sane))
+    assert last_faithfulness > 0.8  # the fixed split ended faithfulness at 0.8 whatever its work
+    assert min(f for f, t in seen if t.startswith("sanity")) > last_faithfulness
+
+
 def test_image_only_and_target_mask_maps_fail_sanity(tiny, image64):
     target = TargetSpec("mask", 1, rectangle_mask((64, 64), 8, 8, 40, 40))
     results = trust.sanity(

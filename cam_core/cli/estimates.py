@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from cam_core.data.images import load_image
     from cam_core.engine import targets as tg
     from cam_core.engine import tiling
-    from cam_core.engine.methods import get_method
+    from cam_core.engine.methods import fast_methods, get_method
     from cam_core.model import layers, models
     from cam_core.runtime import SERVER_THREADS, configure_threads
 
@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     check([("HiResCAM", "decoder.blocks.2")], "trust check, next method at that layer (HiResCAM)")
     cells = [(m, "decoder.blocks.3") for m in ("GradCAM", "HiResCAM", "XGradCAM", "LayerCAM")]
     check(cells, "Compare: check 4 cells at another layer (decoder.blocks.3)")
+    grid = [(m.name, la) for la in layers.compare_layers(loaded) for m in fast_methods()]  # the page's defaults
+    check(grid, f"Compare: check its default grid ({len(grid)} cells)")
     for side in (2000, 1500):
         big = _large(image, side)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -98,7 +97,6 @@ def _batched_scores(
 ) -> list[float]:
     """Target scores of a stream of input batches; the model's lock is held one batch at a time."""
     scores: list[float] = []
-    t0 = time.perf_counter()
     for xb in inputs:
         with loaded.lock, preserved_state(loaded.model), torch.no_grad():
             loaded.model.eval()
@@ -107,9 +105,8 @@ def _batched_scores(
             log.info("model pass: forward ×%d (trust) %s %s", xb.shape[0], loaded.name, tuple(xb.shape[1:]))
         scores.extend(_class_score(loaded, logits.float(), cls, region).cpu().tolist())
         if progress is not None:
-            done = len(scores)
-            rate = (time.perf_counter() - t0) / done
-            progress(done / total, f"{label}: {done}/{total} perturbed images, ~{rate * (total - done):.0f} s left")
+            done = len(scores)  # the time left is the caller's to say, once (the app's Eta, tqdm's line)
+            progress(done / total, f"{label}: {done}/{total} perturbed images")
     return scores
 
 

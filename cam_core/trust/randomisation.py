@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -261,7 +260,6 @@ def sanity(
             f"the sanity check explains the image once per randomisation step; use an image of at most {LARGE_SIDE}×{LARGE_SIDE}"
         )
     layers, methods = layers or [], [m for m in (methods or []) if m.from_cache]
-    t0 = time.perf_counter()
     if cap is None and layers and methods:
         cap = capture(loaded, image, target, layers, rule=rule)
     prediction = cap.prediction if cap is not None else engine.predict(loaded, image, rule)
@@ -287,11 +285,7 @@ def sanity(
                 r.steps.append(block)
                 for view, m in views.items():
                     r.views[view].add(trained[key][view], m)
-            if progress is not None:
-                spent = time.perf_counter() - t0
-                progress(
-                    (i + 1) / len(blocks),
-                    f"sanity: randomised {block} ({i + 1}/{len(blocks)}), ~{spent / (i + 1) * (len(blocks) - i - 1):.0f} s left",
-                )
+            if progress is not None:  # the time left is the caller's to say, once
+                progress((i + 1) / len(blocks), f"sanity: randomised {block} ({i + 1}/{len(blocks)})")
         del twin
     return list(results.values())

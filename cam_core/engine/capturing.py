@@ -362,6 +362,20 @@ def score_function(
     return target, tg.build(target, padded, loaded.spec.binary, loaded.num_classes, finer=finer)
 
 
+class _ForwardClock:
+    """A capture's forward timed for the cost model: started with the model's lock held (a wait
+    for another session's pass is not the model's speed), with its CPU time when torch runs on the
+    calling thread alone (see :meth:`CostModel.observe_forward`)."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.thread_time()
+
+    def observe(self, loaded: LoadedModel, x: torch.Tensor) -> None:
+        cpu = time.thread_time() - self.cpu if torch.get_num_threads() == 1 else None
+        megapixels = int(x.shape[-2]) * int(x.shape[-1]) / 1e6
+        COSTS.observe_forward(loaded.name, megapixels, time.perf_counter() - self.wall, cpu)
+
+
 def capture(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -399,9 +413,7 @@ def capture(
     ):
         model.eval()
         keep(loaded, None)  # free the previous graph before building up another
-        # The forward's clock starts with the lock held (a wait for another session's pass is not
-        # the model's speed); its CPU time is kept too (see CostModel.observe_forward).
-        tf, cpu = time.perf_counter(), time.thread_time()
+        clock = _ForwardClock()
         # Several layers: the input requires grad so every hooked output is in the graph, even
         # when a user's model has frozen parameters; autograd.grad leaves parameters' .grad alone.
         x = x.detach().requires_grad_(not from_layer)
@@ -412,9 +424,7 @@ def capture(
         passes(loaded)["forward"] += 1
         check_finite(logits, "logits")
         t_forward = time.perf_counter() - t0
-        one_thread = torch.get_num_threads() == 1
-        cpu_s = time.thread_time() - cpu if one_thread else None
-        COSTS.observe_forward(loaded.name, int(x.shape[-2]) * int(x.shape[-1]) / 1e6, time.perf_counter() - tf, cpu_s)
+        clock.observe(loaded, x)
         prediction = prediction_from_logits(loaded, logits, size, rule)
         target, score_fn = score_function(loaded, target, prediction, x.shape, weights=region_weights)
         score = score_fn(logits[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -203,7 +204,18 @@ def embedded(slide_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("embedded")
     r = _batch(slide_dir / "big.tif", out, "--workers", "2", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    (out / "stderr.txt").write_text(r.stderr)  # what the terminal showed
     return out / "big"
+
+
+def test_the_batch_progress_line_says_one_time_left(embedded):
+    err = (embedded.parent / "stderr.txt").read_text()
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if "tiles |" in ln and ": 0/" not in ln]
+    assert lines, err[-2000:]
+    assert all(ln.count(" left") == 1 for ln in lines), lines  # the batch's own figure ...
+    assert not [ln for ln in lines if "<" in ln], lines  # ... and not tqdm's elapsed<remaining beside it
+    rates = [float(re.search(r"([\d.]+) tiles/s", ln)[1]) for ln in lines]
+    assert max(rates) < 100, lines  # timed from the slide's start (tqdm's first read 22429 tiles/s)
 
 
 def test_batch_writes_valid_geojson_that_matches_the_models_mask(embedded, slide_dir):

@@ -701,8 +701,8 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(done: int, total: int, rate: float, left: float, name: str) -> None:
         if name not in lines:
-            lines[name] = Line(name, total, "tiles")
-        lines[name].count(done, total, f"~{left:.0f} s left")
+            lines[name] = Line(name, total, "tiles", own_rate=True)  # timed from the slide's start
+        lines[name].count(done, total, f"{rate:.2f} tiles/s, about {left:.0f} s left")
 
     client, cluster, where = _client(args.workers, args.scheduler)
     failed = 0

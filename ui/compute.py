@@ -422,17 +422,11 @@ class Eta:
         return f"{msg} · {elapsed:.0f} s elapsed, {shown} — click anywhere to cancel"
 
 
-def method_work(loaded: models.LoadedModel, shape: tuple[int, ...], info: MethodInfo, layer: str) -> Any:
-    """The work of a method's own passes at this layer on an image of ``shape`` (cam_core.cost)."""
-    from cam_core.model import layers
-
-    channels = layers.spatial_layers(loaded)[layer].channels
-    return info.work(channels, models.padded_pixels(shape, loaded.multiple))
-
-
 def estimate_seconds(ch: Choices, info: MethodInfo, layer: str) -> float:
     """The one estimate the app shows for a method (sidebar label, warning, progress): cam_core.cost."""
-    return float(method_work(ch.loaded, ch.image.image.array.shape, info, layer).seconds(ch.loaded.name))
+    from cam_core import engine
+
+    return float(engine.method_work(ch.loaded, ch.image.image.array.shape, info, layer).seconds(ch.loaded.name))
 
 
 def tiled_estimate(ch: Choices) -> float:
@@ -448,7 +442,7 @@ def run_slow(ch: Choices, info: MethodInfo, layer: str, cap: Any, report: Any) -
     from cam_core import engine
 
     target = ch.target.with_class(cap.target.class_index)
-    work = method_work(ch.loaded, ch.image.image.array.shape, info, layer)
+    work = engine.method_work(ch.loaded, ch.image.image.array.shape, info, layer)
     try:
         with HEAVY.slot(_queued(report, info.name)):
             eta = Eta(info.name, work.seconds(ch.loaded.name))  # the clock starts with the run, not the wait

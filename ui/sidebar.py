@@ -7,6 +7,7 @@ import hashlib
 
 import streamlit as st
 
+from cam_core import engine
 from cam_core.data import samples
 from cam_core.data.images import MPP_RANGE, SUPPORTED, load_image
 from cam_core.data.masks import MASK_KINDS
@@ -279,7 +280,7 @@ def _method_choice(loaded: models.LoadedModel, image: ImageChoice, layer: str) -
             return n
         if info.from_cache:
             return f"{n} — slow"
-        work = compute.method_work(loaded, image.image.array.shape, info, layer)  # the page's own estimate
+        work = engine.method_work(loaded, image.image.array.shape, info, layer)  # the page's own estimate
         return f"{n} — own passes, ~{max(work.seconds(loaded.name), 1):.0f} s"
 
     method = bound(

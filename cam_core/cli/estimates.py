@@ -66,13 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     def method(info_name: str, layer: str, cls: int | None = None) -> None:
         info = get_method(info_name)
-        channels = layers.spatial_layers(loaded)[layer].channels
         spec = target if cls is None else target.with_class(cls)
         rows.append(
             _row(
                 f"{info_name} @ {layer}" + ("" if cls is None else f", class {loaded.spec.classes[cls]}"),
                 name,
-                info.work(channels, pixels),
+                engine.method_work(loaded, image.shape, info, layer),
                 lambda: engine.run_method(loaded, image, spec, info, layer, prediction=cap.prediction),
             )
         )

@@ -16,6 +16,7 @@ __all__, __getattr__ = exports(
     {
         "cam_from_capture": ".facade",
         "explain": ".facade",
+        "method_work": ".facade",
         "run_method": ".facade",
         "GRAD_CAM_SVD_MAX_PIXELS": ".facade",
         "Capture": ".capturing",

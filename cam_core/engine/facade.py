@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from cam_core.cost import Work
 from cam_core.engine import cammath
 from cam_core.engine import targets as tg
 from cam_core.engine.capturing import (
@@ -37,7 +38,7 @@ from cam_core.engine.passes import PassRun, default_batch_size, expected_batches
 from cam_core.engine.result import CamResult
 from cam_core.errors import InputError
 from cam_core.model.layers import resolve_layers, spatial_layers
-from cam_core.model.models import LoadedModel
+from cam_core.model.models import LoadedModel, padded_pixels
 from cam_core.model.rules import DecisionRule
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,13 @@ def cam_from_capture(cap: Capture, info: MethodInfo, layer: str, eigen_smooth: b
     if cap.tiling:
         result.notes.append(cap.tiling)
     return _finalise(result, raw)
+
+
+def method_work(loaded: LoadedModel, shape: tuple[int, ...], info: MethodInfo, layer: str) -> Work:
+    """The work of a method's own passes at ``layer`` on an image of ``shape``, for the one
+    estimate (:mod:`cam_core.cost`): the app's labels and progress, the trust check's progress
+    split and the estimates bench read it here."""
+    return info.work(spatial_layers(loaded)[layer].channels, padded_pixels(shape, loaded.multiple))
 
 
 def run_method(

@@ -375,7 +375,7 @@ class _Phase2:
         return capture(
             self.loaded,
             np.ascontiguousarray(self.image[y0:y1, x0:x1]),
-            tg.TargetSpec("mask", self.target.class_index, self.region[y0:y1, x0:x1] > 0),
+            tg.TargetSpec("mask", self.target.class_index, weights > 0),
             self.names,
             rule=self.rule,
             region_weights=weights if shares is None else weights * shares,

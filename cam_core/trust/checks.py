@@ -47,7 +47,7 @@ from cam_core.engine.capturing import (
 )
 from cam_core.engine.methods import MethodInfo
 from cam_core.errors import Cancelled
-from cam_core.model.models import LoadedModel
+from cam_core.model.models import LoadedModel, padded_pixels
 from cam_core.model.rules import DecisionRule
 from cam_core.trust.deletion import Faithfulness, FaithfulnessVerdict, faithfulness, forwards, random_maps
 from cam_core.trust.localisation import Localisation, localisation
@@ -96,18 +96,19 @@ def _stages(
     return forwards(total_maps) * PRIORS["batched"][0], steps * step
 
 
-def _own_passes(loaded: LoadedModel, layers: list[str], methods: list[MethodInfo], given: dict) -> float:
-    """Forward-equivalents per image of the maps :func:`_maps` computes by their own passes."""
-    from cam_core.model.layers import spatial_layers
+def _own_passes(
+    loaded: LoadedModel, image: np.ndarray, layers: list[str], methods: list[MethodInfo], given: dict
+) -> float:
+    """Forward units, weighted by their priors, of the maps :func:`_maps` computes by their own passes."""
+    from cam_core import engine
 
-    found = spatial_layers(loaded)
-    total = 0.0
-    for layer in layers:
-        for info in methods:
-            if not info.from_cache and (info.name, layer) not in given and layer in found:
-                w = info.work(found[layer].channels, 1_000_000)  # units of one megapixel = passes
-                total += w.units * PRIORS[w.prior][0]
-    return total
+    works = [
+        engine.method_work(loaded, image.shape, info, layer)
+        for layer in layers
+        for info in methods
+        if not info.from_cache and (info.name, layer) not in given
+    ]
+    return sum(w.units * PRIORS[w.prior][0] for w in works)
 
 
 # The three verdicts on one map, from worst to best: the one place their words are chosen.
@@ -331,8 +332,11 @@ def trust(
         cap = engine.capture(loaded, image, target, layers, rule=rule)
     target = cap.target
     known = references if references is not None else {}
-    own = _own_passes(loaded, layers, methods, cams or {})
-    faith, sane = _stages(loaded.model, layers, len(layers) * len(methods), dict(known), cascade)
+    own = _own_passes(loaded, image, layers, methods, cams or {})
+    pixels = padded_pixels(image.shape, loaded.multiple)
+    faith, sane = (
+        units(n, pixels) for n in _stages(loaded.model, layers, len(layers) * len(methods), dict(known), cascade)
+    )
     a, b = own / (own + faith + sane), (own + faith) / (own + faith + sane)  # the stages' ends on the bar
     maps, slow = _maps(loaded, image, cap, layers, methods, cams or {}, eigen_smooth, part(0.0, a))
     named = {f"{m}@{la}": v for (m, la), v in maps.items()} | _references_needed(loaded, cap, layers, known)
